@@ -1,0 +1,101 @@
+"""Shared fixtures: real Redis and RabbitMQ, each test isolated by its own key prefix / vhost.
+
+A server that is not running skips the tests that need it locally, and fails
+them under CI (``CI`` set), as dramatiq does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from yagi_meter import config as config_module
+from yagi_meter.config import Config
+
+CI = bool(os.environ.get("CI"))
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "notifications"
+TEST_REDIS_URL = os.environ.get("YAGI_TEST_REDIS_URL", "redis://localhost:6379/15")
+TEST_AMQP_HOST = os.environ.get("YAGI_TEST_AMQP_HOST", "localhost:5672")
+
+
+def unavailable(what: str, error: Exception) -> None:
+    if CI:
+        pytest.fail(f"{what} is not available under CI: {error}")
+    pytest.skip(f"{what} is not available: {error}")
+
+
+def sample_paths() -> list[Path]:
+    """Every real notification sample shipped in ../shared/notifications."""
+    return sorted(SAMPLES.rglob("*.json"))
+
+
+def as_sent(
+    sample: dict, message_id: str | None = None, timestamp: str = "2017-07-06 16:58:55.301284"
+) -> dict:
+    """A sample as oslo.messaging's Notifier sends it: with message_id and timestamp."""
+    message = dict(sample)
+    message.setdefault("message_id", message_id or str(uuid.uuid4()))
+    message.setdefault("timestamp", timestamp)
+    return message
+
+
+def load_sample(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> redis.Redis:
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as e:
+        unavailable(f"Redis at {TEST_REDIS_URL}", e)
+    return client
+
+
+@pytest.fixture
+def key_prefix(redis_server: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"yagitest:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    for key in redis_server.scan_iter(match=f"{prefix}*", count=1000):
+        redis_server.delete(key)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ vhost of this test session's own, deleted at the end."""
+    vhost = f"yagi-test-{uuid.uuid4().hex[:8]}"
+    try:
+        subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        unavailable("RabbitMQ (rabbitmqctl)", e)
+    yield f"amqp://guest:guest@{TEST_AMQP_HOST}/{vhost}"
+    subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+def make_config(**settings: str) -> Config:
+    """A validated Config from ``section_key=value`` settings, ignoring any yagi.conf."""
+    environ = {"YAGI_CONFIG": os.devnull}
+    environ.update({f"YAGI_{name.upper()}": value for name, value in settings.items()})
+    return config_module.load(environ=environ)
+
+
+@pytest.fixture
+def config(key_prefix: str) -> Config:
+    """Defaults pointing at the test Redis under this test's key prefix."""
+    return make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix)

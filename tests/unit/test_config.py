@@ -1,0 +1,67 @@
+import pytest
+
+from tests.conftest import ROOT, make_config
+from yagi_meter import config as config_module
+from yagi_meter.errors import ConfigError
+
+
+def test_sample_file_lists_every_option_with_its_default():
+    assert (ROOT / "yagi.conf.sample").read_text() == config_module.render_sample()
+
+
+def test_defaults_match_the_design():
+    config = make_config()
+    assert config.amqp.url == "amqp://guest:guest@localhost:5672/%2F"
+    assert config.amqp.exchanges == ("nova", "glance", "cinder", "neutron", "heat", "keystone")
+    assert config.amqp.topics == ("notifications",)
+    assert config.amqp.priorities == ("info", "warn", "error")
+    assert config.redis.url == "redis://localhost:6379/0"
+    assert config.redis.retention_days == 90
+    assert (config.feeds.host, config.feeds.port) == ("127.0.0.1", 8080)
+    assert config.base_url == "http://127.0.0.1:8080"
+    assert (config.feeds.page_size, config.feeds.max_page_size) == (25, 1000)
+    assert config.auth.mode == "none"
+    assert config.hub.external_url == ""
+    assert config.forward.url == ""
+    assert config.is_default("redis", "url")
+
+
+def test_environment_overrides_the_file(tmp_path):
+    conf = tmp_path / "yagi.conf"
+    conf.write_text("[redis]\nurl = redis://localhost:6379/3\n[amqp]\nprefetch = 10\n")
+    config = config_module.load(str(conf), environ={"YAGI_REDIS_URL": "redis://localhost:6379/9"})
+    assert config.redis.url == "redis://localhost:6379/9"
+    assert config.amqp.prefetch == 10
+    assert not config.is_default("redis", "url")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("amqp_prefetch", "0", "[amqp] prefetch"),
+        ("amqp_prefetch", "many", "[amqp] prefetch"),
+        ("redis_url", "http://x", "[redis] url"),
+        ("auth_mode", "open", "[auth] mode"),
+        ("hub_allowed_callback_networks", "10.0.0.0/33", "[hub] allowed_callback_networks"),
+        ("redis_compress", "maybe", "[redis] compress"),
+        ("notifications_mapping", "x.* = owner:payload.x", "[notifications] mapping"),
+    ],
+)
+def test_bad_value_fails_naming_the_key(setting, value, named):
+    with pytest.raises(ConfigError) as error:
+        make_config(**{setting: value})
+    assert str(error.value).startswith(named)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_key_in_file_is_refused(tmp_path):
+    conf = tmp_path / "yagi.conf"
+    conf.write_text("[redis]\nurll = redis://localhost\n")
+    with pytest.raises(ConfigError, match=r"unknown option \[redis\] urll"):
+        config_module.load(str(conf), environ={})
+
+
+def test_describe_masks_passwords():
+    line = make_config(amqp_url="amqp://user:s3cret@rabbit:5672/%2F").describe()
+    assert "s3cret" not in line
+    assert "amqp://user:***@rabbit:5672/%2F" in line

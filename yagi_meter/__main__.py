@@ -1,0 +1,5 @@
+import sys
+
+from yagi_meter.cli import main
+
+sys.exit(main())

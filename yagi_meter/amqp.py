@@ -1,0 +1,164 @@
+"""The boundary to RabbitMQ: the only module that imports pika.
+
+``Consumer`` declares and binds what the configuration names, consumes with
+a prefetch window and hands received messages to the caller in order;
+every pika failure comes out as ``ConnectionClosed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pika
+import pika.exceptions
+
+from yagi_meter.config import Config
+from yagi_meter.errors import ConnectionClosed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One received message: its tag for acking, body and source exchange/routing key."""
+
+    tag: int
+    body: bytes
+    source: str
+
+
+@dataclass(frozen=True)
+class Binding:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+def bindings(config: Config) -> list[Binding]:
+    """Every (queue, exchange, routing key) to bind.
+
+    By default the queues are the ones oslo.messaging declares itself,
+    ``<topic>.<priority>``, bound to every configured exchange.
+    """
+    own_queue = config.amqp.queue
+    result = []
+    for topic in config.amqp.topics:
+        for priority in config.amqp.priorities:
+            routing_key = f"{topic}.{priority}"
+            for exchange in config.amqp.exchanges:
+                result.append(Binding(own_queue or routing_key, exchange, routing_key))
+    return result
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (pika.exceptions.AMQPError, OSError) as e:
+        raise ConnectionClosed(f"{what}: {e!r}") from None
+
+
+class Consumer:
+    """One connection and channel consuming every configured queue."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.received: list[Delivery] = []
+        self._connection: pika.BlockingConnection | None = None
+        self._channel = None
+
+    def connect(self) -> None:
+        """Connect, declare and bind, and start consuming; raise ConnectionClosed on failure."""
+        params = pika.URLParameters(self.config.amqp.url)
+        params.heartbeat = self.config.amqp.heartbeat
+        params.connection_attempts = 1
+        params.client_properties = {"connection_name": "yagi-meter listen"}
+        with _translated("connect"):
+            self._connection = pika.BlockingConnection(params)
+            self._channel = self._connection.channel()
+            links = bindings(self.config)
+            for exchange in dict.fromkeys(b.exchange for b in links):
+                self._ensure("exchange", exchange)
+            for queue in dict.fromkeys(b.queue for b in links):
+                self._ensure("queue", queue)
+            for link in links:
+                self._channel.queue_bind(link.queue, link.exchange, routing_key=link.routing_key)
+            self._channel.basic_qos(prefetch_count=self.config.amqp.prefetch)
+            for queue in dict.fromkeys(b.queue for b in links):
+                self._channel.basic_consume(queue, self._on_message)
+
+    def _ensure(self, kind: str, name: str) -> None:
+        """Use an existing exchange or queue as it is; declare it if missing.
+
+        Declaring an existing one with other flags than its creator used
+        (oslo.messaging's durability) would close the channel, so look first.
+        """
+        durable = self.config.amqp.durable
+        try:
+            if kind == "exchange":
+                self._channel.exchange_declare(name, exchange_type="topic", passive=True)
+            else:
+                self._channel.queue_declare(name, passive=True)
+            return
+        except pika.exceptions.ChannelClosedByBroker as e:
+            if e.reply_code != 404:
+                raise
+        self._channel = self._connection.channel()
+        if kind == "exchange":
+            self._channel.exchange_declare(name, exchange_type="topic", durable=durable)
+        else:
+            self._channel.queue_declare(name, durable=durable)
+        log.info("declared %s %s (durable=%s)", kind, name, durable)
+
+    def _on_message(self, channel, method, properties, body: bytes) -> None:
+        self.received.append(Delivery(method.delivery_tag, body, f"{method.exchange}/{method.routing_key}"))
+
+    def poll(self, seconds: float) -> None:
+        """Receive for up to ``seconds``; new messages are appended to ``received``."""
+        with _translated("receive"):
+            self._connection.process_data_events(time_limit=seconds)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait while keeping the connection alive (heartbeats)."""
+        with _translated("sleep"):
+            self._connection.sleep(seconds)
+
+    def ack_through(self, tag: int) -> None:
+        """Acknowledge every message up to and including ``tag``."""
+        with _translated("ack"):
+            self._channel.basic_ack(delivery_tag=tag, multiple=True)
+
+    def close(self) -> None:
+        """Close the connection; unacknowledged messages go back to their queues."""
+        self.received.clear()
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except (pika.exceptions.AMQPError, OSError) as e:
+                log.warning("closing the AMQP connection: %r", e)
+
+
+def queue_depths(config: Config) -> dict[str, dict[str, int]]:
+    """Messages waiting and consumers attached per configured queue (passive look)."""
+    params = pika.URLParameters(config.amqp.url)
+    params.connection_attempts = 1
+    params.socket_timeout = 3
+    depths = {}
+    with _translated("queue depths"):
+        connection = pika.BlockingConnection(params)
+        try:
+            for queue in dict.fromkeys(b.queue for b in bindings(config)):
+                channel = connection.channel()
+                try:
+                    ok = channel.queue_declare(queue, passive=True).method
+                except pika.exceptions.ChannelClosedByBroker:
+                    continue  # not declared yet
+                depths[queue] = {"messages": ok.message_count, "consumers": ok.consumer_count}
+                channel.close()
+        finally:
+            connection.close()
+    return depths

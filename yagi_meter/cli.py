@@ -1,0 +1,277 @@
+"""The ``yagi-meter`` command: one subcommand per daemon or operator task."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.config
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from yagi_meter import __version__
+from yagi_meter import config as config_module
+from yagi_meter import status as status_module
+from yagi_meter.config import Config
+from yagi_meter.errors import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, ConfigError, StoreError
+from yagi_meter.ingest import Ingestor, Message, Summary
+from yagi_meter.store import Store, open_store
+from yagi_meter.store.connection import socket_url
+
+log = logging.getLogger("yagi_meter")
+
+# The daemons `run` starts, in start order; each is `yagi-meter <name>`.
+DAEMONS = ("listen",)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return RET_ERROR
+    try:
+        config = config_module.load(args.config)
+        _configure_logging(config)
+        return args.func(args, config)
+    except ConfigError as e:
+        print(f"yagi-meter: configuration error: {e}", file=sys.stderr)
+        return RET_CONFIG
+    except StoreError as e:
+        print(f"yagi-meter: Redis error: {e}", file=sys.stderr)
+        return RET_CONNECT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yagi-meter", description=__doc__)
+    parser.add_argument(
+        "-c", "--config", help="configuration file (else $YAGI_CONFIG, ./yagi.conf, /etc/yagi/yagi.conf)"
+    )
+    parser.add_argument("--version", action="version", version=f"yagi-meter {__version__}")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    listen = commands.add_parser("listen", help="consume the configured queues, persist, ack")
+    listen.set_defaults(func=cmd_listen)
+
+    run = commands.add_parser("run", help="every daemon in one process group")
+    run.set_defaults(func=cmd_run)
+
+    replay = commands.add_parser("replay", help="ingest notifications from JSON / JSON-lines files")
+    replay.add_argument("files", nargs="+", metavar="FILE")
+    replay.set_defaults(func=cmd_replay)
+
+    status = commands.add_parser("status", help="counts, queue depths, backlogs, last errors")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=cmd_status)
+
+    quarantine = commands.add_parser("quarantine", help="messages that could not become events")
+    actions = quarantine.add_subparsers(metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="show quarantined messages with their reasons")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line, body included")
+    listing.set_defaults(func=cmd_quarantine_list)
+    requeue = actions.add_parser("requeue", help="ingest quarantined messages again")
+    requeue.add_argument("ids", nargs="*", metavar="ID", help="entries to requeue (default: all)")
+    requeue.set_defaults(func=cmd_quarantine_requeue)
+    return parser
+
+
+def _configure_logging(config: Config) -> None:
+    if config.logging.config:
+        logging.config.fileConfig(config.logging.config, disable_existing_loggers=False)
+        return
+    logging.basicConfig(
+        level=config.logging.level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every passive declare of a missing queue; we handle those.
+    logging.getLogger("pika.channel").setLevel(logging.ERROR)
+
+
+def _start(name: str, config: Config) -> Store:
+    """Log the one start-up line and open the store (fails loudly if unreachable)."""
+    log.info("yagi-meter %s %s starting: %s", name, __version__, config.describe())
+    store = open_store(config)
+    store.client.ping()
+    return store
+
+
+# -- listen ----------------------------------------------------------------
+
+
+def cmd_listen(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.listener import Listener
+
+    store = _start("listen", config)
+    listener = Listener(config, Ingestor(store, config))
+    listener.install_signal_handlers()
+    listener.run()
+    return RET_OK
+
+
+# -- run -------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    """Start every daemon as a child, restart one that dies, stop all on SIGTERM."""
+    store = _start("run", config)
+    env = dict(os.environ)
+    shared = socket_url(store.client)
+    if shared:  # children join the embedded Redis this process started
+        env["YAGI_REDIS_URL"] = shared
+    if args.config:
+        env["YAGI_CONFIG"] = str(Path(args.config).resolve())
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    children = {name: _spawn(name, env) for name in DAEMONS}
+    while not stopping:
+        time.sleep(0.5)
+        for name, child in children.items():
+            if child.poll() is not None and not stopping:
+                log.error("%s exited with %s; restarting it", name, child.returncode)
+                children[name] = _spawn(name, env)
+    for child in children.values():
+        child.send_signal(signal.SIGTERM)
+    for name, child in children.items():
+        child.wait()
+        log.info("%s stopped (exit %s)", name, child.returncode)
+    return RET_OK
+
+
+def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "yagi_meter", name], env=env)
+
+
+# -- replay ----------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    store = _start("replay", config)
+    ingestor = Ingestor(store, config)
+    total = Summary()
+    count = 0
+    for path in args.files:
+        try:
+            messages = list(read_messages(Path(path)))
+        except OSError as e:
+            print(f"yagi-meter: cannot read {path}: {e.strerror}", file=sys.stderr)
+            return RET_ERROR
+        for start in range(0, len(messages), config.amqp.batch_size):
+            total.add(ingestor.ingest(messages[start : start + config.amqp.batch_size]))
+        count += len(messages)
+    print(
+        f"replayed {count} messages from {len(args.files)} files: stored {total.stored}, "
+        f"duplicates {total.duplicates}, conflicts {total.conflicts}, "
+        f"quarantined {total.quarantined}"
+    )
+    return RET_OK
+
+
+def read_messages(path: Path) -> Iterator[Message]:
+    """Message bodies in a file: one JSON object, a JSON array of them, or JSON lines.
+
+    A line that is not JSON is still yielded, so it reaches the quarantine.
+    """
+    data = path.read_bytes()
+    try:
+        whole = json.loads(data)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict):
+        yield Message(data, f"file:{path}")
+        return
+    if isinstance(whole, list):
+        for number, item in enumerate(whole, 1):
+            yield Message(json.dumps(item).encode(), f"file:{path}[{number}]")
+        return
+    for number, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            yield Message(line, f"file:{path}:{number}")
+
+
+# -- status ----------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    store = open_store(config)
+    report = status_module.collect(store, config)
+    print(json.dumps(report, sort_keys=True) if args.json else status_module.render(report))
+    return RET_OK
+
+
+# -- quarantine ------------------------------------------------------------
+
+
+def cmd_quarantine_list(args: argparse.Namespace, config: Config) -> int:
+    store = open_store(config)
+    for entry in store.quarantine.list(count=args.limit):
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "id": entry.id,
+                        "at": entry.at.isoformat(),
+                        "source": entry.source,
+                        "reason": entry.reason,
+                        "body": entry.body.decode("utf-8", errors="replace"),
+                    }
+                )
+            )
+        else:
+            preview = entry.body[:120].decode("utf-8", errors="replace").replace("\n", " ")
+            print(
+                f"{entry.id}  {entry.at:%Y-%m-%d %H:%M:%S}  {entry.source}  {entry.reason}\n"
+                f"    {len(entry.body)} bytes: {preview}"
+            )
+    return RET_OK
+
+
+def cmd_quarantine_requeue(args: argparse.Namespace, config: Config) -> int:
+    store = _start("quarantine requeue", config)
+    ingestor = Ingestor(store, config)
+    wanted = set(args.ids)
+    found: set[str] = set()
+    total = Summary()
+    # A message still bad is quarantined anew, after `last`: stop there.
+    last = store.quarantine.last_id()
+    after = "-"
+    while last is not None:
+        entries = [
+            e
+            for e in store.quarantine.list(count=config.amqp.batch_size, after=after)
+            if _entry_seq(e.id) <= _entry_seq(last)
+        ]
+        if not entries:
+            break
+        after = entries[-1].id
+        for entry in entries:
+            if wanted and entry.id not in wanted:
+                continue
+            found.add(entry.id)
+            # One entry at a time: each is removed in the same write that stores it.
+            total.add(ingestor.ingest([Message(entry.body, entry.source)], requeued=[entry.id]))
+    print(
+        f"requeued {len(found)}: stored {total.stored}, duplicates {total.duplicates}, "
+        f"conflicts {total.conflicts}, still quarantined {total.quarantined}"
+    )
+    for missing in sorted(wanted - found):
+        print(f"yagi-meter: no quarantined message {missing}", file=sys.stderr)
+    return RET_ERROR if wanted - found else RET_OK
+
+
+def _entry_seq(entry_id: str) -> tuple[int, int]:
+    ms, _, n = entry_id.partition("-")
+    return int(ms), int(n or 0)

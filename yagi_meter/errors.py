@@ -1,0 +1,32 @@
+"""The exceptions yagi-meter raises; boundary modules turn library errors into these."""
+
+
+class YagiError(Exception):
+    """Base class of every yagi-meter error."""
+
+
+class ConfigError(YagiError):
+    """The configuration is invalid; the message names the key."""
+
+
+class BadNotification(YagiError):
+    """A message cannot become an event; the message is the quarantine reason."""
+
+
+class StoreError(YagiError):
+    """Redis could not be reached or refused a write."""
+
+
+class BrokerError(YagiError):
+    """Base class of errors talking to RabbitMQ."""
+
+
+class ConnectionClosed(BrokerError):
+    """The AMQP connection or channel was lost."""
+
+
+# Exit codes of the CLI.
+RET_OK = 0
+RET_ERROR = 1
+RET_CONFIG = 2
+RET_CONNECT = 3

