@@ -1,0 +1,1 @@
+"""The web side of yagi-meter: Atom feeds, the WebSub hub endpoint, auth."""

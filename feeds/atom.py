@@ -1,0 +1,62 @@
+"""Atom (RFC 4287) rendering of events: pure functions from events to bytes, no I/O."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from lxml import etree
+
+from yagi_meter.notification import Event, format_timestamp
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+CATEGORY_SCHEME = "urn:yagi-meter:"
+_A = f"{{{ATOM_NS}}}"
+
+
+def entry_id(event: Event) -> str:
+    return f"urn:uuid:{event.message_id}"
+
+
+def entry_url(base_url: str, event: Event) -> str:
+    return f"{base_url}/events/{quote(event.message_id, safe='')}"
+
+
+def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    element = etree.SubElement(parent, _A + tag, attrs)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def entry_element(event: Event, base_url: str, parent: etree._Element | None = None) -> etree._Element:
+    """The ``atom:entry`` of one event, appended to ``parent`` when given."""
+    entry = etree.Element(_A + "entry", nsmap={None: ATOM_NS}) if parent is None else _sub(parent, "entry")
+    _sub(entry, "id", entry_id(event))
+    _sub(entry, "title", event.event_type, type="text")
+    # published: when it happened; updated: when it entered the archive (never
+    # before published), so a feed's updated moves on even for late arrivals.
+    published = format_timestamp(event.timestamp)
+    updated = format_timestamp(max(event.timestamp, event.ingested_at or event.timestamp))
+    _sub(entry, "updated", updated)
+    _sub(entry, "published", published)
+    author = _sub(entry, "author")
+    _sub(author, "name", event.publisher_id or event.service)
+    _sub(entry, "link", rel="self", href=entry_url(base_url, event), type="application/atom+xml;type=entry")
+    categories = (
+        ("event_type", event.event_type),
+        ("service", event.service),
+        ("tenant", event.tenant_id),
+        ("resource", event.resource_id),
+    )
+    for scheme, term in categories:
+        if term:
+            _sub(entry, "category", term=term, scheme=CATEGORY_SCHEME + scheme, label=scheme)
+    # notification_json is ASCII-only JSON: control characters in the payload
+    # are \u escapes there, so the document is always well-formed XML.
+    _sub(entry, "content", event.notification_json, type="application/json")
+    return entry
+
+
+def entry_document(event: Event, base_url: str) -> bytes:
+    """A standalone Atom Entry Document (``application/atom+xml;type=entry``)."""
+    return etree.tostring(entry_element(event, base_url), xml_declaration=True, encoding="utf-8")
