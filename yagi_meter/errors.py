@@ -25,6 +25,10 @@ class ConnectionClosed(BrokerError):
     """The AMQP connection or channel was lost."""
 
 
+class ArchiveError(YagiError):
+    """The AtomPub archive could not be reached, did not answer in time, or auth failed."""
+
+
 # Exit codes of the CLI.
 RET_OK = 0
 RET_ERROR = 1
