@@ -1,0 +1,154 @@
+"""The boundary to the AtomPub archive: POST one Atom entry document, say what came of it.
+
+The only module that talks HTTP to the archive.  Each worker thread has its
+own ``requests.Session`` (sessions are not thread-safe; each keeps its
+connections alive).  Auth headers come from an ``ArchiveAuth``; a 401 makes it
+re-authenticate once and the post is sent again.  Network failures and
+timeouts become ``ArchiveError``; every HTTP answer becomes a ``Posted``.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import dataclass
+
+import requests
+
+from yagi_meter import __version__
+from yagi_meter.config import Config
+from yagi_meter.errors import ArchiveError
+from yagi_meter.keystone import Credentials, KeystoneClient, KeystoneError
+
+ENTRY_TYPE = "application/atom+xml;type=entry"
+BODY_LIMIT = 4096  # characters of an answer kept (for dead letters and logs)
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The archive's answer: status, Location (if any), its body (truncated), Retry-After seconds."""
+
+    status: int
+    location: str
+    body: str
+    retry_after: float | None = None
+
+
+class ArchiveAuth:
+    """No auth: the base of the other modes."""
+
+    name = "none"
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def renew(self) -> None:
+        """Called after a 401, before the one repeat of the post."""
+
+
+class BasicAuth(ArchiveAuth):
+    name = "basic"
+
+    def __init__(self, username: str, password: str) -> None:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+
+class KeystoneAuth(ArchiveAuth):
+    """A Keystone v3 token in X-Auth-Token, cached by the (thread-safe) KeystoneClient."""
+
+    name = "keystone"
+
+    def __init__(self, client: KeystoneClient) -> None:
+        self.client = client
+        self._used = threading.local()  # the token this thread last sent
+
+    def headers(self) -> dict[str, str]:
+        try:
+            token = self.client.token()
+        except KeystoneError as e:
+            raise ArchiveError(str(e)) from None
+        self._used.token = token
+        return {"X-Auth-Token": token}
+
+    def renew(self) -> None:
+        # Only the token that was refused: threads refused at the same time renew it once.
+        self.client.invalidate(getattr(self._used, "token", None))
+
+
+def auth_from_config(config: Config) -> ArchiveAuth:
+    f = config.forward
+    if f.auth == "basic":
+        return BasicAuth(f.username, f.password)
+    if f.auth == "keystone":
+        credentials = Credentials(
+            f.keystone_url, f.username, f.password, f.project_name, f.user_domain, f.project_domain
+        )
+        return KeystoneAuth(KeystoneClient(credentials, timeout=f.timeout))
+    return ArchiveAuth()
+
+
+class AtomPubClient:
+    """Posts entry documents; safe to share between threads (a Session per thread)."""
+
+    def __init__(self, auth: ArchiveAuth | None = None, timeout: float = 10) -> None:
+        self.auth = auth or ArchiveAuth()
+        self.timeout = timeout
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update({"Content-Type": ENTRY_TYPE, "User-Agent": f"yagi-meter/{__version__}"})
+            self._local.session = session
+        return session
+
+    def post(self, url: str, document: bytes) -> Posted:
+        """POST ``document`` to the collection ``url``; on 401 re-authenticate once and repeat."""
+        posted = self._post(url, document)
+        if posted.status == 401:
+            self.auth.renew()
+            posted = self._post(url, document)
+        return posted
+
+    def _post(self, url: str, document: bytes) -> Posted:
+        try:
+            response = self.session.post(
+                url, data=document, headers=self.auth.headers(), timeout=self.timeout, allow_redirects=False
+            )
+        except requests.Timeout:
+            raise ArchiveError(f"no answer from {url} within {self.timeout:g}s") from None
+        except requests.RequestException as e:
+            raise ArchiveError(f"cannot post to {url}: {_reason(e)}") from None
+        return Posted(
+            response.status_code,
+            response.headers.get("Location", ""),
+            response.text[:BODY_LIMIT],
+            _seconds(response.headers.get("Retry-After")),
+        )
+
+    def close(self) -> None:
+        """Close this thread's session (each worker thread calls it on its way out)."""
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+
+def _reason(error: requests.RequestException) -> str:
+    # urllib3 wraps the cause several times; keep the innermost "[Errno 111] Connection refused".
+    text = str(error)
+    start = text.rfind("[Errno")
+    return text[start:].rstrip(")'\"") if start >= 0 else text
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:  # an HTTP date: rare from archives, and backoff covers it
+        return None
