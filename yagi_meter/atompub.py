@@ -98,14 +98,19 @@ class AtomPubClient:
         self.auth = auth or ArchiveAuth()
         self.timeout = timeout
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[requests.Session] = []
 
     @property
     def session(self) -> requests.Session:
+        """This thread's session, made on first use."""
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             session.headers.update({"Content-Type": ENTRY_TYPE, "User-Agent": f"yagi-meter/{__version__}"})
             self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
         return session
 
     def post(self, url: str, document: bytes) -> Posted:
@@ -133,11 +138,11 @@ class AtomPubClient:
         )
 
     def close(self) -> None:
-        """Close this thread's session (each worker thread calls it on its way out)."""
-        session = getattr(self._local, "session", None)
-        if session is not None:
+        """Close every thread's session (after the worker threads are done)."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
             session.close()
-            self._local.session = None
 
 
 def _reason(error: requests.RequestException) -> str:

@@ -130,6 +130,7 @@ class Forwarder:
     def _shut_down(self, pool: ThreadPoolExecutor, inflight: dict[Future, int]) -> None:
         unstarted = [seq for future, seq in inflight.items() if future.cancel()]
         pool.shutdown(wait=True)
+        self.client.close()
         try:
             self.outbox.release(*unstarted)
         except StoreError as e:  # their leases end soon anyway

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +51,13 @@ def ingest(config: Config, count: int) -> dict[str, str]:
 
 def outbox(store: Store) -> Outbox:
     return Outbox(store.client, store.keys, "forward")
+
+
+def free_port() -> int:
+    """A port nothing listens on (yet)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20, what: str = "condition") -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from tests.integration.forwarding import (
     drained,
     forward_config,
+    free_port,
     ingest,
     outbox,
     running,
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.integration
 def archive():
     with AtomHopper() as server:
         yield server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_archived_once(archive: AtomHopper, sent: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ repeated id in the same collection answers 409.  Tests turn on trouble:
 ``refuse`` (a status for chosen entry ids, e.g. 400) and ``authorize`` (a
 check of the request headers; False answers 401).  ``posts`` counts every
 POST per entry id, ``created`` every 201, ``max_in_flight`` the most requests
-handled at once.
+handled at once, ``connections`` the client addresses seen (keep-alive).
 
 Run alone for benchmarks: ``python -m tests.servers.atomhopper --port 8090``.
 """
@@ -44,6 +44,7 @@ class AtomHopper:
         self.authorize: Callable[[Mapping[str, str]], bool] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections: set[tuple[str, int]] = set()  # client addresses: one per kept-alive connection
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -107,6 +108,7 @@ class AtomHopper:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with archive._lock:
+                    archive.connections.add(self.client_address)
                     archive.in_flight += 1
                     archive.max_in_flight = max(archive.max_in_flight, archive.in_flight)
                 status = 500
