@@ -26,7 +26,7 @@ BODY_LIMIT = 4096  # characters of an answer kept (for dead letters and logs)
 
 @dataclass(frozen=True)
 class Posted:
-    """The archive's answer: status, Location (if any), its body (truncated), Retry-After seconds."""
+    """The archive's answer: status, Location (if any), an error's body (truncated), Retry-After seconds."""
 
     status: int
     location: str
@@ -133,7 +133,7 @@ class AtomPubClient:
         return Posted(
             response.status_code,
             response.headers.get("Location", ""),
-            response.text[:BODY_LIMIT],
+            _text(response),
             _seconds(response.headers.get("Retry-After")),
         )
 
@@ -150,6 +150,15 @@ def _reason(error: requests.RequestException) -> str:
     text = str(error)
     start = text.rfind("[Errno")
     return text[start:].rstrip(")'\"") if start >= 0 else text
+
+
+def _text(response: requests.Response) -> str:
+    """The start of an error answer; a success's body is not needed (and not decoded)."""
+    if response.ok:
+        return ""
+    # Not response.text: without a charset it guesses the encoding, slowly.
+    text = response.content[: BODY_LIMIT * 4].decode(response.encoding or "utf-8", errors="replace")
+    return text[:BODY_LIMIT]
 
 
 def _seconds(value: str | None) -> float | None:

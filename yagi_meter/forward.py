@@ -78,6 +78,7 @@ class Forwarder:
         self._failures = 0  # consecutive rounds of archive trouble
         self._paused_until = 0.0  # monotonic; no claims before it
         self._last_reason = ""
+        self._archived_entries: list[Archived] = []
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -88,14 +89,18 @@ class Forwarder:
         self.stopping.set()
 
     def run(self) -> None:
-        # Twice the threads' worth claimed, so a thread never waits for the next claim.
+        # Up to twice the threads' worth claimed, so a thread never waits for the next claim.
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward")
         inflight: dict[Future, int] = {}
         reported = time.monotonic()
         log.info("forwarding to %s with %d requests in flight", self.routes.url, self.concurrency)
         try:
             while not self.stopping.is_set():
-                claimed = self._claim(pool, inflight, 2 * self.concurrency - len(inflight))
+                room = 2 * self.concurrency - len(inflight)
+                # Half the claimed work done: record it and claim more, each in one round trip.
+                if room >= self.concurrency:
+                    self._record_archived()
+                claimed = self._claim(pool, inflight, room)
                 if inflight:
                     finished, _ = wait(list(inflight), timeout=IDLE_SECONDS, return_when=FIRST_COMPLETED)
                     for future in finished:
@@ -111,7 +116,7 @@ class Forwarder:
     # -- the main thread -----------------------------------------------------
 
     def _claim(self, pool: ThreadPoolExecutor, inflight: dict[Future, int], room: int) -> int:
-        if room <= 0 or time.monotonic() < self._paused_until:
+        if room < self.concurrency or time.monotonic() < self._paused_until:
             return 0
         try:
             seqs = self.outbox.claim(room, self.lease_seconds)
@@ -131,6 +136,7 @@ class Forwarder:
         unstarted = [seq for future, seq in inflight.items() if future.cancel()]
         pool.shutdown(wait=True)
         self.client.close()
+        self._record_archived()
         try:
             self.outbox.release(*unstarted)
         except StoreError as e:  # their leases end soon anyway
@@ -140,6 +146,22 @@ class Forwarder:
             len(inflight) - len(unstarted),
             len(unstarted),
         )
+
+    def _record_archived(self) -> None:
+        """Mark what the archive accepted done, in one Redis transaction per batch.
+
+        Until then the events stay leased in the outbox: should this process
+        die first, they are posted again and the archive answers 409.
+        """
+        with self._lock:
+            entries, self._archived_entries = self._archived_entries, []
+        try:
+            self.archived.add(entries, self.outbox)
+        except StoreError as e:
+            log.error("forward: could not mark %d archived events done: %s", len(entries), e)
+            self.store.errors.record(COMPONENT, str(e))
+            with self._lock:  # try again on the next round; the leases cover a while
+                self._archived_entries[:0] = entries
 
     def _report(self, seconds: float) -> None:
         with self._lock:
@@ -188,8 +210,8 @@ class Forwarder:
         assert event.seq is not None
         now = datetime.now(UTC)
         entry = Archived(event.seq, event.message_id, event.event_type, posted.status, posted.location, now)
-        self.archived.add(entry, self.outbox)
         with self._lock:
+            self._archived_entries.append(entry)  # the main thread records them in batches
             self._failures = 0
             self._paused_until = 0.0
         log.debug(

@@ -8,6 +8,7 @@ the entry id, so the archive can be searched by it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,23 +38,26 @@ class ArchivedLog:
         self.client = client
         self.key = keys.forwarded
 
-    def add(self, entry: Archived, outbox: Outbox) -> None:
-        """Record ``entry`` and mark its outbox entry done, in one step."""
+    def add(self, entries: Sequence[Archived], outbox: Outbox) -> None:
+        """Record ``entries`` and mark their outbox entries done, in one step."""
+        if not entries:
+            return
         pipe = self.client.pipeline(transaction=True)
-        fields = {
-            "seq": entry.seq,
-            "message_id": entry.message_id,
-            "event_type": entry.event_type,
-            "status": entry.status,
-            "location": entry.location,
-            "at": int(entry.at.timestamp() * 1000),
-        }
-        pipe.xadd(self.key, fields, maxlen=KEEP, approximate=True)
-        outbox.done(entry.seq, pipe=pipe)
+        for entry in entries:
+            fields = {
+                "seq": entry.seq,
+                "message_id": entry.message_id,
+                "event_type": entry.event_type,
+                "status": entry.status,
+                "location": entry.location,
+                "at": int(entry.at.timestamp() * 1000),
+            }
+            pipe.xadd(self.key, fields, maxlen=KEEP, approximate=True)
+        outbox.done(*(entry.seq for entry in entries), pipe=pipe)
         try:
             pipe.execute()
         except redis.RedisError as e:
-            raise StoreError(f"marking {entry.message_id} forwarded failed: {e}") from None
+            raise StoreError(f"marking {len(entries)} events forwarded failed: {e}") from None
 
     def recent(self, count: int = 100) -> list[Archived]:
         """The newest ``count`` forwards, newest first."""
