@@ -526,6 +526,8 @@ def _check_together(config: Config) -> None:
 
 
 def _check_forward(config: Config) -> None:
+    if not config.get("forward", "event_types"):
+        raise ConfigError("[forward] event_types: empty; * forwards every event type")
     if config.get("forward", "targets") and not config.get("forward", "url"):
         raise ConfigError("[forward] targets: needs [forward] url, the collection of every other event type")
     timeout = config.get("forward", "timeout")

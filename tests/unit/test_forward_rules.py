@@ -1,8 +1,9 @@
 import pytest
 
 from tests.conftest import make_config
+from yagi_meter import cli
 from yagi_meter.cli import DAEMONS, WANTED
-from yagi_meter.errors import ConfigError
+from yagi_meter.errors import RET_CONFIG, ConfigError
 from yagi_meter.forward import ARCHIVED, DEAD, DUPLICATE, RETRY, backoff, classify
 from yagi_meter.routes import Routes
 
@@ -71,6 +72,7 @@ def test_targets_are_read_one_per_line():
         ({"forward_targets": "nova.* = ftp://x"}, "[forward] targets"),
         ({"forward_targets": "nova.*"}, "[forward] targets"),
         ({"forward_url": "", "forward_targets": "nova.* = http://x/n"}, "[forward] targets"),
+        ({"forward_event_types": " , "}, "[forward] event_types"),
         ({"forward_concurrency": "0"}, "[forward] concurrency"),
         ({"forward_timeout": "20"}, "[forward] lease_seconds"),
         ({"forward_backoff_max": "0.5"}, "[forward] backoff_max"),
@@ -104,3 +106,10 @@ def test_run_starts_the_forwarder_only_when_a_url_is_set():
     assert "forward" in DAEMONS
     assert WANTED["forward"](make_config(forward_url="http://archive/events"))
     assert not WANTED["forward"](make_config())
+
+
+def test_forward_without_a_url_exits_with_a_configuration_error(monkeypatch, capsys):
+    monkeypatch.setenv("YAGI_CONFIG", "/dev/null")
+    monkeypatch.delenv("YAGI_FORWARD_URL", raising=False)
+    assert cli.main(["forward"]) == RET_CONFIG
+    assert "[forward] url" in capsys.readouterr().err
