@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from feeds.atom import entry_document  # noqa: E402
 from tests.conftest import as_sent, load_sample, sample_paths  # noqa: E402
 from yagi_meter import config as config_module  # noqa: E402
-from yagi_meter.forward import Forwarder  # noqa: E402
+from yagi_meter.forward import SWITCH_INTERVAL, Forwarder  # noqa: E402
 from yagi_meter.ingest import Ingestor, Message  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 from yagi_meter.store.outbox import Outbox  # noqa: E402
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=120)
     args = parser.parse_args()
     count, rounds = min(args.count, 20_000), max(1, args.rounds)
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as `yagi-meter forward` does; the same for both sides
     archive, base = start_archive()
     total, bare, forwarded = 0, 0.0, 0.0
     try:
