@@ -62,3 +62,12 @@ def test_refused_connection_and_timeout_become_archive_errors(archive):
     archive.delay = 0.5
     with pytest.raises(ArchiveError, match="no answer .* within 0.2s"):
         AtomPubClient(timeout=0.2).post(archive.url(), ENTRY % 2)
+
+
+def test_proxy_from_the_environment_is_used(archive, monkeypatch):
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", archive.url(""))  # the archive plays the proxy
+    posted = AtomPubClient().post("http://archive.invalid/feed", ENTRY % 7)
+    assert posted.status == 201
+    assert archive.ids("http://archive.invalid/feed") == {"urn:uuid:7"}
