@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from feeds.atom import entry_document  # noqa: E402
 from tests.conftest import as_sent, load_sample, sample_paths  # noqa: E402
 from yagi_meter import config as config_module  # noqa: E402
-from yagi_meter.forward import SWITCH_INTERVAL, Forwarder  # noqa: E402
+from yagi_meter.forward import Forwarder  # noqa: E402
 from yagi_meter.ingest import Ingestor, Message  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 from yagi_meter.store.outbox import Outbox  # noqa: E402
@@ -40,10 +40,10 @@ from yagi_meter.store.outbox import Outbox  # noqa: E402
 ENTRY_TYPE = "application/atom+xml;type=entry"
 
 
-def start_archive() -> tuple[subprocess.Popen, str]:
+def start_archive(delay: float = 0) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     archive = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.atomhopper", "--port", "0"],
+        [sys.executable, "-m", "tests.servers.atomhopper", "--port", "0", "--delay", str(delay)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -138,10 +138,15 @@ def main() -> None:
         "--redis-url", default=os.environ.get("YAGI_BENCH_REDIS_URL", "redis://localhost:6379/15")
     )
     parser.add_argument("--time-limit", type=float, default=120)
+    parser.add_argument(
+        "--archive-delay",
+        type=float,
+        default=0,
+        help="seconds the archive takes per post (a remote one: 0.005)",
+    )
     args = parser.parse_args()
     count, rounds = min(args.count, 20_000), max(1, args.rounds)
-    sys.setswitchinterval(SWITCH_INTERVAL)  # as `yagi-meter forward` does; the same for both sides
-    archive, base = start_archive()
+    archive, base = start_archive(args.archive_delay)
     total, bare, forwarded = 0, 0.0, 0.0
     try:
         for number in range(rounds):
@@ -155,7 +160,7 @@ def main() -> None:
         archive.terminate()
         archive.wait()
     bare_rate, forward_rate = total / bare, total / forwarded
-    print(f"entries:                {total} in {rounds} rounds")
+    print(f"entries:                {total} in {rounds} rounds, archive delay {args.archive_delay:g}s")
     print(f"bare requests loop:     {bare_rate:8.0f} entries/s ({bare:.2f}s)")
     print(f"forwarder ({args.concurrency:>2} in flight): {forward_rate:8.0f} entries/s ({forwarded:.2f}s)")
     print(f"ratio forwarder/bare:   {forward_rate / bare_rate:8.2f}")

@@ -22,6 +22,11 @@ from yagi_meter.errors import ArchiveError
 from yagi_meter.keystone import Credentials, KeystoneClient, KeystoneError
 
 ENTRY_TYPE = "application/atom+xml;type=entry"
+HEADERS = {
+    "Content-Type": ENTRY_TYPE,
+    "Accept": "application/atom+xml",
+    "User-Agent": f"yagi-meter/{__version__}",
+}
 BODY_LIMIT = 4096  # characters of an answer kept (for dead letters and logs)
 
 
@@ -110,7 +115,6 @@ class AtomPubClient:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # see _environment
-            session.headers.update({"Content-Type": ENTRY_TYPE, "User-Agent": f"yagi-meter/{__version__}"})
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -125,14 +129,13 @@ class AtomPubClient:
         return posted
 
     def _post(self, url: str, document: bytes) -> Posted:
+        # Prepared by hand: Session.post would merge cookies and settings on every
+        # call, a fifth of its CPU time per post; the archive sets no cookies.
+        request = requests.PreparedRequest()
+        request.prepare(method="POST", url=url, headers={**HEADERS, **self.auth.headers()}, data=document)
         try:
-            response = self.session.post(
-                url,
-                data=document,
-                headers=self.auth.headers(),
-                timeout=self.timeout,
-                allow_redirects=False,
-                **self._environment(url),
+            response = self.session.send(
+                request, timeout=self.timeout, allow_redirects=False, **self._environment(url)
             )
         except requests.Timeout:
             raise ArchiveError(f"no answer from {url} within {self.timeout:g}s") from None
@@ -154,6 +157,8 @@ class AtomPubClient:
             with requests.Session() as lookup:
                 found = lookup.merge_environment_settings(url, {}, None, None, None)
             settings = {key: found[key] for key in ("proxies", "verify", "cert")}
+            if not url.lower().startswith("https:"):
+                settings["verify"] = True  # no TLS: spare requests a stat() of the CA bundle per post
             self._settings[url] = settings
         return settings
 

@@ -136,11 +136,10 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_forward(args: argparse.Namespace, config: Config) -> int:
-    from yagi_meter.forward import SWITCH_INTERVAL, Forwarder
+    from yagi_meter.forward import Forwarder
 
     if not config.forward.url:
         raise ConfigError("[forward] url: empty, so forwarding is off")
-    sys.setswitchinterval(SWITCH_INTERVAL)
     store = _start("forward", config)
     forwarder = Forwarder(config, store)
     forwarder.install_signal_handlers()

@@ -13,12 +13,12 @@ never waits for any of this: it only adds to the outbox.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import signal
 import threading
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 from feeds.atom import entry_document
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 COMPONENT = "forward"
 IDLE_SECONDS = 0.2  # between claims while the outbox is empty
 REPORT_SECONDS = 60  # one summary line per minute
-# The forwarder's threads mostly wait on sockets; Python's default 5 ms GIL switch
-# interval makes each wake-up wait behind a busy thread.  1 ms doubles throughput.
-SWITCH_INTERVAL = 0.001
 ARCHIVED, DUPLICATE, RETRY, DEAD = "archived", "duplicate", "retry", "dead"
 
 
@@ -82,6 +79,9 @@ class Forwarder:
         self._paused_until = 0.0  # monotonic; no claims before it
         self._last_reason = ""
         self._archived_entries: list[Archived] = []
+        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._pending = 0  # claimed and not finished
+        self._idle = threading.Condition()  # notified when half the claimed work is done
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -92,62 +92,75 @@ class Forwarder:
         self.stopping.set()
 
     def run(self) -> None:
-        # Up to twice the threads' worth claimed, so a thread never waits for the next claim.
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward")
-        inflight: dict[Future, int] = {}
+        """Forward until ``stop()``: claim, hand to the threads, record, report."""
+        threads = [
+            threading.Thread(target=self._work, name=f"forward-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
         reported = time.monotonic()
         log.info("forwarding to %s with %d requests in flight", self.routes.url, self.concurrency)
         try:
             while not self.stopping.is_set():
-                room = 2 * self.concurrency - len(inflight)
-                # Half the claimed work done: record it and claim more, each in one round trip.
-                if room >= self.concurrency:
-                    self._record_archived()
-                claimed = self._claim(pool, inflight, room)
-                if inflight:
-                    finished, _ = wait(list(inflight), timeout=IDLE_SECONDS, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        del inflight[future]
-                elif not claimed:
-                    self.stopping.wait(IDLE_SECONDS)
+                # Up to twice the threads' worth claimed, so no thread waits for the next claim;
+                # woken when half of it is done: record that and claim more, a round trip each.
+                self._record_archived()
+                claimed = self._claim(2 * self.concurrency - self._pending)
+                with self._idle:
+                    if claimed or self._pending > self.concurrency:
+                        self._idle.wait_for(self._half_done, timeout=IDLE_SECONDS)
+                    else:  # nothing due: look again in a moment
+                        self._idle.wait(IDLE_SECONDS)
                 if time.monotonic() - reported >= REPORT_SECONDS:
                     self._report(time.monotonic() - reported)
                     reported = time.monotonic()
         finally:
-            self._shut_down(pool, inflight)
+            self._shut_down(threads)
 
     # -- the main thread -----------------------------------------------------
 
-    def _claim(self, pool: ThreadPoolExecutor, inflight: dict[Future, int], room: int) -> int:
+    def _half_done(self) -> bool:
+        return self._pending <= self.concurrency or self.stopping.is_set()
+
+    def _claim(self, room: int) -> int:
         if room < self.concurrency or time.monotonic() < self._paused_until:
             return 0
         try:
             seqs = self.outbox.claim(room, self.lease_seconds)
-            events = {event.seq: event for event in self.store.events.get_many(seqs)} if seqs else {}
-            gone = [seq for seq in seqs if seq not in events]
+            events = self.store.events.get_many(seqs) if seqs else []
+            gone = set(seqs) - {event.seq for event in events}
             if gone:  # removed by retention before it could be sent: nothing left to send
-                log.warning("forward: events %s no longer stored; dropped from the outbox", gone)
+                log.warning("forward: events %s no longer stored; dropped from the outbox", sorted(gone))
                 self.outbox.done(*gone)
         except StoreError as e:
             self._trouble(f"Redis: {e}")
             return 0
-        for seq, event in events.items():
-            inflight[pool.submit(self._forward, event)] = seq
-        return len(seqs)
+        with self._idle:
+            self._pending += len(events)
+        for event in events:
+            self._queue.put(event)
+        return len(events)
 
-    def _shut_down(self, pool: ThreadPoolExecutor, inflight: dict[Future, int]) -> None:
-        unstarted = [seq for future, seq in inflight.items() if future.cancel()]
-        pool.shutdown(wait=True)
+    def _shut_down(self, threads: list[threading.Thread]) -> None:
+        unstarted = []
+        while True:
+            try:
+                unstarted.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join()
         self.client.close()
         self._record_archived()
         try:
-            self.outbox.release(*unstarted)
+            self.outbox.release(*(event.seq for event in unstarted if event is not None))
         except StoreError as e:  # their leases end soon anyway
             log.warning("forward: could not give back %d claimed events: %s", len(unstarted), e)
         log.info(
-            "forwarder stopped: %d requests finished, %d claimed events given back",
-            len(inflight) - len(unstarted),
-            len(unstarted),
+            "forwarder stopped: requests in flight finished, %d claimed events given back", len(unstarted)
         )
 
     def _record_archived(self) -> None:
@@ -184,6 +197,14 @@ class Forwarder:
         )
 
     # -- the worker threads --------------------------------------------------
+
+    def _work(self) -> None:
+        while (event := self._queue.get()) is not None:
+            self._forward(event)
+            with self._idle:
+                self._pending -= 1
+                if self._pending <= self.concurrency:
+                    self._idle.notify()
 
     def _forward(self, event: Event) -> None:
         url = self.routes.target(event.event_type)
