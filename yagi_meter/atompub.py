@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from lxml import etree
 
 from yagi_meter import __version__
 from yagi_meter.config import Config
@@ -22,6 +23,7 @@ from yagi_meter.errors import ArchiveError
 from yagi_meter.keystone import Credentials, KeystoneClient, KeystoneError
 
 ENTRY_TYPE = "application/atom+xml;type=entry"
+ATOM = "{http://www.w3.org/2005/Atom}"
 HEADERS = {
     "Content-Type": ENTRY_TYPE,
     "Accept": "application/atom+xml",
@@ -143,7 +145,7 @@ class AtomPubClient:
             raise ArchiveError(f"cannot post to {url}: {_reason(e)}") from None
         return Posted(
             response.status_code,
-            response.headers.get("Location", ""),
+            _location(response),
             _text(response),
             _seconds(response.headers.get("Retry-After")),
         )
@@ -175,6 +177,18 @@ def _reason(error: requests.RequestException) -> str:
     text = str(error)
     start = text.rfind("[Errno")
     return text[start:].rstrip(")'\"") if start >= 0 else text
+
+
+def _location(response: requests.Response) -> str:
+    """Where the archive keeps the entry: its Location, else the stored entry's self link or id."""
+    if response.headers.get("Location") or not response.ok or not response.content:
+        return response.headers.get("Location", "")
+    try:
+        entry = etree.fromstring(response.content)
+    except etree.XMLSyntaxError:
+        return ""
+    link = entry.find(f"{ATOM}link[@rel='self']")
+    return link.get("href", "") if link is not None else entry.findtext(f"{ATOM}id", "")
 
 
 def _text(response: requests.Response) -> str:

@@ -71,3 +71,10 @@ def test_proxy_from_the_environment_is_used(archive, monkeypatch):
     posted = AtomPubClient().post("http://archive.invalid/feed", ENTRY % 7)
     assert posted.status == 201
     assert archive.ids("http://archive.invalid/feed") == {"urn:uuid:7"}
+
+
+def test_without_a_location_the_stored_entrys_self_link_is_kept(archive):
+    archive.send_location = False
+    entry = ENTRY.replace(b"<title>", b'<link rel="self" href="http://archive/entries/9"/><title>')
+    assert AtomPubClient().post(archive.url(), entry % 9).location == "http://archive/entries/9"
+    assert AtomPubClient().post(archive.url(), ENTRY % 10).location == "urn:uuid:10"

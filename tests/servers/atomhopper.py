@@ -43,6 +43,7 @@ class AtomHopper:
         self.delay = 0.0
         self.refuse: dict[str, int] = {}
         self.authorize: Callable[[Mapping[str, str]], bool] | None = None
+        self.send_location = True
         self.in_flight = 0
         self.max_in_flight = 0
         self.connections: set[tuple[str, int]] = set()  # client addresses: one per kept-alive connection
@@ -129,7 +130,7 @@ class AtomHopper:
                     "Content-Type", "application/atom+xml" if status == 201 else "application/xml"
                 )
                 self.send_header("Content-Length", str(len(data)))
-                if location:
+                if location and archive.send_location:
                     self.send_header("Location", location)
                 self.end_headers()
                 try:
