@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "forward"
 IDLE_SECONDS = 0.2  # between claims while the outbox is empty
+# Events claimed ahead, in threads' worths: a Redis round trip that takes a few ms
+# (others' big scripts) must not leave threads idle.  The lease covers the wait.
+PREFETCH = 4
 REPORT_SECONDS = 60  # one summary line per minute
 ARCHIVED, DUPLICATE, RETRY, DEAD = "archived", "duplicate", "retry", "dead"
 
@@ -81,7 +84,9 @@ class Forwarder:
         self._archived_entries: list[Archived] = []
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._pending = 0  # claimed and not finished
-        self._idle = threading.Condition()  # notified when half the claimed work is done
+        self._prefetch = PREFETCH * self.concurrency  # claimed and not finished, at most
+        self._refill_at = self._prefetch - self.concurrency
+        self._idle = threading.Condition()  # notified when there is room to claim more
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -103,13 +108,13 @@ class Forwarder:
         log.info("forwarding to %s with %d requests in flight", self.routes.url, self.concurrency)
         try:
             while not self.stopping.is_set():
-                # Up to twice the threads' worth claimed, so no thread waits for the next claim;
-                # woken when half of it is done: record that and claim more, a round trip each.
+                # Up to PREFETCH x the threads' worth claimed, so no thread waits while
+                # Redis is slow; woken when a threads' worth is done: record it, claim more.
                 self._record_archived()
-                claimed = self._claim(2 * self.concurrency - self._pending)
+                claimed = self._claim(self._prefetch - self._pending)
                 with self._idle:
-                    if claimed or self._pending > self.concurrency:
-                        self._idle.wait_for(self._half_done, timeout=IDLE_SECONDS)
+                    if claimed or self._pending > self._refill_at:
+                        self._idle.wait_for(self._room_for_more, timeout=IDLE_SECONDS)
                     else:  # nothing due: look again in a moment
                         self._idle.wait(IDLE_SECONDS)
                 if time.monotonic() - reported >= REPORT_SECONDS:
@@ -120,8 +125,8 @@ class Forwarder:
 
     # -- the main thread -----------------------------------------------------
 
-    def _half_done(self) -> bool:
-        return self._pending <= self.concurrency or self.stopping.is_set()
+    def _room_for_more(self) -> bool:
+        return self._pending <= self._refill_at or self.stopping.is_set()
 
     def _claim(self, room: int) -> int:
         if room < self.concurrency or time.monotonic() < self._paused_until:
@@ -203,7 +208,7 @@ class Forwarder:
             self._forward(event)
             with self._idle:
                 self._pending -= 1
-                if self._pending <= self.concurrency:
+                if self._pending <= self._refill_at:
                     self._idle.notify()
 
     def _forward(self, event: Event) -> None:
