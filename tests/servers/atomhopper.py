@@ -142,6 +142,8 @@ class AtomHopper:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 resets clients that connect all at once
+
     def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that gave up: expected here
             super().handle_error(request, client_address)
