@@ -39,6 +39,7 @@ IDLE_SECONDS = 0.2  # between claims while the outbox is empty
 # Events claimed ahead, in threads' worths: a Redis round trip that takes a few ms
 # (others' big scripts) must not leave threads idle.  The lease covers the wait.
 PREFETCH = 4
+MIN_BATCH = 8  # fewest events claimed at once: a few threads still share round trips
 REPORT_SECONDS = 60  # one summary line per minute
 ARCHIVED, DUPLICATE, RETRY, DEAD = "archived", "duplicate", "retry", "dead"
 
@@ -84,8 +85,9 @@ class Forwarder:
         self._archived_entries: list[Archived] = []
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._pending = 0  # claimed and not finished
-        self._prefetch = PREFETCH * self.concurrency  # claimed and not finished, at most
-        self._refill_at = self._prefetch - self.concurrency
+        self._batch = max(self.concurrency, MIN_BATCH)  # claimed at once
+        self._prefetch = max(PREFETCH * self.concurrency, 2 * self._batch)  # claimed, not finished
+        self._refill_at = self._prefetch - self._batch
         self._idle = threading.Condition()  # notified when there is room to claim more
 
     def install_signal_handlers(self) -> None:
@@ -129,7 +131,7 @@ class Forwarder:
         return self._pending <= self._refill_at or self.stopping.is_set()
 
     def _claim(self, room: int) -> int:
-        if room < self.concurrency or time.monotonic() < self._paused_until:
+        if room < self._batch or time.monotonic() < self._paused_until:
             return 0
         try:
             seqs = self.outbox.claim(room, self.lease_seconds)
@@ -214,6 +216,9 @@ class Forwarder:
     def _forward(self, event: Event) -> None:
         url = self.routes.target(event.event_type)
         try:
+            if time.monotonic() < self._paused_until:  # the archive is in trouble: don't queue up on it
+                self.outbox.release(event.seq)
+                return
             try:
                 posted = self.client.post(url, entry_document(event, self.base_url))
             except ArchiveError as e:

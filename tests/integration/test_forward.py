@@ -258,3 +258,25 @@ def test_status_shows_backlog_oldest_pending_age_and_dead_letters(archive, key_p
     assert report["forward_backlog"] == 3
     assert report["dead_letters"] == 1
     assert 0.05 <= report["forward_oldest_pending_seconds"] < 30
+
+
+def test_an_archive_in_trouble_is_not_hammered_and_queued_events_are_given_back(archive, key_prefix):
+    config = forward_config(
+        key_prefix,
+        archive.url(),
+        forward_concurrency="2",
+        forward_backoff_base="1",
+        forward_backoff_max="5",
+        forward_lease_seconds="30",
+    )
+    archive.fail_status = 503
+    sent = ingest(config, 40)
+    with running(config):
+        wait_until(lambda: archive.statuses[503] >= 1)
+        time.sleep(0.4)  # within the first pause (0.5-1 s)
+        assert archive.statuses.total() <= 2  # only what was in flight when trouble began
+    store = open_store(config)
+    due = store.client.zrange(store.keys.outbox("forward"), 0, -1, withscores=True)
+    assert len(due) == len(sent)
+    leased = [member for member, score in due if score > (time.time() + 6) * 1000]
+    assert leased == []  # the queued ones went back at once, not held for the 30 s lease
