@@ -1,13 +1,15 @@
 """The AtomPub forwarder (``yagi-meter forward``): drain the forward outbox into the archive.
 
-The main thread claims due events from the outbox under a lease and hands
-each to a pool of ``concurrency`` threads, each posting with its own
+The main thread claims due events from the outbox under a lease, in batches,
+and queues them for ``concurrency`` worker threads, each posting with its own
 keep-alive session.  An event leaves the outbox only when the archive has it
 (201, or 409 already there) or refused it for good (other 4xx: dead letter);
-anything else is retried with exponential backoff and jitter, forever.  A
-forwarder killed mid-way loses nothing: its leases end and the events are
-posted again (an archive answers 409 to the ones it already has).  Ingest
-never waits for any of this: it only adds to the outbox.
+anything else is retried with exponential backoff and jitter, forever, and
+pauses the whole forwarder for a while (queued events go back to the outbox
+rather than pile onto a failing archive).  A forwarder killed mid-way loses
+nothing: its leases end and the events are posted again (an archive answers
+409 to the ones it already has).  Ingest never waits for any of this: it
+only adds to the outbox.
 """
 
 from __future__ import annotations
