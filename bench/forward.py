@@ -82,6 +82,18 @@ def bare_loop(url: str, documents: list[bytes]) -> float:
     return elapsed
 
 
+def bare_threads(url: str, documents: list[bytes], threads: int) -> float:
+    """Seconds for ``threads`` threads, a session each, to post the documents between them."""
+    chunks = [documents[n::threads] for n in range(threads)]
+    workers = [threading.Thread(target=bare_loop, args=(url, chunk)) for chunk in chunks]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - started
+
+
 def forwarder(config: config_module.Config, limit: float) -> float:
     """Seconds for a forwarder to drain the outbox."""
     store = open_store(config)
@@ -118,7 +130,8 @@ def one_round(args: argparse.Namespace, base: str, count: int, number: int) -> t
         events = open_store(config).events.get_many(seqs)
         documents = [entry_document(event, config.base_url) for event in events]
         bare = bare_loop(f"{base}/bare{number}/events", documents)
-        return len(documents), bare, forwarder(config, args.time_limit)
+        threaded = bare_threads(f"{base}/threads{number}/events", documents, args.concurrency)
+        return len(documents), bare, threaded, forwarder(config, args.time_limit)
     finally:
         client = redis.Redis.from_url(args.redis_url)
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
@@ -147,23 +160,29 @@ def main() -> None:
     args = parser.parse_args()
     count, rounds = min(args.count, 20_000), max(1, args.rounds)
     archive, base = start_archive(args.archive_delay)
-    total, bare, forwarded = 0, 0.0, 0.0
+    total, bare, threaded, forwarded = 0, 0.0, 0.0, 0.0
     try:
         for number in range(rounds):
-            entries, bare_seconds, forward_seconds = one_round(args, base, count // rounds, number)
-            total, bare, forwarded = total + entries, bare + bare_seconds, forwarded + forward_seconds
+            entries, bare_s, threaded_s, forward_s = one_round(args, base, count // rounds, number)
+            total, bare, threaded, forwarded = (
+                total + entries,
+                bare + bare_s,
+                threaded + threaded_s,
+                forwarded + forward_s,
+            )
             print(
-                f"round {number + 1}: bare {entries / bare_seconds:6.0f}/s, "
-                f"forwarder {entries / forward_seconds:6.0f}/s"
+                f"round {number + 1}: bare {entries / bare_s:6.0f}/s, "
+                f"bare threads {entries / threaded_s:6.0f}/s, forwarder {entries / forward_s:6.0f}/s"
             )
     finally:
         archive.terminate()
         archive.wait()
-    bare_rate, forward_rate = total / bare, total / forwarded
-    print(f"entries:                {total} in {rounds} rounds, archive delay {args.archive_delay:g}s")
-    print(f"bare requests loop:     {bare_rate:8.0f} entries/s ({bare:.2f}s)")
-    print(f"forwarder ({args.concurrency:>2} in flight): {forward_rate:8.0f} entries/s ({forwarded:.2f}s)")
-    print(f"ratio forwarder/bare:   {forward_rate / bare_rate:8.2f}")
+    c = args.concurrency
+    print(f"entries:                 {total} in {rounds} rounds, archive delay {args.archive_delay:g}s")
+    print(f"bare requests loop:      {total / bare:8.0f} entries/s ({bare:.2f}s)")
+    print(f"bare threads ({c:>2}):       {total / threaded:8.0f} entries/s ({threaded:.2f}s)")
+    print(f"forwarder ({c:>2} in flight): {total / forwarded:8.0f} entries/s ({forwarded:.2f}s)")
+    print(f"ratio forwarder/bare:    {bare / forwarded:8.2f}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The AtomPub forwarder (``yagi-meter forward``): drain the forward outbox into the archive.
 
-The main thread claims due events from the outbox under a lease, in batches,
-and queues them for ``concurrency`` worker threads, each posting with its own
-keep-alive session.  An event leaves the outbox only when the archive has it
-(201, or 409 already there) or refused it for good (other 4xx: dead letter);
+``concurrency`` worker threads post events, each with its own keep-alive
+session, from a queue that whichever of them sees it run low refills: it
+records what the archive accepted and claims the next batch of due events
+from the outbox under a lease (a few Redis round trips for many events).
+An event leaves the outbox only when the archive has it (201, or 409 already
+there) or refused it for good (other 4xx: dead letter);
 anything else is retried with exponential backoff and jitter, forever, and
 pauses the whole forwarder for a while (queued events go back to the outbox
 rather than pile onto a failing archive).  A forwarder killed mid-way loses
@@ -38,10 +40,10 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "forward"
 IDLE_SECONDS = 0.2  # between claims while the outbox is empty
-# Events claimed ahead, in threads' worths: a Redis round trip that takes a few ms
-# (others' big scripts) must not leave threads idle.  The lease covers the wait.
-PREFETCH = 4
-MIN_BATCH = 8  # fewest events claimed at once: a few threads still share round trips
+# Events claimed at once: twice the threads, at least this many, so the Redis round
+# trips are shared by many events.  Up to two batches wait in the queue; the lease
+# covers the wait.
+MIN_BATCH = 16
 REPORT_SECONDS = 60  # one summary line per minute
 ARCHIVED, DUPLICATE, RETRY, DEAD = "archived", "duplicate", "retry", "dead"
 
@@ -85,12 +87,11 @@ class Forwarder:
         self._paused_until = 0.0  # monotonic; no claims before it
         self._last_reason = ""
         self._archived_entries: list[Archived] = []
-        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
-        self._pending = 0  # claimed and not finished
-        self._batch = max(self.concurrency, MIN_BATCH)  # claimed at once
-        self._prefetch = max(PREFETCH * self.concurrency, 2 * self._batch)  # claimed, not finished
-        self._refill_at = self._prefetch - self._batch
-        self._idle = threading.Condition()  # notified when there is room to claim more
+        self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()  # claimed, not yet taken
+        self._claiming = threading.Lock()  # one thread refills the queue at a time
+        self._batch = max(2 * self.concurrency, MIN_BATCH)  # claimed at once
+        self._refill_at = self._batch  # queue length below which it is refilled
+        self._next_claim = 0.0  # monotonic; after an empty claim, wait a moment
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -101,42 +102,67 @@ class Forwarder:
         self.stopping.set()
 
     def run(self) -> None:
-        """Forward until ``stop()``: claim, hand to the threads, record, report."""
+        """Forward until ``stop()``; the worker threads claim, post and record."""
         threads = [
             threading.Thread(target=self._work, name=f"forward-{n}", daemon=True)
             for n in range(self.concurrency)
         ]
         for thread in threads:
             thread.start()
-        reported = time.monotonic()
         log.info("forwarding to %s with %d requests in flight", self.routes.url, self.concurrency)
+        started = time.monotonic()
         try:
-            while not self.stopping.is_set():
-                # Up to PREFETCH x the threads' worth claimed, so no thread waits while
-                # Redis is slow; woken when a threads' worth is done: record it, claim more.
-                self._record_archived()
-                claimed = self._claim(self._prefetch - self._pending)
-                with self._idle:
-                    if claimed or self._pending > self._refill_at:
-                        self._idle.wait_for(self._room_for_more, timeout=IDLE_SECONDS)
-                    else:  # nothing due: look again in a moment
-                        self._idle.wait(IDLE_SECONDS)
-                if time.monotonic() - reported >= REPORT_SECONDS:
-                    self._report(time.monotonic() - reported)
-                    reported = time.monotonic()
+            while not self.stopping.wait(REPORT_SECONDS):
+                self._report(time.monotonic() - started)
+                started = time.monotonic()
         finally:
             self._shut_down(threads)
 
-    # -- the main thread -----------------------------------------------------
-
-    def _room_for_more(self) -> bool:
-        return self._pending <= self._refill_at or self.stopping.is_set()
-
-    def _claim(self, room: int) -> int:
-        if room < self._batch or time.monotonic() < self._paused_until:
-            return 0
+    def _shut_down(self, threads: list[threading.Thread]) -> None:
+        self.stopping.set()
+        for thread in threads:
+            thread.join()
+        self.client.close()
+        unstarted = []
+        while True:
+            try:
+                unstarted.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self._record_archived()
         try:
-            seqs = self.outbox.claim(room, self.lease_seconds)
+            self.outbox.release(*(event.seq for event in unstarted))
+        except StoreError as e:  # their leases end soon anyway
+            log.warning("forward: could not give back %d claimed events: %s", len(unstarted), e)
+        log.info(
+            "forwarder stopped: requests in flight finished, %d claimed events given back", len(unstarted)
+        )
+
+    # -- the worker threads --------------------------------------------------
+
+    def _work(self) -> None:
+        while not self.stopping.is_set():
+            # The queue runs low: whichever thread sees it first refills it while the
+            # others keep posting (no thread to wake up, no thread idle meanwhile).
+            if self._queue.qsize() < self._refill_at and self._claiming.acquire(blocking=False):
+                try:
+                    self._refill()
+                finally:
+                    self._claiming.release()
+            try:
+                event = self._queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                continue
+            self._forward(event)
+
+    def _refill(self) -> None:
+        """Record what the archive accepted, then claim a batch into the queue."""
+        self._record_archived()
+        now = time.monotonic()
+        if now < self._paused_until or now < self._next_claim:
+            return
+        try:
+            seqs = self.outbox.claim(self._batch, self.lease_seconds)
             events = self.store.events.get_many(seqs) if seqs else []
             gone = set(seqs) - {event.seq for event in events}
             if gone:  # removed by retention before it could be sent: nothing left to send
@@ -144,33 +170,11 @@ class Forwarder:
                 self.outbox.done(*gone)
         except StoreError as e:
             self._trouble(f"Redis: {e}")
-            return 0
-        with self._idle:
-            self._pending += len(events)
+            return
+        if not seqs:  # nothing due: look again in a moment, not at every turn of every thread
+            self._next_claim = now + IDLE_SECONDS
         for event in events:
             self._queue.put(event)
-        return len(events)
-
-    def _shut_down(self, threads: list[threading.Thread]) -> None:
-        unstarted = []
-        while True:
-            try:
-                unstarted.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        for _ in threads:
-            self._queue.put(None)
-        for thread in threads:
-            thread.join()
-        self.client.close()
-        self._record_archived()
-        try:
-            self.outbox.release(*(event.seq for event in unstarted if event is not None))
-        except StoreError as e:  # their leases end soon anyway
-            log.warning("forward: could not give back %d claimed events: %s", len(unstarted), e)
-        log.info(
-            "forwarder stopped: requests in flight finished, %d claimed events given back", len(unstarted)
-        )
 
     def _record_archived(self) -> None:
         """Mark what the archive accepted done, in one Redis transaction per batch.
@@ -204,16 +208,6 @@ class Forwarder:
             seconds,
             backlog,
         )
-
-    # -- the worker threads --------------------------------------------------
-
-    def _work(self) -> None:
-        while (event := self._queue.get()) is not None:
-            self._forward(event)
-            with self._idle:
-                self._pending -= 1
-                if self._pending <= self._refill_at:
-                    self._idle.notify()
 
     def _forward(self, event: Event) -> None:
         url = self.routes.target(event.event_type)
