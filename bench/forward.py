@@ -5,9 +5,13 @@ sides post the same Atom entry documents in the same run, each to its own
 collection: the bare loop one by one on one keep-alive session, documents
 rendered beforehand; the forwarder the whole way (claim from the outbox, read
 and render each event, post with ``concurrency`` requests in flight, record
-the outcome in Redis).  Bounded in count and time; deletes its keys.
+the outcome in Redis).  For reference, the same documents are also posted by
+``concurrency`` bare threads (a session each): what threads in one Python
+process get out of requests at all.  Bounded in count and time; deletes its
+keys.
 
-    .venv/bin/python bench/forward.py [--count 3000] [--concurrency 8]
+    .venv/bin/python bench/forward.py [--count 3000] [--rounds 3] [--concurrency 8]
+                                      [--archive-delay 0.005]
 """
 
 from __future__ import annotations
