@@ -67,6 +67,7 @@ class Listener:
                 if self._stopping:
                     break
                 log.error("RabbitMQ connection lost (%s); reconnecting in %.1fs", e, backoff)
+                self.ingestor.store.errors.record("listen", f"RabbitMQ connection lost: {e}")
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
         self.consumer.close()
@@ -130,6 +131,7 @@ class Listener:
             removed = self.ingestor.store.events.expire(self.config.redis.retention_days)
         except StoreError as e:
             log.error("retention failed: %s; trying again in %ds", e, RETENTION_EVERY_SECONDS)
+            self.ingestor.store.errors.record("listen", f"retention failed: {e}")
             return
         if removed:
             log.info(
