@@ -25,7 +25,8 @@ MAX_ID_LENGTH = 255
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 # Keys holding credentials; removed before anything is stored or served.
 _SECRET_SUFFIXES = ("auth_token", "auth_token_info", "password", "service_token", "secret")
-_SECRET_HINTS = ("token", "password", "secret")
+# Cheap pre-check before walking the message; case-insensitive like strip_secrets.
+_SECRET_HINT = re.compile("token|password|secret", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def parse(
             raise BadNotification("oslo.message is not a JSON string")
         text = inner
         message = _load_object(inner, "oslo.message")
-    if any(hint in text for hint in _SECRET_HINTS):
+    if _SECRET_HINT.search(text):
         message = strip_secrets(message)
     return _to_event(message, received_at, rules)
 
@@ -177,7 +178,10 @@ def parse_timestamp(raw: str) -> datetime:
         raise BadNotification(f"timestamp is not a date: {raw!r}") from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00
+        raise BadNotification(f"timestamp out of range: {raw!r}") from None
 
 
 def format_timestamp(value: datetime) -> str:
