@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import logging
 import logging.config
@@ -83,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _configure_logging(config: Config) -> None:
     if config.logging.config:
-        logging.config.fileConfig(config.logging.config, disable_existing_loggers=False)
+        try:
+            logging.config.fileConfig(config.logging.config, disable_existing_loggers=False)
+        except (OSError, KeyError, ValueError, RuntimeError, configparser.Error) as e:
+            # A missing or broken file is a bad configuration value like any other.
+            raise ConfigError(f"[logging] config: cannot use {config.logging.config}: {e!r}") from None
         return
     logging.basicConfig(
         level=config.logging.level.upper(),
