@@ -22,7 +22,7 @@ from yagi_meter.config import Config
 from yagi_meter.errors import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, ConfigError, StoreError
 from yagi_meter.ingest import Ingestor, Message, Summary
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.connection import socket_url
+from yagi_meter.store.connection import ping, socket_url
 
 log = logging.getLogger("yagi_meter")
 
@@ -104,7 +104,7 @@ def _start(name: str, config: Config) -> Store:
     """Log the one start-up line and open the store (fails loudly if unreachable)."""
     log.info("yagi-meter %s %s starting: %s", name, __version__, config.describe())
     store = open_store(config)
-    store.client.ping()
+    ping(store.client)
     return store
 
 
