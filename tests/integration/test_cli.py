@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,18 @@ def test_unknown_option_in_the_config_file_is_named(cli: CLI, tmp_path: Path) ->
     assert result.stderr.splitlines() == [
         f"yagi-meter: configuration error: {conf}: unknown option [redis] retention"
     ]
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [["replay", "FILE"], ["quarantine", "requeue"], ["status", "--json"]])
+def test_unreachable_redis_exits_3_with_a_one_line_reason(cli: CLI, command: list[str]) -> None:
+    args = [str(FIXTURES / "glance-image.upload.json") if arg == "FILE" else arg for arg in command]
+    result = cli.run(*args, redis_url=f"redis://127.0.0.1:{unused_port()}/0", redis_socket_timeout="1")
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("yagi-meter: Redis error: ")
