@@ -108,7 +108,10 @@ class EventStore:
         try:
             pipe = self.client.pipeline(transaction=True)
             if events:
-                self._ingest(keys=keys, args=args, client=pipe)
+                # EVAL, not EVALSHA: inside MULTI a NOSCRIPT (Redis restarted
+                # since the script was loaded) fails only this command while
+                # EXEC still runs the quarantine and requeue commands.
+                pipe.eval(self._ingest.script, len(keys), *keys, *args)
             for reject in rejected:
                 self._quarantine(pipe, reject)
             if requeued:
