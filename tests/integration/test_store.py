@@ -75,11 +75,21 @@ def has_event(client: redis.Redis, store: Store, seq: int) -> bool:
 
 def assert_every_index_entry_has_its_event(client: redis.Redis, store: Store) -> None:
     k = store.keys
+    wanted: dict[int, str] = {}
     for index in [k.by_time, *client.smembers(k.indexes)]:
         for seq in client.zrange(index, 0, -1):
-            assert has_event(client, store, int(seq)), f"{index!r} holds seq {seq!r} without an event"
+            wanted.setdefault(int(seq), f"index {index!r}")
     for message_id, value in client.hgetall(k.ids).items():
-        assert has_event(client, store, int(value.split()[0])), f"ids maps {message_id!r} to nothing"
+        wanted.setdefault(int(value.split()[0]), f"ids entry {message_id!r}")
+    pipe = client.pipeline(transaction=False)
+    for seq in wanted:
+        pipe.xrange(k.events, f"{seq}-0", f"{seq}-0")
+    missing = [
+        f"{where} -> seq {seq}"
+        for (seq, where), found in zip(wanted.items(), pipe.execute(), strict=True)
+        if not found
+    ]
+    assert missing == []
 
 
 # -- one write ---------------------------------------------------------------
@@ -134,6 +144,17 @@ def test_event_without_tenant_is_indexed_by_type_only(store: Store, redis_server
     assert event.tenant_id is None
     store.events.write([event])
     assert redis_server.smembers(store.keys.indexes) == {store.keys.event_type("service.update").encode()}
+
+
+def test_ids_with_separators_never_share_an_index(store: Store, redis_server: redis.Redis) -> None:
+    store.events.write(
+        [make_event("m-1", tenant="a:b", resource="c"), make_event("m-2", tenant="a", resource="b:c")]
+    )
+    k = store.keys
+    assert k.resource("a:b", "c") != k.resource("a", "b:c")
+    assert redis_server.zrange(k.resource("a:b", "c"), 0, -1) == [b"1"]
+    assert redis_server.zrange(k.resource("a", "b:c"), 0, -1) == [b"2"]
+    assert redis_server.zrange(k.tenant("a"), 0, -1) == [b"2"]
 
 
 def test_readers_never_see_half_a_write(store: Store, redis_server: redis.Redis) -> None:
@@ -403,7 +424,7 @@ def test_retention_during_writes_never_leaves_an_index_entry_without_its_event(
         outbox = Outbox(own.client, own.keys, "push")
         n = 0
         try:
-            while not stop.is_set():
+            while not stop.is_set() and n < 200:
                 outcomes = own.events.write([make_event(f"m-{n}-{i}", resource=f"vm-{i}") for i in range(10)])
                 outbox.done(*(o.seq for o in outcomes))
                 n += 1
