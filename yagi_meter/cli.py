@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import configparser
 import json
 import logging
@@ -191,6 +192,9 @@ def read_messages(path: Path) -> Iterator[Message]:
     A line that is not JSON is still yielded, so it reaches the quarantine.
     """
     data = path.read_bytes()
+    # Editors on Windows start UTF-8 files with a BOM; json.loads(bytes) skips
+    # it, the listener's parser (which never sees one on the wire) does not.
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         whole = json.loads(data)
     except ValueError:
