@@ -252,3 +252,12 @@ def test_unreachable_redis_exits_3_with_a_one_line_reason(cli: CLI, command: lis
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith("yagi-meter: Redis error: ")
+
+
+@pytest.mark.parametrize("form", ["object", "lines"])
+def test_replay_of_a_file_starting_with_a_utf8_bom(cli: CLI, tmp_path: Path, form: str) -> None:
+    messages = samples(1 if form == "object" else 2)
+    text = json.dumps(messages[0]) if form == "object" else "\n".join(map(json.dumps, messages))
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert cli.replay(path) == {"stored": len(messages), "duplicates": 0, "conflicts": 0, "quarantined": 0}
