@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -152,13 +153,13 @@ class Publisher:
 
 
 class BackgroundPublisher(threading.Thread):
-    """Publishes ``bodies`` from a thread at about ``rate`` messages per second.
+    """Publishes ``bodies`` from a thread at about ``rate`` messages per second (None: at once).
 
     ``published`` counts confirmed messages; ``paused()`` holds publishing
     still, so a reading of the queue and of ``published`` belong together.
     """
 
-    def __init__(self, amqp_url: str, bodies: Sequence[bytes], rate: float) -> None:
+    def __init__(self, amqp_url: str, bodies: Sequence[bytes], rate: float | None = None) -> None:
         super().__init__(daemon=True)
         self.amqp_url = amqp_url
         self.bodies = bodies
@@ -178,9 +179,10 @@ class BackgroundPublisher(threading.Thread):
                 with self._lock:
                     publisher.publish(body)
                     self.published += 1
-                ahead = self.published / self.rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
+                if self.rate:
+                    ahead = self.published / self.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
         except BaseException as e:  # reported by finish()
             self.error = e
         finally:
@@ -235,22 +237,16 @@ def messages_in(amqp_url: str, queue: str = ROUTING_KEY) -> int:
 
 def close_connections(amqp_url: str, connection_name: str, reason: str = "test") -> int:
     """Close, from the broker side, every connection of the vhost with this client name."""
-    out = rabbitmqctl("list_connections", "pid", "vhost", "client_properties", "--formatter", "json")
+    # Tab-separated rows: pid, vhost, client properties ({"connection_name","..."} among them).
+    out = rabbitmqctl("-s", "list_connections", "pid", "vhost", "client_properties")
     vhost = vhost_of(amqp_url)
     closed = 0
-    for row in json.loads(out or "[]"):
-        properties = dict(_pairs(row["client_properties"]))
-        if row["vhost"] == vhost and properties.get("connection_name") == connection_name:
-            rabbitmqctl("close_connection", row["pid"], reason)
+    for line in out.splitlines():
+        pid, row_vhost, properties = line.split("\t", 2)
+        if row_vhost == vhost and f'{{"connection_name","{connection_name}"}}' in properties:
+            rabbitmqctl("close_connection", pid, reason)
             closed += 1
     return closed
-
-
-def _pairs(client_properties: list) -> Iterable[tuple[str, object]]:
-    # rabbitmqctl's JSON gives client properties as [name, type, value] triples.
-    for item in client_properties:
-        if isinstance(item, list) and len(item) == 3:
-            yield item[0], item[2]
 
 
 # -- the listener process --------------------------------------------------
@@ -313,6 +309,16 @@ class ListenerProcess:
 
     def wait_consuming(self, timeout: float = 20, count: int = 1) -> None:
         self.wait_for_log("consuming; prefetch", timeout, count)
+
+    def stopped_totals(self) -> dict[str, int]:
+        """The counts the listener logged when it stopped: stored, duplicates, conflicts, quarantined."""
+        found = re.search(
+            r"stopped; stored (\d+), duplicates (\d+), conflicts (\d+), quarantined (\d+)", self.log()
+        )
+        assert found, f"no 'stopped' line in the log\n{self.log_tail()}"
+        return dict(
+            zip(("stored", "duplicates", "conflicts", "quarantined"), map(int, found.groups()), strict=True)
+        )
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM, then wait for the exit code."""
@@ -403,6 +409,12 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def shutdown(self) -> None:
+        """SHUTDOWN: Redis writes its append-only file and exits."""
+        with redis.Redis.from_url(self.url, socket_timeout=5) as client:
+            client.shutdown()
+        self.process.wait(10)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
