@@ -69,6 +69,8 @@ class Consumer:
         self.received: list[Delivery] = []
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
+        self._queue_by_tag: dict[str, str] = {}
+        self._cancelled: list[str] = []
 
     def connect(self) -> None:
         """Connect, declare and bind, and start consuming; raise ConnectionClosed on failure."""
@@ -87,8 +89,11 @@ class Consumer:
             for link in links:
                 self._channel.queue_bind(link.queue, link.exchange, routing_key=link.routing_key)
             self._channel.basic_qos(prefetch_count=self.config.amqp.prefetch)
+            self._cancelled.clear()
+            self._queue_by_tag.clear()
+            self._channel.add_on_cancel_callback(self._on_cancel)
             for queue in dict.fromkeys(b.queue for b in links):
-                self._channel.basic_consume(queue, self._on_message)
+                self._queue_by_tag[self._channel.basic_consume(queue, self._on_message)] = queue
 
     def _ensure(self, kind: str, name: str) -> None:
         """Use an existing exchange or queue as it is; declare it if missing.
@@ -116,15 +121,27 @@ class Consumer:
     def _on_message(self, channel, method, properties, body: bytes) -> None:
         self.received.append(Delivery(method.delivery_tag, body, f"{method.exchange}/{method.routing_key}"))
 
+    def _on_cancel(self, method_frame) -> None:
+        # RabbitMQ cancels a consumer when its queue is deleted or the node
+        # holding it fails; pika then just stops delivering, silently.
+        self._cancelled.append(method_frame.method.consumer_tag)
+
+    def _check_consumers(self) -> None:
+        if self._cancelled:
+            queues = ", ".join(self._queue_by_tag.get(tag, tag) for tag in self._cancelled)
+            raise ConnectionClosed(f"the broker cancelled the consumer of {queues} (queue deleted?)")
+
     def poll(self, seconds: float) -> None:
         """Receive for up to ``seconds``; new messages are appended to ``received``."""
         with _translated("receive"):
             self._connection.process_data_events(time_limit=seconds)
+        self._check_consumers()
 
     def sleep(self, seconds: float) -> None:
         """Wait while keeping the connection alive (heartbeats)."""
         with _translated("sleep"):
             self._connection.sleep(seconds)
+        self._check_consumers()
 
     def ack_through(self, tag: int) -> None:
         """Acknowledge every message up to and including ``tag``."""
