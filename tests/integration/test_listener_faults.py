@@ -13,12 +13,16 @@ import time
 
 import pytest
 
+from tests.conftest import TEST_REDIS_URL
 from tests.integration.listener_helpers import (
+    ROUTING_KEY,
     BackgroundPublisher,
+    Publisher,
     RedisServer,
     StoredEvents,
     close_connections,
     declare_like_oslo,
+    free_port,
     listener_env,
     messages_in,
     notifications,
@@ -177,3 +181,64 @@ def test_two_listeners_on_the_same_queue_store_each_message_once(vhost, env, sto
         assert listener.stop() == 0
     shares = [listener.stopped_totals()["stored"] for listener in listeners]
     assert all(shares) and sum(shares) == len(bodies), shares
+
+
+def test_queue_deleted_while_consuming_listener_consumes_again(vhost, env, stored, start_listener):
+    # RabbitMQ cancels the consumer of a deleted queue (also when a cluster
+    # node holding it fails); the listener must not go on consuming nothing.
+    tenant_id, message_ids, bodies = notifications(200)
+    declare_like_oslo(vhost)
+    listener = start_listener(env)
+    listener.wait_consuming()
+    publisher = Publisher(vhost)
+    try:
+        publisher.publish_all(bodies[:100])
+        wait_until(lambda: stored.count() >= 100, 20, "100 events stored", listener.log_tail)
+        publisher.channel.queue_delete(ROUTING_KEY)
+        listener.wait_consuming(count=2)  # declared and bound it again
+        publisher.publish_all(bodies[100:])
+    finally:
+        publisher.close()
+    drained(vhost, stored, len(bodies), listener, timeout=20)
+    assert "cancelled the consumer of notifications.info" in listener.log()
+    stored.assert_exactly_once(message_ids, tenant_id)
+    assert listener.stop() == 0
+
+
+def test_sigterm_while_redis_is_down_exits_0_at_once_acking_nothing(
+    vhost, key_prefix, tmp_path, start_listener
+):
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        env = listener_env(
+            vhost, server.url, key_prefix, redis_socket_timeout="1", amqp_reconnect_max_seconds="30"
+        )
+        _, _, bodies = notifications(200)
+        declare_like_oslo(vhost)
+        listener = start_listener(env)
+        listener.wait_consuming()
+        server.kill()
+        publisher = Publisher(vhost)
+        try:
+            publisher.publish_all(bodies)
+        finally:
+            publisher.close()
+        listener.wait_for_log("retry in 1.6s")  # now in a 1.6s backoff, then 3.2s, ...
+        started = time.monotonic()
+        assert listener.stop() == 0
+        assert time.monotonic() - started < 1.5, "SIGTERM waited for the backoff to end"
+        assert "unacknowledged for redelivery" in listener.log()
+        assert messages_in(vhost) == len(bodies)
+    finally:
+        server.kill()
+
+
+def test_sigterm_while_rabbitmq_is_unreachable_exits_0_at_once(key_prefix, start_listener):
+    unreachable = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    env = listener_env(unreachable, TEST_REDIS_URL, key_prefix, amqp_reconnect_max_seconds="30")
+    listener = start_listener(env)
+    listener.wait_for_log("reconnecting in 1.6s")
+    started = time.monotonic()
+    assert listener.stop() == 0
+    assert time.monotonic() - started < 1.5, "SIGTERM waited for the backoff to end"
