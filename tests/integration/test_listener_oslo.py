@@ -28,18 +28,25 @@ from oslo_messaging.notify import _impl_test
 from tests.integration.listener_helpers import (
     EVENT_TYPE,
     EXCHANGE,
-    ROUTING_KEY,
     Publisher,
     declare_like_oslo,
-    messages_in,
     notification,
     notifications,
+    queue_counts,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
 
-COUNT = 25
+COUNT = 30
+PRIORITIES = ("info", "warn", "error")
+QUEUES = [f"notifications.{priority}" for priority in PRIORITIES]
+
+
+def waiting(amqp_url: str) -> int:
+    """Messages not yet acknowledged in the three notification queues."""
+    counts = queue_counts(amqp_url)
+    return sum(sum(counts.get(queue, (0, 0))) for queue in QUEUES)
 
 
 @contextmanager
@@ -67,12 +74,13 @@ def oslo_notifier(amqp_url: str, driver: str) -> Iterator[oslo_messaging.Notifie
 
 
 def send(notifier: oslo_messaging.Notifier, tenant_id: str, token: str, count: int) -> list[dict]:
-    """Send ``count`` instance-create events; return the messages as oslo built them."""
+    """Send ``count`` instance-create events at priorities info, warn and error in turn
+    (routing keys notifications.<priority>); return the messages as oslo built them."""
     _impl_test.reset()
     context = RequestContext(project_id=tenant_id, user_id="user-1", auth_token=token)
     for i in range(count):
         payload = {"tenant_id": tenant_id, "instance_id": f"instance-{i:03d}", "user_id": "user-1"}
-        notifier.info(context, EVENT_TYPE, payload)
+        getattr(notifier, PRIORITIES[i % len(PRIORITIES)])(context, EVENT_TYPE, payload)
     sent = [message for _, message, _, _ in _impl_test.NOTIFICATIONS]
     assert len(sent) == count
     return sent
@@ -85,7 +93,8 @@ def capture_queue(amqp_url: str) -> str:
     try:
         channel = connection.channel()
         channel.queue_declare(name, auto_delete=False)
-        channel.queue_bind(name, EXCHANGE, routing_key=ROUTING_KEY)
+        for queue in QUEUES:
+            channel.queue_bind(name, EXCHANGE, routing_key=queue)
     finally:
         connection.close()
     return name
@@ -123,11 +132,11 @@ def test_oslo_notifications_are_stored_once_with_owner_and_without_token(
             sent = send(notifier, tenant_id, token, COUNT)
         else:
             sent = send(notifier, tenant_id, token, COUNT)
-            assert messages_in(vhost) == COUNT  # oslo declared the queue and kept them
+            assert waiting(vhost) == COUNT  # oslo declared the queues and kept them
             listener = start_listener(env)
             listener.wait_consuming()
         wait_until(lambda: stored.count() >= COUNT, 20, f"{COUNT} events", listener.log_tail)
-        wait_until(lambda: messages_in(vhost) == 0, 10, "an empty queue", listener.log_tail)
+        wait_until(lambda: waiting(vhost) == 0, 10, "empty queues", listener.log_tail)
 
     if captured:  # what went over the wire, in the form this driver sends
         bodies = drain(vhost, captured)
@@ -146,6 +155,7 @@ def test_oslo_notifications_are_stored_once_with_owner_and_without_token(
             "user-1",
         )
         assert event.event_type == EVENT_TYPE
+        assert event.priority == sent[i]["priority"] == PRIORITIES[i % 3].upper()
         assert event.publisher_id == "compute.host1"
         assert event.notification["_context_project_id"] == tenant_id
         assert token not in event.notification_json
