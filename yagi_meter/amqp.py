@@ -2,7 +2,8 @@
 
 ``Consumer`` declares and binds what the configuration names, consumes with
 a prefetch window and hands received messages to the caller in order;
-every pika failure comes out as ``ConnectionClosed``.
+every pika failure, and a consumer the broker cancelled, comes out as
+``ConnectionClosed``.
 """
 
 from __future__ import annotations
