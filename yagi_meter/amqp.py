@@ -8,7 +8,10 @@ every pika failure, and a consumer the broker cancelled, comes out as
 
 from __future__ import annotations
 
+import bz2
 import logging
+import lzma
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +23,14 @@ from yagi_meter.config import Config
 from yagi_meter.errors import ConnectionClosed
 
 log = logging.getLogger(__name__)
+
+# oslo.messaging's [oslo_messaging_rabbit] kombu_compression makes kombu
+# compress the body and name the method in a "compression" header.
+_DECOMPRESSORS = {
+    "application/x-gzip": zlib.decompressobj,  # kombu's "gzip" is zlib
+    "application/x-bz2": bz2.BZ2Decompressor,
+    "application/x-lzma": lzma.LZMADecompressor,
+}
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,11 @@ class Consumer:
         log.info("declared %s %s (durable=%s)", kind, name, durable)
 
     def _on_message(self, channel, method, properties, body: bytes) -> None:
-        self.received.append(Delivery(method.delivery_tag, body, f"{method.exchange}/{method.routing_key}"))
+        source = f"{method.exchange}/{method.routing_key}"
+        compression = (properties.headers or {}).get("compression")
+        if compression:
+            body = _decompressed(body, compression, self.config.amqp.max_body_bytes, source)
+        self.received.append(Delivery(method.delivery_tag, body, source))
 
     def _on_cancel(self, method_frame) -> None:
         # RabbitMQ cancels a consumer when its queue is deleted or the node
@@ -158,6 +173,29 @@ class Consumer:
                 connection.close()
             except (pika.exceptions.AMQPError, OSError) as e:
                 log.warning("closing the AMQP connection: %r", e)
+
+
+def _decompressed(body: bytes, compression: str | bytes, limit: int, source: str) -> bytes:
+    """The body as it was before kombu compressed it.
+
+    When that cannot be had (unknown method, bad data, larger than ``limit``)
+    the body is passed on as received, so it is quarantined whole.
+    """
+    if isinstance(compression, bytes):
+        compression = compression.decode("utf-8", errors="replace")
+    decompressor = _DECOMPRESSORS.get(compression)
+    if decompressor is None:
+        log.warning("message from %s compressed with %s, which is not supported", source, compression)
+        return body
+    try:
+        plain = decompressor().decompress(body, limit + 1)
+    except (zlib.error, lzma.LZMAError, OSError, ValueError, EOFError) as e:
+        log.warning("message from %s: %s body does not decompress: %s", source, compression, e)
+        return body
+    if len(plain) > limit:
+        log.warning("message from %s: %s body expands past max_body_bytes %d", source, compression, limit)
+        return body
+    return plain
 
 
 def queue_depths(config: Config) -> dict[str, dict[str, int]]:
