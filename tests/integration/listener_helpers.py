@@ -130,13 +130,13 @@ class Publisher:
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
 
-    def publish(self, body: bytes) -> None:
+    def publish(self, body: bytes, headers: dict | None = None) -> None:
         """Publish one body; raises when it cannot be routed to a queue."""
         self.channel.basic_publish(
             self.exchange,
             self.routing_key,
             body,
-            pika.BasicProperties(content_type="application/json", delivery_mode=2),
+            pika.BasicProperties(content_type="application/json", delivery_mode=2, headers=headers),
             mandatory=True,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 
 import pytest
 
@@ -107,3 +108,36 @@ def test_each_bad_message_is_quarantined_with_its_reason_and_good_ones_around_it
     assert listener.running()
     assert listener.stop() == 0
     assert listener.stopped_totals()["quarantined"] == len(bad)
+
+
+def test_compressed_bodies_that_cannot_be_undone_are_quarantined_as_received(
+    vhost, env, stored, start_listener, redis_server
+):
+    tenant_id, good_ids, good_bodies = notifications(2)
+    huge = json.dumps(notification(tenant_id, 9, "huge")).encode() + b" " * (2 * MAX_BODY_BYTES)
+    bad = [
+        (b"\x78\x9cnot zlib at all", {"compression": "application/x-gzip"}),
+        (zlib.compress(good_bodies[0]), {"compression": "application/x-snappy"}),
+        (zlib.compress(huge), {"compression": "application/x-gzip"}),
+    ]
+    declare_like_oslo(vhost)
+    listener = start_listener(dict(env, YAGI_AMQP_MAX_BODY_BYTES=str(MAX_BODY_BYTES)))
+    listener.wait_consuming()
+    publisher = Publisher(vhost)
+    try:
+        for body, headers in bad:
+            publisher.publish(body, headers)
+        publisher.publish(zlib.compress(good_bodies[1]), {"compression": "application/x-gzip"})
+    finally:
+        publisher.close()
+    quarantine = Quarantine(redis_server, stored.keys)
+    wait_until(
+        lambda: stored.count() == 1 and quarantine.count() == len(bad),
+        20,
+        "1 event and 3 quarantined",
+        listener.log_tail,
+    )
+    wait_until(lambda: messages_in(vhost) == 0, 10, "an empty queue", listener.log_tail)
+    assert [entry.body for entry in quarantine.list()] == [body for body, _ in bad]
+    assert stored.message_ids() == [good_ids[1]]
+    assert listener.stop() == 0
