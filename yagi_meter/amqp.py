@@ -128,9 +128,13 @@ class Consumer:
         self._channel = self._connection.channel()
         if kind == "exchange":
             self._channel.exchange_declare(name, exchange_type="topic", durable=durable)
+        elif self.config.amqp.queue_type == "quorum":
+            self._channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
         else:
             self._channel.queue_declare(name, durable=durable)
-        log.info("declared %s %s (durable=%s)", kind, name, durable)
+        log.info(
+            "declared %s %s (durable=%s, queue_type=%s)", kind, name, durable, self.config.amqp.queue_type
+        )
 
     def _on_message(self, channel, method, properties, body: bytes) -> None:
         source = f"{method.exchange}/{method.routing_key}"

@@ -188,7 +188,8 @@ def parse_timestamp(raw: str) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a Z: 2017-07-06T16:58:55.301284Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits, which strftime("%Y") does not.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def strip_secrets(value: Any) -> Any:
