@@ -23,6 +23,9 @@ local forward_on = ARGV[2] == "1"
 local now = redis.call("TIME")
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 
+-- An index key is added to the indexes set once per batch, not once per event.
+local named = {}
+
 local results = {}
 local k = 10
 local a = 3
@@ -50,7 +53,10 @@ while a <= #ARGV do
     redis.call("ZADD", by_time, ts_ms, seq)
     for i = k, k + nkeys - 1 do
       redis.call("ZADD", KEYS[i], seq, seq)
-      redis.call("SADD", indexes, KEYS[i])
+      if not named[KEYS[i]] then
+        redis.call("SADD", indexes, KEYS[i])
+        named[KEYS[i]] = true
+      end
     end
     -- Zero-padded members, so entries due in the same ms come out in seq order.
     local member = string.format("%015d", seq)
