@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 # ISA-L's zlib: the same zlib format (stdlib zlib reads it, and it reads
 # stdlib's), compressed about 2.5 times faster at the same size.
+import msgspec
 from isal import isal_zlib
 
 from yagi_meter.notification import Event, parse_timestamp
@@ -25,8 +26,7 @@ _LEVEL = 1
 
 def encode(event: Event, compress: bool) -> bytes:
     """The stored form of an event (without seq and ingest time, which Redis assigns)."""
-    derived = json.dumps(event.derived(), separators=(",", ":"))
-    text = f"{derived}\n{event.notification_json}".encode()
+    text = msgspec.json.encode(event.derived()) + b"\n" + event.notification_json.encode()
     if compress:
         return _ZLIB + isal_zlib.compress(text, _LEVEL)
     return _PLAIN + text
