@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,6 +61,15 @@ SAMPLE_INSTANCE = "178b0921-8f85-4257-88b6-2e743b5a975c"
 INSTANCES_PER_TENANT = 20
 DRAIN_TIMEOUT_SECONDS = 300
 FILL_TIMEOUT_SECONDS = 120
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Messages/s over the timed span, and the consumer's own CPU time per message in it."""
+
+    rate: float
+    cpu_us: float
 
 
 # -- messages ----------------------------------------------------------------
@@ -167,19 +177,20 @@ def fill(url: str, bodies: list[bytes]) -> None:
         connection.close()
 
 
-def bare_consume(url: str, count: int, prefetch: int) -> float:
-    """Consume and ack ``count`` messages one by one; messages/s from first ack to last."""
+def bare_consume(url: str, count: int, prefetch: int) -> Timing:
+    """Consume and ack ``count`` messages one by one, timed from the first ack to the last."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     acked = 0
-    first = last = 0.0
+    first = last = first_cpu = last_cpu = 0.0
 
     def on_message(channel, method, properties, body):
-        nonlocal acked, first, last
+        nonlocal acked, first, last, first_cpu, last_cpu
         channel.basic_ack(method.delivery_tag)
         acked += 1
-        last = time.perf_counter()
         if acked == 1:
-            first = last
+            first, first_cpu = time.perf_counter(), time.process_time()
+        elif acked == count:
+            last, last_cpu = time.perf_counter(), time.process_time()
 
     try:
         channel = connection.channel()
@@ -192,14 +203,14 @@ def bare_consume(url: str, count: int, prefetch: int) -> float:
             connection.process_data_events(time_limit=0.5)
     finally:
         connection.close()
-    return (count - 1) / (last - first)
+    return Timing((count - 1) / (last - first), (last_cpu - first_cpu) / (count - 1) * 1e6)
 
 
 # -- the listener ----------------------------------------------------------------
 
 
-def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) -> float:
-    """Run ``yagi-meter listen`` until ``count`` events are stored; messages/s first to last batch."""
+def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) -> Timing:
+    """Run ``yagi-meter listen`` until ``count`` events are stored, timed from the first batch to the last."""
     client = redis.Redis.from_url(redis_url)
     env = dict(
         os.environ,
@@ -214,7 +225,7 @@ def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) ->
             [sys.executable, "-m", "yagi_meter", "listen"], env=env, stdout=log, stderr=log
         )
         try:
-            _wait_stored(client, prefix, count, child)
+            cpu_us = _wait_stored(client, prefix, count, child)
         finally:
             child.send_signal(signal.SIGTERM)
             try:
@@ -227,17 +238,30 @@ def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) ->
     if child.returncode != 0:
         raise RuntimeError(f"listener exited with {child.returncode}:\n{output[-2000:]}")
     _check_store(client, prefix, count, output)
-    return _batch_rate(client, prefix, count)
+    return Timing(_batch_rate(client, prefix, count), cpu_us)
 
 
-def _wait_stored(client: redis.Redis, prefix: str, count: int, child: subprocess.Popen) -> None:
+def _wait_stored(client: redis.Redis, prefix: str, count: int, child: subprocess.Popen) -> float:
+    """Wait until ``count`` events are stored; the listener's CPU us per message meanwhile
+    (from /proc, sampled every 20 ms from the first stored batch on)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
-    while client.xlen(prefix + "events") < count:
+    first_stored = first_cpu = None
+    while (stored := client.xlen(prefix + "events")) < count:
         if child.poll() is not None:
             raise RuntimeError(f"listener died with {child.returncode}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"listener stored only {client.xlen(prefix + 'events')} of {count}")
-        time.sleep(0.05)
+            raise RuntimeError(f"listener stored only {stored} of {count}")
+        if stored and first_stored is None:
+            first_stored, first_cpu = stored, _cpu_seconds(child.pid)
+        time.sleep(0.02)
+    if first_stored is None:  # all in one batch
+        return float("nan")
+    return (_cpu_seconds(child.pid) - first_cpu) / (count - first_stored) * 1e6
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _check_store(client: redis.Redis, prefix: str, count: int, output: str) -> None:
@@ -298,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    results: dict[str, list[float]] = {"bare": [], "listen": [], "listen, no compression": []}
+    results: dict[str, list[Timing]] = {"bare": [], "listen": [], "listen, no compression": []}
     memory: dict[str, int] = {}
     run_id = uuid.uuid4().hex[:8]
     with vhost(args.amqp_host) as url:
@@ -315,17 +339,22 @@ def main(argv: list[str] | None = None) -> int:
                     delete_prefix(client, prefix)
             print(
                 f"round {number}: "
-                + ", ".join(f"{name} {rates[-1]:,.0f}/s" for name, rates in results.items()),
+                + ", ".join(
+                    f"{name} {timings[-1].rate:,.0f}/s ({timings[-1].cpu_us:.0f} us CPU/msg)"
+                    for name, timings in results.items()
+                ),
                 flush=True,
             )
 
-    median = {name: statistics.median(rates) for name, rates in results.items()}
-    ratios = [lst / bare for lst, bare in zip(results["listen"], results["bare"], strict=True)]
-    print(f"\nmedian of {args.rounds} rounds, messages/s (first message stored or acked to last):")
-    for name, rate in median.items():
-        print(f"  {name:<24} {rate:>9,.0f}")
+    rate = {name: statistics.median(t.rate for t in timings) for name, timings in results.items()}
+    cpu = {name: statistics.median(t.cpu_us for t in timings) for name, timings in results.items()}
+    ratios = [lst.rate / bare.rate for lst, bare in zip(results["listen"], results["bare"], strict=True)]
+    print(f"\nmedian of {args.rounds} rounds (first message stored or acked to last):")
+    print(f"  {'':<24} {'messages/s':>10}  {'consumer CPU us/msg':>19}")
+    for name in results:
+        print(f"  {name:<24} {rate[name]:>10,.0f}  {cpu[name]:>19.0f}")
     print(
-        f"  ratio listen/bare        {median['listen'] / median['bare']:>9.2f}  "
+        f"  ratio listen/bare        {rate['listen'] / rate['bare']:>10.2f}  "
         f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
     print(f"\nRedis memory per event (MEMORY USAGE of every key / {args.messages}):")
