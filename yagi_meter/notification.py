@@ -34,6 +34,9 @@ _ENCODER = msgspec.json.Encoder(order="sorted")
 _ASCII_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 # Keys holding credentials (any case); removed before anything is stored or served.
 _SECRET_SUFFIXES = ("auth_token", "auth_token_info", "password", "service_token", "secret")
+# A secret key's name as it ends in lower-cased JSON text.
+_SECRET_NEEDLES = tuple(suffix + '"' for suffix in _SECRET_SUFFIXES)
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -216,21 +219,21 @@ def _without_secrets(message: dict, text: str) -> dict:
 
     Every oslo.messaging notification has ``_context_auth_token`` at the top,
     and walking the whole message to find it would cost more than parsing it.
-    So count the names in the text that end like a secret key, drop the
-    top-level keys, and walk the message only if some are left unaccounted
-    for.  Without ``\\u`` escapes a key's name is its text: nothing can hide.
+    So find each name in the text that ends like a secret key and drop it
+    from the top level; only a name that is not a top-level key (a nested
+    key, or a value that merely ends like one) calls for walking the whole
+    message.  In ASCII text without ``\\u`` escapes no key can hide its name.
     """
-    if "\\" in text and "\\u" in text:  # the first test is much the faster
+    if not text.isascii() or ("\\" in text and "\\u" in text):  # the first tests are the faster
         return strip_secrets(message)
     lowered = text.lower()
-    named = sum(lowered.count(suffix + '"') for suffix in _SECRET_SUFFIXES)
-    if not named:
-        return message
-    top = [key for key in message if key.lower().endswith(_SECRET_SUFFIXES)]
-    if len(top) != named:  # nested secrets, or a value that merely ends like one
-        return strip_secrets(message)
-    for key in top:
-        del message[key]
+    for needle in _SECRET_NEEDLES:
+        end = lowered.find(needle)
+        while end != -1:
+            name = text[text.rfind('"', 0, end) + 1 : end + len(needle) - 1]
+            if message.pop(name, _MISSING) is _MISSING:
+                return strip_secrets(message)
+            end = lowered.find(needle, end + 1)
     return message
 
 

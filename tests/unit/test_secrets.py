@@ -64,3 +64,24 @@ def test_a_repeated_top_level_token_key_is_stripped() -> None:
     text = parse(body.encode(), received_at=RECEIVED_AT).notification_json
     assert "first" not in text
     assert "second" not in text
+
+
+def test_a_value_naming_a_top_level_secret_key_does_not_hide_a_nested_secret() -> None:
+    message = {
+        **BASE,
+        "_context_auth_token": "gAAAA-top",
+        "payload": {"field": "_context_auth_token", "auth_token": "nested-secret"},
+    }
+    text = stored(message)
+    assert "gAAAA-top" not in text
+    assert "nested-secret" not in text
+    assert json.loads(text)["payload"]["field"] == "_context_auth_token"
+
+
+def test_secrets_in_raw_utf8_text_are_stripped() -> None:
+    body = json.dumps(
+        {**BASE, "_context_auth_token": "top-secret-\u0130", "payload": {"Password": "p"}}, ensure_ascii=False
+    )
+    text = parse(body.encode(), received_at=RECEIVED_AT).notification_json
+    assert "top-secret" not in text
+    assert '"p"' not in text
