@@ -61,7 +61,9 @@ class EventStore:
         self.compress = compress
         self.push = push
         self.forward = forward
-        self._ingest = client.register_script(_script("ingest.lua"))
+        # Sent whole with EVAL: redis-py would check with SCRIPT EXISTS before
+        # every pipeline holding a registered script, a second round trip.
+        self._ingest = _script("ingest.lua")
         self._trim_index = client.register_script(_script("trim_index.lua"))
 
     # -- writing -----------------------------------------------------------
@@ -108,7 +110,7 @@ class EventStore:
         try:
             pipe = self.client.pipeline(transaction=True)
             if events:
-                self._ingest(keys=keys, args=args, client=pipe)
+                pipe.eval(self._ingest, len(keys), *keys, *args)
             for reject in rejected:
                 self._quarantine(pipe, reject)
             if requeued:
