@@ -23,8 +23,19 @@ local forward_on = ARGV[2] == "1"
 local now = redis.call("TIME")
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 
--- An index key is added to the indexes set once per batch, not once per event.
-local named = {}
+-- Sorted-set entries are gathered per key and added with one ZADD per key at
+-- the end: a batch touches far fewer keys than it has events.
+local zadds, zadd_keys, index_keys = {}, {}, {}
+local function zadd_later(key, score, member)
+  local pairs_of_key = zadds[key]
+  if not pairs_of_key then
+    pairs_of_key = {}
+    zadds[key] = pairs_of_key
+    zadd_keys[#zadd_keys + 1] = key
+  end
+  pairs_of_key[#pairs_of_key + 1] = score
+  pairs_of_key[#pairs_of_key + 1] = member
+end
 
 local results = {}
 local k = 10
@@ -50,26 +61,36 @@ while a <= #ARGV do
     local id = seq .. "-0"
     redis.call("HSET", ids, message_id, seq .. " " .. digest)
     redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body)
-    redis.call("ZADD", by_time, ts_ms, seq)
+    zadd_later(by_time, ts_ms, seq)
     for i = k, k + nkeys - 1 do
-      redis.call("ZADD", KEYS[i], seq, seq)
-      if not named[KEYS[i]] then
-        redis.call("SADD", indexes, KEYS[i])
-        named[KEYS[i]] = true
+      if not zadds[KEYS[i]] then
+        index_keys[#index_keys + 1] = KEYS[i]
       end
+      zadd_later(KEYS[i], seq, seq)
     end
     -- Zero-padded members, so entries due in the same ms come out in seq order.
     local member = string.format("%015d", seq)
     if push_on then
-      redis.call("ZADD", push_outbox, now_ms, member)
-      redis.call("ZADD", push_outbox .. ":seqs", seq, member)
+      zadd_later(push_outbox, now_ms, member)
+      zadd_later(push_outbox .. ":seqs", seq, member)
     end
     if forward_on and forward == "1" then
-      redis.call("ZADD", forward_outbox, now_ms, member)
-      redis.call("ZADD", forward_outbox .. ":seqs", seq, member)
+      zadd_later(forward_outbox, now_ms, member)
+      zadd_later(forward_outbox .. ":seqs", seq, member)
     end
     results[#results + 1] = {1, seq}
   end
   k = k + nkeys
+end
+
+for _, key in ipairs(zadd_keys) do
+  local args = zadds[key]
+  -- unpack() is limited to a few thousand values; 7000 is even, so pairs stay whole.
+  for i = 1, #args, 7000 do
+    redis.call("ZADD", key, unpack(args, i, math.min(i + 6999, #args)))
+  end
+end
+for _, key in ipairs(index_keys) do
+  redis.call("SADD", indexes, key)
 end
 return results
