@@ -287,11 +287,16 @@ def _batch_rate(client: redis.Redis, prefix: str, count: int) -> float:
 # -- Redis memory ------------------------------------------------------------------
 
 
-def memory_of(client: redis.Redis, prefix: str) -> int:
-    """Bytes Redis uses for every key under ``prefix`` (exact: SAMPLES 0)."""
-    return sum(
-        client.memory_usage(key, samples=0) or 0 for key in client.scan_iter(match=prefix + "*", count=1000)
-    )
+def memory_of(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """Bytes Redis uses for the keys under ``prefix`` (exact: SAMPLES 0), by kind of key:
+    events, ids, by_time, indexes (tenant/resource/type zsets and their set), outboxes."""
+    kinds = {"tenant": "indexes", "resource": "indexes", "type": "indexes", "outbox": "outboxes"}
+    usage: dict[str, int] = {}
+    for key in client.scan_iter(match=prefix + "*", count=1000):
+        kind = key.decode()[len(prefix) :].split(":", 1)[0]
+        kind = kinds.get(kind, kind)
+        usage[kind] = usage.get(kind, 0) + (client.memory_usage(key, samples=0) or 0)
+    return usage
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
@@ -323,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     results: dict[str, list[Timing]] = {"bare": [], "listen": [], "listen, no compression": []}
-    memory: dict[str, int] = {}
+    memory: dict[str, dict[str, int]] = {}
     run_id = uuid.uuid4().hex[:8]
     with vhost(args.amqp_host) as url:
         for number in range(1, args.rounds + 1):
@@ -359,8 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\nRedis memory per event (MEMORY USAGE of every key / {args.messages}):")
     for name in ("listen", "listen, no compression"):
-        per_event = memory[name] / args.messages
-        print(f"  {name:<24} {per_event:>7,.0f} bytes  ({per_event / raw:.2f} x the raw body)")
+        per_event = sum(memory[name].values()) / args.messages
+        parts = ", ".join(
+            f"{kind} {size / args.messages:,.0f}"
+            for kind, size in sorted(memory[name].items(), key=lambda item: -item[1])
+            if size / args.messages >= 1
+        )
+        print(f"  {name:<24} {per_event:>7,.0f} bytes  ({per_event / raw:.2f} x the raw body): {parts}")
     print(f"  raw body (envelope)      {raw:>7,.0f} bytes; notification alone {inner:,.0f} bytes")
     return 0
 
