@@ -193,7 +193,7 @@ def _check_id(field: str, value: str | None) -> None:
         return
     if len(value) > MAX_ID_LENGTH:
         raise BadNotification(f"{field} longer than {MAX_ID_LENGTH} characters")
-    if _XML_ILLEGAL.search(value):
+    if not value.isprintable() and _XML_ILLEGAL.search(value):  # the first test is the faster
         raise BadNotification(f"{field} has characters XML cannot carry: {value!r}")
 
 
@@ -211,7 +211,8 @@ def parse_timestamp(raw: str) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a Z: 2017-07-06T16:58:55.301284Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat() is twice as fast as strftime(); in UTC it always ends "+00:00".
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _without_secrets(message: dict, text: str) -> dict:
