@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import codecs
+import configparser
 import dataclasses
 import json
 import logging
@@ -19,10 +21,18 @@ from yagi_meter import __version__
 from yagi_meter import config as config_module
 from yagi_meter import status as status_module
 from yagi_meter.config import Config
-from yagi_meter.errors import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, ConfigError, StoreError
+from yagi_meter.errors import (
+    RET_CONFIG,
+    RET_CONNECT,
+    RET_ERROR,
+    RET_OK,
+    AccessRefused,
+    ConfigError,
+    StoreError,
+)
 from yagi_meter.ingest import Ingestor, Message, Summary
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.connection import socket_url
+from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 
 log = logging.getLogger("yagi_meter")
 
@@ -48,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as e:
         print(f"yagi-meter: Redis error: {e}", file=sys.stderr)
         return RET_CONNECT
+    except AccessRefused as e:
+        print(f"yagi-meter: configuration error: [amqp] url: {e}", file=sys.stderr)
+        return RET_CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +112,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _configure_logging(config: Config) -> None:
     if config.logging.config:
-        logging.config.fileConfig(config.logging.config, disable_existing_loggers=False)
+        try:
+            logging.config.fileConfig(config.logging.config, disable_existing_loggers=False)
+        except (OSError, KeyError, ValueError, RuntimeError, configparser.Error) as e:
+            # A missing or broken file is a bad configuration value like any other.
+            raise ConfigError(f"[logging] config: cannot use {config.logging.config}: {e!r}") from None
         return
     logging.basicConfig(
         level=config.logging.level.upper(),
@@ -115,7 +132,8 @@ def _start(name: str, config: Config) -> Store:
     """Log the one start-up line and open the store (fails loudly if unreachable)."""
     log.info("yagi-meter %s %s starting: %s", name, __version__, config.describe())
     store = open_store(config)
-    store.client.ping()
+    ping(store.client)
+    warn_if_evicting(store.client)
     return store
 
 
@@ -257,6 +275,9 @@ def read_messages(path: Path) -> Iterator[Message]:
     A line that is not JSON is still yielded, so it reaches the quarantine.
     """
     data = path.read_bytes()
+    # Editors on Windows start UTF-8 files with a BOM; json.loads(bytes) skips
+    # it, the listener's parser (which never sees one on the wire) does not.
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         whole = json.loads(data)
     except ValueError:

@@ -44,7 +44,10 @@ def _bool(value: str) -> bool:
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        number = int(value.strip())
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
         if number < minimum:
             raise ValueError(f"must be at least {minimum}, got {number}")
         return number
@@ -54,7 +57,10 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 def _float_at_least(minimum: float) -> Callable[[str], float]:
     def parse(value: str) -> float:
-        number = float(value.strip())
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
         if number < minimum:
             raise ValueError(f"must be at least {minimum}, got {number}")
         return number
@@ -172,6 +178,16 @@ OPTIONS: tuple[Option, ...] = (
         "Durability used when this process has to declare an exchange or queue\n"
         "that does not exist yet (oslo.messaging's amqp_durable_queues).\n"
         "Existing ones are used as they are.",
+    ),
+    Option(
+        "amqp",
+        "queue_type",
+        "classic",
+        _choice("classic", "quorum"),
+        "Type of a queue this process has to declare: classic, or quorum (replicated,\n"
+        "always durable) for a RabbitMQ cluster, as oslo.messaging's rabbit_quorum_queue.\n"
+        "With quorum queues set durable = true too: oslo.messaging then declares\n"
+        "durable exchanges.",
     ),
     Option(
         "amqp",

@@ -25,6 +25,10 @@ class ConnectionClosed(BrokerError):
     """The AMQP connection or channel was lost."""
 
 
+class AccessRefused(BrokerError):
+    """RabbitMQ refused the credentials or the virtual host."""
+
+
 class ArchiveError(YagiError):
     """The AtomPub archive could not be reached, did not answer in time, or auth failed."""
 

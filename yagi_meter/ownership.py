@@ -144,9 +144,16 @@ def lookup(message: dict, path: tuple[str, ...]) -> Any:
     return unwrap(value)
 
 
+# The request context fields the rules read; looked up by name because a
+# message has dozens of other keys.
+_CONTEXT_KEYS = tuple(
+    (name, f"_context_{name}") for name in ("project_id", "tenant_id", "project", "tenant", "user_id", "user")
+)
+
+
 def context_of(message: dict) -> dict:
-    """The request context oslo.messaging sent as ``_context_*`` keys."""
-    return {key[9:]: value for key, value in message.items() if key.startswith("_context_")}
+    """The request context fields oslo.messaging sent as ``_context_*`` keys that the rules use."""
+    return {name: message[key] for name, key in _CONTEXT_KEYS if key in message}
 
 
 def find_service(event_type: str, publisher_id: str) -> str:
@@ -194,7 +201,12 @@ def _apply(rule: MappingRule, message: dict, owner: Owner) -> Owner:
 
 
 def _nova(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    if event_type.startswith(("instance.", "compute.instance.", "compute_task.", "scheduler.")):
+    if event_type.startswith("compute_task."):
+        # The conductor's errors carry the owner only in the request spec.
+        spec = unwrap(payload.get("request_spec"))
+        tenant = _first(spec, "project_id") if isinstance(spec, dict) else None
+        return tenant, _first(payload, "instance_uuid", "instance_id")
+    if event_type.startswith(("instance.", "compute.instance.", "scheduler.")):
         resource = _first(payload, "instance_id", "instance_uuid", "uuid")
     elif event_type.startswith("keypair."):
         resource = _first(payload, "name", "key_name")

@@ -38,6 +38,14 @@ def connect(config: Config) -> redis.Redis:
     return client
 
 
+def ping(client: redis.Redis) -> None:
+    """Raise StoreError unless Redis answers."""
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        raise StoreError(f"cannot reach Redis: {e}") from None
+
+
 def embedded(path: str) -> redis.Redis:
     """Start (or join) the embedded Redis keeping its data in ``path``."""
     path = str(Path(path).resolve())
@@ -55,6 +63,16 @@ def embedded(path: str) -> redis.Redis:
     _embedded[path] = client
     log.info("embedded Redis running at unix://%s (data %s)", client.socket_file, path)
     return client
+
+
+def warn_if_evicting(client: redis.Redis) -> None:
+    """Log a warning when Redis may evict keys: an evicted key is a lost event."""
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "noeviction")
+    except redis.RedisError:  # CONFIG is disabled on some managed Redis services
+        return
+    if policy != "noeviction":
+        log.warning("Redis maxmemory-policy is %s: events may be evicted; set noeviction", policy)
 
 
 def socket_url(client: redis.Redis) -> str | None:
