@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -57,6 +61,67 @@ def entry_element(event: Event, base_url: str, parent: etree._Element | None = N
     return entry
 
 
-def entry_document(event: Event, base_url: str) -> bytes:
+def entry_document(event: Event, base_url: str, stylesheet: str | None = None) -> bytes:
     """A standalone Atom Entry Document (``application/atom+xml;type=entry``)."""
-    return etree.tostring(entry_element(event, base_url), xml_declaration=True, encoding="utf-8")
+    return _prolog(stylesheet) + etree.tostring(entry_element(event, base_url), encoding="utf-8")
+
+
+def _prolog(stylesheet: str | None) -> bytes:
+    prolog = b'<?xml version="1.0" encoding="utf-8"?>\n'
+    if stylesheet:
+        href = escape(stylesheet, {'"': "&quot;"}).encode()
+        prolog += b'<?xml-stylesheet type="text/xsl" href="' + href + b'"?>\n'
+    return prolog
+
+
+# -- feed documents ----------------------------------------------------------
+
+FEED_TYPE = "application/atom+xml"
+ENTRY_TYPE = "application/atom+xml;type=entry"
+_FEED_CLOSE = b"</feed>"
+
+
+@dataclass(frozen=True)
+class Link:
+    rel: str
+    href: str
+
+
+@dataclass(frozen=True)
+class FeedMeta:
+    """Everything about a feed page except its entries."""
+
+    feed_id: str
+    title: str
+    updated: datetime
+    links: tuple[Link, ...]
+    stylesheet: str | None = None  # href of an XSLT stylesheet for browsers
+
+
+def entry_bytes(event: Event, base_url: str) -> bytes:
+    """One ``atom:entry`` element, serialised, to be placed inside a feed."""
+    return etree.tostring(entry_element(event, base_url), encoding="utf-8")
+
+
+def feed_document(meta: FeedMeta, entries: Iterable[bytes]) -> bytes:
+    """An Atom Feed Document: metadata, then ``entries`` (from entry_bytes) in order.
+
+    The entries are spliced in as bytes, so a page of cached entries costs a
+    join, not a tree walk.
+    """
+    feed = etree.Element(_A + "feed", nsmap={None: ATOM_NS})
+    _sub(feed, "id", meta.feed_id)
+    _sub(feed, "title", meta.title, type="text")
+    _sub(feed, "updated", format_timestamp(meta.updated))
+    author = _sub(feed, "author")
+    _sub(author, "name", "yagi-meter")
+    _sub(feed, "generator", "yagi-meter")
+    for link in meta.links:
+        attrs = {"rel": link.rel, "href": link.href}
+        if link.rel in ("self", "current", "next", "previous", "last"):
+            attrs["type"] = FEED_TYPE
+        _sub(feed, "link", **attrs)
+    head = etree.tostring(feed, encoding="utf-8")
+    # lxml writes an empty <feed .../> when there is nothing inside; there is.
+    assert head.endswith(_FEED_CLOSE)
+    return b"".join((_prolog(meta.stylesheet), head[: -len(_FEED_CLOSE)], *entries, _FEED_CLOSE))

@@ -98,6 +98,26 @@ def _key_prefix(value: str) -> str:
     return value
 
 
+def _tokens(value: str) -> tuple[tuple[str, str | None], ...]:
+    """Token lines as (token, tenant_id) pairs; tenant_id None means admin."""
+    pairs = []
+    for line in value.replace(",", "\n").splitlines():
+        if not line.strip():
+            continue
+        token, sep, role = (part.strip() for part in line.partition("="))
+        if not sep or not token or any(ch.isspace() for ch in token):
+            raise ValueError(f"expected '<token> = admin' or '<token> = tenant:<id>', got {line.strip()!r}")
+        if role == "admin":
+            pairs.append((token, None))
+        elif role.startswith("tenant:") and role[len("tenant:") :].strip():
+            pairs.append((token, role[len("tenant:") :].strip()))
+        else:
+            raise ValueError(f"token role must be admin or tenant:<id>, got {role!r}")
+    if len({token for token, _ in pairs}) != len(pairs):
+        raise ValueError("a token is listed twice")
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Option:
     """One configuration key: where it lives, its default and how to read it."""
@@ -256,6 +276,30 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("feeds", "page_size", "25", _int_at_least(1), "Entries per page when a request gives no limit."),
     Option("feeds", "max_page_size", "1000", _int_at_least(1), "Largest limit a request may ask for."),
+    Option(
+        "feeds",
+        "scan_limit",
+        "10000",
+        _int_at_least(1),
+        "Most index entries one page examines when start, end or event_type filter\n"
+        "it. A page that reaches this before it is full ends early, with fewer\n"
+        "entries and a next/previous link that continues where it stopped.",
+    ),
+    Option(
+        "feeds",
+        "cache_entries",
+        "20000",
+        _int_at_least(0),
+        "Rendered entries each server process keeps in memory (entries never\n"
+        "change); 0 turns the cache off. About 2 KB each.",
+    ),
+    Option(
+        "feeds",
+        "workers",
+        "0",
+        _int_at_least(0),
+        "gunicorn worker processes (conf/gunicorn.conf.py). 0: two per CPU, plus one.",
+    ),
     # [auth]
     Option(
         "auth",
@@ -264,6 +308,16 @@ OPTIONS: tuple[Option, ...] = (
         _choice("none", "token", "keystone"),
         "none: everything is readable; token: [auth] tokens; keystone: X-Auth-Token\n"
         "checked against Keystone.",
+    ),
+    Option(
+        "auth",
+        "tokens",
+        "",
+        _tokens,
+        "For mode token: who each X-Auth-Token is, one per line (or comma separated):\n"
+        "  <token> = admin            reads every feed\n"
+        "  <token> = tenant:<id>      reads the feeds and entries of that tenant only",
+        secret=True,
     ),
     # [hub]
     Option(
@@ -339,7 +393,9 @@ class Config:
         parts = []
         for option in OPTIONS:
             value = self._values[(option.section, option.key)]
-            if option.secret:
+            if option.secret and isinstance(value, tuple):
+                value = f"<{len(value)} hidden>"
+            elif option.secret:
                 value = mask_secret(str(value))
             elif isinstance(value, tuple):
                 value = ",".join(str(v) for v in value)
@@ -432,6 +488,8 @@ def _read_environ(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
 def _check_together(config: Config) -> None:
     if config.get("feeds", "page_size") > config.get("feeds", "max_page_size"):
         raise ConfigError("[feeds] page_size: larger than max_page_size")
+    if config.get("auth", "mode") == "token" and not config.get("auth", "tokens"):
+        raise ConfigError("[auth] tokens: mode token needs at least one token")
     if not config.get("amqp", "exchanges"):
         raise ConfigError("[amqp] exchanges: at least one exchange is needed")
     if not config.get("amqp", "topics") or not config.get("amqp", "priorities"):

@@ -1,0 +1,229 @@
+"""The feed routes: who may read, which index, then one shared way to answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.http import http_date, quote_etag
+
+from feeds import atom, browser
+from feeds.auth import TOKEN_HEADER, Authenticator, Principal, require_admin, require_tenant
+from feeds.caching import RenderCache, etag_for, last_modified, not_modified
+from feeds.paging import ENTRY_ID_PREFIX, FeedRequest, feed_links, parse_request
+from yagi_meter.config import Config
+from yagi_meter.notification import Event
+from yagi_meter.store import Store
+from yagi_meter.store.pages import FeedIndex, FeedState, PageQuery, Pages, UnknownMarker, ms_to_datetime
+
+bp = Blueprint("feeds", __name__)
+
+STYLESHEET_PATH = "/static/atom.xsl"
+
+
+@dataclass
+class FeedServer:
+    """What the views share, built once by create_app."""
+
+    config: Config
+    store: Store
+    pages: Pages
+    authenticate: Authenticator
+    pages_cache: RenderCache  # whole pages by ETag
+    entries_cache: RenderCache  # entry elements by seq
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    @property
+    def hub(self) -> str:
+        return self.config.hub.external_url or f"{self.base_url}/hub"
+
+
+def server() -> FeedServer:
+    return current_app.extensions["yagi_meter"]
+
+
+def principal() -> Principal:
+    return server().authenticate(request.headers.get(TOKEN_HEADER))
+
+
+# -- routes ------------------------------------------------------------------
+
+
+@bp.get("/events")
+def all_events() -> Response:
+    require_admin(principal())
+    feed = parse()
+    pages = server().pages
+    index = pages.everything()
+    event_type = feed.query.event_type
+    if event_type and "*" not in event_type:
+        # An exact type has its own index: read that instead of filtering.
+        index = pages.event_type(event_type, strict=False)
+        return answer_feed(index, feed, "/events", "all events", read=replace(feed.query, event_type=""))
+    return answer_feed(index, feed, "/events", "all events")
+
+
+@bp.get("/tenants/<tenant_id>/events")
+def tenant_events(tenant_id: str) -> Response:
+    caller = principal()
+    require_tenant(caller, tenant_id)
+    path = f"/tenants/{quote(tenant_id, safe='')}/events"
+    index = server().pages.tenant(tenant_id)
+    own = caller.tenant_id == tenant_id
+    return answer_feed(index, parse(), path, f"events of tenant {tenant_id}", known=own, what="tenant")
+
+
+@bp.get("/tenants/<tenant_id>/resources/<resource_id>/events")
+def resource_events(tenant_id: str, resource_id: str) -> Response:
+    require_tenant(principal(), tenant_id)
+    path = f"/tenants/{quote(tenant_id, safe='')}/resources/{quote(resource_id, safe='')}/events"
+    index = server().pages.resource(tenant_id, resource_id)
+    title = f"events of resource {resource_id} of tenant {tenant_id}"
+    return answer_feed(index, parse(), path, title, what="resource")
+
+
+@bp.get("/event_types/<event_type>/events")
+def type_events(event_type: str) -> Response:
+    require_admin(principal())
+    path = f"/event_types/{quote(event_type, safe='')}/events"
+    index = server().pages.event_type(event_type)
+    return answer_feed(index, parse(), path, f"{event_type} events", what="event type")
+
+
+@bp.get("/events/<path:message_id>")
+def one_event(message_id: str) -> Response:
+    caller = principal()
+    if message_id.startswith(ENTRY_ID_PREFIX):
+        message_id = message_id[len(ENTRY_ID_PREFIX) :]
+    srv = server()
+    version = srv.pages.entry_version(message_id)
+    found = srv.store.events.get_many([version[0]]) if version else []
+    event = found[0] if found else None
+    # Another tenant's event is answered exactly like a missing one.
+    if event is None or not caller.may_read_tenant(event.tenant_id):
+        raise NotFound(f"no event {message_id}")
+    etag = etag_for("entry", srv.base_url, event.seq, version[1], html_wanted())
+    changed_ms = int(event.ingested_at.timestamp() * 1000) if event.ingested_at else 0
+    headers = validators(etag, last_modified(changed_ms, changed_ms + 1000))
+    if not_modified(request, etag, changed_ms):
+        return Response(status=304, headers=headers)
+    body = atom.entry_document(event, srv.base_url, stylesheet=srv.base_url + STYLESHEET_PATH)
+    return represent(body, atom.ENTRY_TYPE, headers)
+
+
+# -- one way to answer a feed ----------------------------------------------------
+
+
+def parse() -> FeedRequest:
+    feeds = server().config.feeds
+    return parse_request(request.args, feeds.page_size, feeds.max_page_size, feeds.scan_limit)
+
+
+def answer_feed(
+    index: FeedIndex,
+    feed: FeedRequest,
+    path: str,
+    title: str,
+    *,
+    known: bool = False,
+    what: str = "",
+    read: PageQuery | None = None,
+) -> Response:
+    """Check, 304, cached bytes or a freshly read and rendered page, with its headers.
+
+    ``known``: answer an empty feed rather than 404 when the index is empty
+    (a tenant's own feed before its first event).  ``read``: the query run
+    against ``index`` when it differs from the one the links repeat.
+    """
+    srv = server()
+    state = srv.pages.state(index)
+    if state.empty and what and not known:
+        raise NotFound(f"unknown {what}: no events")
+    html = html_wanted()
+    etag = etag_for(srv.base_url, path, request.query_string, state.newest, state.oldest, html)
+    url = srv.base_url + path
+    self_link = url + ("?" + request.query_string.decode() if request.query_string else "")
+    headers = validators(etag, last_modified(state.newest_ingested_ms, state.now_ms))
+    headers.append(("Link", f'<{srv.hub}>; rel="hub", <{self_link}>; rel="self"'))
+    if not_modified(request, etag, state.newest_ingested_ms):
+        return Response(status=304, headers=headers)
+    body = srv.pages_cache.get(etag)
+    if body is None:
+        body = render_page(srv, index, feed, read or feed.query, url, title, state)
+        if html:
+            body = browser.to_html(body)
+        srv.pages_cache.put(etag, body)
+    if html:
+        return Response(body, 200, headers, content_type="text/html; charset=utf-8")
+    return Response(body, 200, headers, content_type=atom.FEED_TYPE)
+
+
+def render_page(
+    srv: FeedServer,
+    index: FeedIndex,
+    feed: FeedRequest,
+    query: PageQuery,
+    url: str,
+    title: str,
+    state: FeedState,
+) -> bytes:
+    try:
+        page = srv.pages.read(index, query)
+    except UnknownMarker:
+        raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed") from None
+    events = page.events
+    if feed.query.direction in ("forward", "last"):
+        events = list(reversed(events))  # a feed lists newest first
+    updated = max(
+        [ms_to_datetime(state.newest_ingested_ms or 0)] + [_updated(event) for event in events],
+    )
+    meta = atom.FeedMeta(
+        feed_id=url,
+        title=f"yagi-meter: {title}",
+        updated=updated,
+        links=feed_links(url, feed, page, srv.hub),
+        stylesheet=srv.base_url + STYLESHEET_PATH,
+    )
+    return atom.feed_document(meta, (entry_bytes(srv, event) for event in events))
+
+
+def entry_bytes(srv: FeedServer, event: Event) -> bytes:
+    key = (event.seq, srv.base_url)
+    cached = srv.entries_cache.get(key)
+    if cached is None:
+        cached = atom.entry_bytes(event, srv.base_url)
+        srv.entries_cache.put(key, cached)
+    return cached
+
+
+def _updated(event: Event) -> datetime:
+    return max(event.timestamp, event.ingested_at or event.timestamp)
+
+
+def html_wanted() -> bool:
+    """A browser (text/html preferred over Atom) gets the page as HTML."""
+    accept = request.accept_mimetypes
+    return accept.best_match([atom.FEED_TYPE, "application/xml", "text/html"]) == "text/html"
+
+
+def validators(etag: str, modified: datetime | None) -> list[tuple[str, str]]:
+    headers = [("ETag", quote_etag(etag)), ("Vary", f"Accept, {TOKEN_HEADER}")]
+    if modified is not None:
+        headers.append(("Last-Modified", http_date(modified)))
+    if server().config.auth.mode != "none":
+        headers.append(("Cache-Control", "private, no-cache"))
+    else:
+        headers.append(("Cache-Control", "no-cache"))
+    return headers
+
+
+def represent(body: bytes, content_type: str, headers: list[tuple[str, str]]) -> Response:
+    if html_wanted():
+        return Response(browser.to_html(body), 200, headers, content_type="text/html; charset=utf-8")
+    return Response(body, 200, headers, content_type=content_type)
