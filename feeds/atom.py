@@ -45,7 +45,10 @@ def entry_element(event: Event, base_url: str, parent: etree._Element | None = N
     _sub(entry, "published", published)
     author = _sub(entry, "author")
     _sub(author, "name", event.publisher_id or event.service)
-    _sub(entry, "link", rel="self", href=entry_url(base_url, event), type="application/atom+xml;type=entry")
+    url = entry_url(base_url, event)
+    _sub(entry, "link", rel="self", href=url, type="application/atom+xml;type=entry")
+    # The same URL answers a browser with HTML: what feed readers link to.
+    _sub(entry, "link", rel="alternate", href=url, type="text/html")
     categories = (
         ("event_type", event.event_type),
         ("service", event.service),

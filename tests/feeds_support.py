@@ -48,7 +48,9 @@ def all_sample_messages() -> Iterator[Message]:
 def atom_ids(document: bytes) -> list[str]:
     """The message_ids of a feed's entries, in document order."""
     root = etree.fromstring(document)
-    return [e.text.removeprefix("urn:uuid:") for e in root.iter(f"{{{ATOM_NS}}}id") if e.getparent() is not root]
+    return [
+        e.text.removeprefix("urn:uuid:") for e in root.iter(f"{{{ATOM_NS}}}id") if e.getparent() is not root
+    ]
 
 
 def links(document: bytes) -> dict[str, str]:

@@ -6,6 +6,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from werkzeug.http import http_date
 
 from feeds.app import create_app
@@ -129,7 +131,8 @@ def test_health_and_feeds_when_redis_is_unreachable(key_prefix):
     config = make_config(redis_url="redis://127.0.0.1:1/0", redis_key_prefix=key_prefix)
     from yagi_meter.store import open_store
 
-    store = open_store(config, client=redis.Redis(port=1, socket_connect_timeout=0.2))
+    down = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    store = open_store(config, client=down)
     client = create_app(config, store).test_client()
     assert client.get("/health").status_code == 503
     response = client.get("/events")

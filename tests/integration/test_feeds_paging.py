@@ -103,12 +103,14 @@ def test_start_inclusive_end_exclusive_on_notification_time(client, ingestor):
 def test_event_type_exact_and_pattern_filter_combine_with_paging(client, ingestor):
     ids = fill(ingestor, count=len_samples() * 2)
     types = {i: client.get(f"/events/{i}").data for i in ids}
-    wanted = [i for i in ids if b"<title type=\"text\">instance.power_" in types[i]]
+    wanted = [i for i in ids if b'<title type="text">instance.power_' in types[i]]
     assert wanted
     pages = follow(client, "/tenants/alpha/events?limit=2&event_type=instance.power_*", "next")
     assert [i for page in pages for i in page] == wanted[::-1]
     one_type = client.get("/events?event_type=instance.power_off.end&limit=50")
-    assert atom_ids(one_type.data) and all(b"instance.power_off.end" in types[i] for i in atom_ids(one_type.data))
+    assert atom_ids(one_type.data) and all(
+        b"instance.power_off.end" in types[i] for i in atom_ids(one_type.data)
+    )
     nothing = client.get("/tenants/alpha/events?event_type=no.such.*")
     assert atom_ids(nothing.data) == [] and "next" not in links(nothing.data)
 
