@@ -24,7 +24,9 @@
           table { border-collapse: collapse; width: 100%; background: #fff; }
           th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid #e4e7ec; vertical-align: top; }
           th { background: #eef1f5; font-size: 13px; text-transform: uppercase; letter-spacing: .03em; }
-          td.type { font-weight: 600; }
+          td.type a { font-weight: 600; }
+          td.when { white-space: nowrap; font: 13px/1.6 ui-monospace, monospace; }
+          summary { cursor: pointer; color: #5b6475; font-size: 13px; }
           code, pre { font: 12px/1.4 ui-monospace, monospace; }
           details pre { white-space: pre-wrap; word-break: break-all; max-height: 24em; overflow: auto;
                         background: #f3f4f6; padding: 8px; margin: 6px 0 0; }
@@ -41,7 +43,7 @@
   <xsl:template match="atom:feed">
     <header>
       <h1><xsl:value-of select="atom:title"/></h1>
-      <p>Atom feed, updated <xsl:value-of select="atom:updated"/> · newest first ·
+      <p>Atom feed, updated <xsl:value-of select="translate(substring(atom:updated, 1, 19), 'T', ' ')"/> UTC · newest first ·
          <xsl:value-of select="count(atom:entry)"/> entries on this page</p>
     </header>
     <nav>
@@ -69,7 +71,7 @@
 
   <xsl:template match="atom:entry" mode="row">
     <tr>
-      <td><code><xsl:value-of select="atom:published"/></code></td>
+      <td class="when"><xsl:value-of select="translate(substring(atom:published, 1, 19), 'T', ' ')"/> UTC</td>
       <td class="type">
         <a href="{atom:link[@rel='self']/@href}"><xsl:value-of select="atom:title"/></a>
         <details><summary>notification</summary><pre><xsl:value-of select="atom:content"/></pre></details>
