@@ -11,6 +11,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Request
 
@@ -54,21 +55,21 @@ def not_modified(request: Request, etag: str, changed_ms: int) -> bool:
 
 
 class RenderCache:
-    """A small least-recently-used map of rendered bytes, per process."""
+    """A small least-recently-used map (rendered pages, rendered entries), per process."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[object, bytes] = OrderedDict()
+        self._items: OrderedDict[object, object] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: object) -> bytes | None:
+    def get(self, key: object) -> Any:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: object, value: bytes) -> None:
+    def put(self, key: object, value: object) -> None:
         if self.size <= 0:
             return
         with self._lock:

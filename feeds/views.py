@@ -17,7 +17,15 @@ from feeds.paging import ENTRY_ID_PREFIX, FeedRequest, feed_links, parse_request
 from yagi_meter.config import Config
 from yagi_meter.notification import Event
 from yagi_meter.store import Store
-from yagi_meter.store.pages import FeedIndex, FeedState, PageQuery, Pages, UnknownMarker, ms_to_datetime
+from yagi_meter.store.pages import (
+    FeedIndex,
+    FeedState,
+    PageQuery,
+    Pages,
+    StoredEvent,
+    UnknownMarker,
+    ms_to_datetime,
+)
 
 bp = Blueprint("feeds", __name__)
 
@@ -177,12 +185,11 @@ def render_page(
         page = srv.pages.read(index, query)
     except UnknownMarker:
         raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed") from None
-    events = page.events
+    stored = page.events
     if feed.query.direction in ("forward", "last"):
-        events = list(reversed(events))  # a feed lists newest first
-    updated = max(
-        [ms_to_datetime(state.newest_ingested_ms or 0)] + [_updated(event) for event in events],
-    )
+        stored = list(reversed(stored))  # a feed lists newest first
+    entries = [entry_bytes(srv, item) for item in stored]
+    updated = max([ms_to_datetime(state.newest_ingested_ms or 0)] + [when for _, when in entries])
     meta = atom.FeedMeta(
         feed_id=url,
         title=f"yagi-meter: {title}",
@@ -190,14 +197,16 @@ def render_page(
         links=feed_links(url, feed, page, srv.hub),
         stylesheet=srv.base_url + STYLESHEET_PATH,
     )
-    return atom.feed_document(meta, (entry_bytes(srv, event) for event in events))
+    return atom.feed_document(meta, (body for body, _ in entries))
 
 
-def entry_bytes(srv: FeedServer, event: Event) -> bytes:
-    key = (event.seq, srv.base_url)
+def entry_bytes(srv: FeedServer, stored: StoredEvent) -> tuple[bytes, datetime]:
+    """An entry's rendering and its atom:updated, from the cache when there (entries never change)."""
+    key = (stored.seq, srv.base_url)
     cached = srv.entries_cache.get(key)
     if cached is None:
-        cached = atom.entry_bytes(event, srv.base_url)
+        event = stored.decode()
+        cached = (atom.entry_bytes(event, srv.base_url), _updated(event))
         srv.entries_cache.put(key, cached)
     return cached
 

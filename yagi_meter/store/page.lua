@@ -42,6 +42,17 @@ if direction == "forward" or direction == "backward" then
 end
 local ascending = direction == "forward" or direction == "last"
 
+-- Stream entries already read while scanning the global feed, by seq.
+local read = {}
+
+local function fields_table(flat)
+  local fields = {}
+  for i = 1, #flat, 2 do
+    fields[flat[i]] = flat[i + 1]
+  end
+  return fields
+end
+
 -- The next chunk of the index after position `after` (nil: from the end).
 local function chunk(after, count)
   if kind == "stream" then
@@ -54,6 +65,7 @@ local function chunk(after, count)
     local seqs = {}
     for i, entry in ipairs(entries) do
       seqs[i] = tonumber(string.sub(entry[1], 1, -3))
+      read[seqs[i]] = fields_table(entry[2])
     end
     return seqs
   end
@@ -70,15 +82,11 @@ local function chunk(after, count)
 end
 
 local function fields_of(seq)
+  if read[seq] then
+    return read[seq]
+  end
   local entry = redis.call("XRANGE", events, seq .. "-0", seq .. "-0")[1]
-  if not entry then
-    return nil
-  end
-  local fields = {}
-  for i = 1, #entry[2], 2 do
-    fields[entry[2][i]] = entry[2][i + 1]
-  end
-  return fields
+  return entry and fields_table(entry[2])
 end
 
 local function in_window(seq)

@@ -65,6 +65,18 @@ class PageQuery:
 
 
 @dataclass(frozen=True)
+class StoredEvent:
+    """An event as read, not yet decoded: a caller with the rendering cached skips decoding."""
+
+    seq: int
+    ingested_ms: int
+    body: bytes
+
+    def decode(self) -> Event:
+        return codec.decode(self.body, self.seq, self.ingested_ms)
+
+
+@dataclass(frozen=True)
 class Page:
     """The events of one page in scan order, and the bounds of what was examined.
 
@@ -73,7 +85,7 @@ class Page:
     ``reached_end``: the scan ran off the end of the index in its direction.
     """
 
-    events: list[Event]
+    events: list[StoredEvent]
     first_id: str
     last_id: str
     reached_end: bool
@@ -151,7 +163,7 @@ class Pages:
         rest = reply[7:]
         for i in range(count):
             seq, ingested, body = rest[3 * i : 3 * i + 3]
-            events.append(codec.decode(body, int(seq), int(ingested)))
+            events.append(StoredEvent(int(seq), int(ingested), body))
         return Page(events, _text(first_id), _text(last_id), bool(reached_end))
 
     def entry_version(self, message_id: str) -> tuple[int, str] | None:
