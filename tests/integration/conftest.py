@@ -6,6 +6,7 @@ import pytest
 
 from feeds.app import create_app
 from tests.conftest import TEST_REDIS_URL, make_config
+from tests.feeds_support import tenant_message
 from yagi_meter.ingest import Ingestor
 from yagi_meter.store import open_store
 
@@ -37,3 +38,14 @@ def token_config(key_prefix):
 @pytest.fixture
 def token_client(token_config, store):
     return create_app(token_config, store).test_client()
+
+
+@pytest.fixture
+def owned(ingestor) -> dict[str, str]:
+    """One event of tenant alpha and one of beta: tenant -> message_id."""
+    ids = {}
+    for tenant in ("alpha", "beta"):
+        message_id, message = tenant_message(tenant, 0)
+        ingestor.ingest([message])
+        ids[tenant] = message_id
+    return ids

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.feeds_support import SAMPLE_INSTANCE, tenant_message
+from tests.feeds_support import SAMPLE_INSTANCE
 
 pytestmark = pytest.mark.integration
 
@@ -15,17 +15,6 @@ ROLES = {
     "alpha": {"X-Auth-Token": "alpha-token"},
     "beta": {"X-Auth-Token": "beta-token"},
 }
-
-
-@pytest.fixture
-def owned(ingestor) -> dict[str, str]:
-    """One event of each tenant: tenant -> message_id."""
-    ids = {}
-    for tenant in ("alpha", "beta"):
-        message_id, message = tenant_message(tenant, 0)
-        ingestor.ingest([message])
-        ids[tenant] = message_id
-    return ids
 
 
 def routes(owned: dict[str, str]) -> dict[str, str]:

@@ -53,6 +53,15 @@ local function fields_table(flat)
   return fields
 end
 
+local oldest = nil
+local function oldest_in_stream()
+  if oldest == nil then
+    local first = redis.call("XRANGE", events, "-", "+", "COUNT", 1)[1]
+    oldest = first and tonumber(string.sub(first[1], 1, -3)) or 0
+  end
+  return oldest
+end
+
 -- The next chunk of the index after position `after` (nil: from the end).
 local function chunk(after, count)
   if kind == "stream" then
@@ -60,6 +69,11 @@ local function chunk(after, count)
     if ascending then
       entries = redis.call("XRANGE", events, after and ("(" .. after .. "-0") or "-", "+", "COUNT", count)
     else
+      -- Redis walks the whole stream when XREVRANGE starts below its first
+      -- entry: answer that case without asking.
+      if after and after <= oldest_in_stream() then
+        return {}
+      end
       entries = redis.call("XREVRANGE", events, after and ("(" .. after .. "-0") or "+", "-", "COUNT", count)
     end
     local seqs = {}
