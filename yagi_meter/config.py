@@ -319,6 +319,37 @@ OPTIONS: tuple[Option, ...] = (
         "  <token> = tenant:<id>      reads the feeds and entries of that tenant only",
         secret=True,
     ),
+    Option(
+        "auth",
+        "keystone_url",
+        "",
+        _url("http", "https", allow_empty=True),
+        "For mode keystone: Keystone's v3 endpoint, e.g. http://keystone:5000/v3.",
+    ),
+    Option(
+        "auth", "keystone_user", "", _text, "The feed server's own Keystone user (it checks callers' tokens)."
+    ),
+    Option("auth", "keystone_password", "", _text, "Its password.", secret=True),
+    Option("auth", "keystone_project", "service", _text, "The project it logs in to."),
+    Option("auth", "keystone_user_domain", "Default", _text, "Domain of that user."),
+    Option("auth", "keystone_project_domain", "Default", _text, "Domain of that project."),
+    Option("auth", "keystone_timeout", "5", _float_at_least(0.1), "Seconds before a Keystone call fails."),
+    Option(
+        "auth",
+        "admin_roles",
+        "admin",
+        _list,
+        "For mode keystone: a token with one of these roles reads every feed; any\n"
+        "other token reads only its project's (tenant's) feeds and entries.",
+    ),
+    Option(
+        "auth",
+        "cache_seconds",
+        "60",
+        _float_at_least(0),
+        "How long a token's validation is reused before Keystone is asked again\n"
+        "(never past the token's expiry). A revoked token keeps working this long.",
+    ),
     # [hub]
     Option(
         "hub",
@@ -395,8 +426,10 @@ class Config:
             value = self._values[(option.section, option.key)]
             if option.secret and isinstance(value, tuple):
                 value = f"<{len(value)} hidden>"
-            elif option.secret:
+            elif option.secret and "://" in str(value):
                 value = mask_secret(str(value))
+            elif option.secret:
+                value = "***" if value else ""
             elif isinstance(value, tuple):
                 value = ",".join(str(v) for v in value)
             parts.append(f"{option.section}.{option.key}={value}")
@@ -490,6 +523,10 @@ def _check_together(config: Config) -> None:
         raise ConfigError("[feeds] page_size: larger than max_page_size")
     if config.get("auth", "mode") == "token" and not config.get("auth", "tokens"):
         raise ConfigError("[auth] tokens: mode token needs at least one token")
+    if config.get("auth", "mode") == "keystone":
+        for key in ("keystone_url", "keystone_user", "keystone_password"):
+            if not config.get("auth", key):
+                raise ConfigError(f"[auth] {key}: mode keystone needs it")
     if not config.get("amqp", "exchanges"):
         raise ConfigError("[amqp] exchanges: at least one exchange is needed")
     if not config.get("amqp", "topics") or not config.get("amqp", "priorities"):
