@@ -25,6 +25,10 @@ class ConnectionClosed(BrokerError):
     """The AMQP connection or channel was lost."""
 
 
+class AccessRefused(BrokerError):
+    """RabbitMQ refused the credentials or the virtual host."""
+
+
 # Exit codes of the CLI.
 RET_OK = 0
 RET_ERROR = 1
