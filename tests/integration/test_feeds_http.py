@@ -171,3 +171,19 @@ def test_stylesheet_is_served_and_referenced(client, alpha_ids):
     xsl = client.get("/static/atom.xsl")
     assert xsl.status_code == 200 and b"xsl:stylesheet" in xsl.data
     xsl.close()
+
+
+def test_hub_link_names_the_external_hub_when_configured(key_prefix, store, alpha_ids):
+    from tests.conftest import TEST_REDIS_URL
+
+    config = make_config(
+        redis_url=TEST_REDIS_URL,
+        redis_key_prefix=key_prefix,
+        hub_external_url="https://hub.example.net/",
+        feeds_base_url="https://feeds.example.net/",
+    )
+    response = create_app(config, store).test_client().get("/tenants/alpha/events")
+    assert '<https://hub.example.net/>; rel="hub"' in response.headers["Link"]
+    assert '<https://feeds.example.net/tenants/alpha/events>; rel="self"' in response.headers["Link"]
+    assert b'<link rel="hub" href="https://hub.example.net/"/>' in response.data
+    assert b'href="https://feeds.example.net/events/' in response.data
