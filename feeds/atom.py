@@ -41,9 +41,21 @@ def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
+_ASCII_ILLEGAL = bytes(c for c in range(32) if c not in (9, 10, 13))
+
+
+def _legal(value: str) -> str:
+    """``value`` with characters XML cannot carry replaced by U+FFFD."""
+    if value.isascii():
+        # Deleting bytes is C-speed; a regex walks a 2 KB notification 5x slower.
+        data = value.encode()
+        if len(data.translate(None, _ASCII_ILLEGAL)) == len(data):
+            return value
+    return _XML_ILLEGAL.sub("\ufffd", value)
+
+
 def _text(value: str) -> str:
-    if _XML_ILLEGAL.search(value):
-        value = _XML_ILLEGAL.sub("\ufffd", value)
+    value = _legal(value)
     # str.replace runs in C; a translate table would walk the text in Python.
     if "&" in value:
         value = value.replace("&", "&amp;")

@@ -43,13 +43,10 @@ class FeedServer:
     pages_cache: RenderCache  # whole pages by ETag
     entries_cache: RenderCache  # entry elements by seq
 
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
-
-    @property
-    def hub(self) -> str:
-        return self.config.hub.external_url or f"{self.base_url}/hub"
+    def __post_init__(self) -> None:
+        self.base_url = self.config.base_url
+        self.hub = self.config.hub.external_url or f"{self.base_url}/hub"
+        self.stylesheet = self.base_url + STYLESHEET_PATH
 
 
 def server() -> FeedServer:
@@ -121,7 +118,7 @@ def one_event(message_id: str) -> Response:
     headers = validators(etag, last_modified(changed_ms, changed_ms + 1000))
     if not_modified(request, etag, changed_ms):
         return Response(status=304, headers=headers)
-    body = atom.entry_document(event, srv.base_url, stylesheet=srv.base_url + STYLESHEET_PATH)
+    body = atom.entry_document(event, srv.base_url, stylesheet=srv.stylesheet)
     return represent(body, atom.ENTRY_TYPE, headers)
 
 
@@ -195,7 +192,7 @@ def render_page(
         title=f"yagi-meter: {title}",
         updated=updated,
         links=feed_links(url, feed, page, srv.hub),
-        stylesheet=srv.base_url + STYLESHEET_PATH,
+        stylesheet=srv.stylesheet,
     )
     return atom.feed_document(meta, (body for body, _ in entries))
 

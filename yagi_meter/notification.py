@@ -182,7 +182,8 @@ def parse_timestamp(raw: str) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a Z: 2017-07-06T16:58:55.301284Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is twice as fast as strftime; feeds format two per entry.
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def strip_secrets(value: Any) -> Any:
