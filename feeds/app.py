@@ -20,9 +20,9 @@ from yagi_meter.store.stats import ping
 
 log = logging.getLogger(__name__)
 
-# Whole rendered pages kept per process, by ETag: enough for every poller's
-# head page; each is at most max_page_size entries.
-PAGE_CACHE_SIZE = 64
+# Whole rendered pages kept per process, by path and query (each at most
+# views.MAX_CACHED_PAGE_BYTES): the head pages of this many pollers.
+PAGE_CACHE_SIZE = 256
 
 
 def create_app(config: Config, store: Store | None = None) -> Flask:

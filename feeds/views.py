@@ -20,6 +20,7 @@ from yagi_meter.store import Store
 from yagi_meter.store.pages import (
     FeedIndex,
     FeedState,
+    Page,
     PageQuery,
     Pages,
     StoredEvent,
@@ -40,7 +41,7 @@ class FeedServer:
     store: Store
     pages: Pages
     authenticate: Authenticator
-    pages_cache: RenderCache  # whole pages by ETag
+    pages_cache: RenderCache  # whole pages by path, query and representation
     entries_cache: RenderCache  # entry elements by seq
 
     def __post_init__(self) -> None:
@@ -130,6 +131,16 @@ def parse() -> FeedRequest:
     return parse_request(request.args, feeds.page_size, feeds.max_page_size, feeds.scan_limit)
 
 
+@dataclass(frozen=True)
+class CachedPage:
+    """A rendered page and the feed state it was rendered from."""
+
+    newest: int
+    oldest: int
+    etag: str
+    body: bytes
+
+
 def answer_feed(
     index: FeedIndex,
     feed: FeedRequest,
@@ -140,48 +151,73 @@ def answer_feed(
     what: str = "",
     read: PageQuery | None = None,
 ) -> Response:
-    """Check, 304, cached bytes or a freshly read and rendered page, with its headers.
+    """304, the cached rendering, or a freshly read and rendered page, with its headers.
 
+    One Redis call in the usual cases: a conditional request asks for the
+    feed's state only (enough for a 304); any other asks for the state and
+    the page together, telling Redis which state it has rendered already.
     ``known``: answer an empty feed rather than 404 when the index is empty
     (a tenant's own feed before its first event).  ``read``: the query run
     against ``index`` when it differs from the one the links repeat.
     """
     srv = server()
-    state = srv.pages.state(index)
+    query = read or feed.query
+    html = html_wanted()
+    key = (path, request.query_string, html)
+    cached = srv.pages_cache.get(key)
+    conditional = bool(request.if_none_match or request.if_modified_since)
+    page = None
+    if conditional:
+        state = srv.pages.state(index)
+    else:
+        state, page = read_page(srv, index, query, cached)
     if state.empty and what and not known:
         raise NotFound(f"unknown {what}: no events")
-    html = html_wanted()
-    etag = etag_for(srv.base_url, path, request.query_string, state.newest, state.oldest, html)
-    url = srv.base_url + path
-    self_link = url + ("?" + request.query_string.decode() if request.query_string else "")
-    headers = validators(etag, last_modified(state.newest_ingested_ms, state.now_ms))
-    headers.append(("Link", f'<{srv.hub}>; rel="hub", <{self_link}>; rel="self"'))
-    if not_modified(request, etag, state.newest_ingested_ms):
+    etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
+    headers = feed_headers(srv, path, etag, state)
+    if conditional and not_modified(request, etag, state.newest_ingested_ms):
         return Response(status=304, headers=headers)
-    body = srv.pages_cache.get(etag)
-    if body is None:
-        body = render_page(srv, index, feed, read or feed.query, url, title, state)
+    if cached is not None and cached.etag == etag:
+        body = cached.body
+    else:
+        if page is None:  # a conditional request that did not match
+            state, page = read_page(srv, index, query, None)
+            etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
+            headers = feed_headers(srv, path, etag, state)
+        body = render_page(srv, page, feed, srv.base_url + path, title, state)
         if html:
             body = browser.to_html(body)
-        srv.pages_cache.put(etag, body)
-    if html:
-        return Response(body, 200, headers, content_type="text/html; charset=utf-8")
-    return Response(body, 200, headers, content_type=atom.FEED_TYPE)
+        if len(body) <= MAX_CACHED_PAGE_BYTES:
+            srv.pages_cache.put(key, CachedPage(state.newest, state.oldest, etag, body))
+    content_type = "text/html; charset=utf-8" if html else atom.FEED_TYPE
+    return Response(body, 200, headers, content_type=content_type)
+
+
+# Pages larger than this (about 100 entries) are not kept whole; their
+# entries still are.
+MAX_CACHED_PAGE_BYTES = 256 * 1024
+
+
+def read_page(
+    srv: FeedServer, index: FeedIndex, query: PageQuery, cached: CachedPage | None
+) -> tuple[FeedState, Page | None]:
+    known = (cached.newest, cached.oldest) if cached is not None else None
+    try:
+        return srv.pages.read(index, query, known)
+    except UnknownMarker:
+        raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed") from None
+
+
+def feed_headers(srv: FeedServer, path: str, etag: str, state: FeedState) -> list[tuple[str, str]]:
+    self_link = srv.base_url + path + ("?" + request.query_string.decode() if request.query_string else "")
+    headers = validators(etag, last_modified(state.newest_ingested_ms, state.now_ms))
+    headers.append(("Link", f'<{srv.hub}>; rel="hub", <{self_link}>; rel="self"'))
+    return headers
 
 
 def render_page(
-    srv: FeedServer,
-    index: FeedIndex,
-    feed: FeedRequest,
-    query: PageQuery,
-    url: str,
-    title: str,
-    state: FeedState,
+    srv: FeedServer, page: Page, feed: FeedRequest, url: str, title: str, state: FeedState
 ) -> bytes:
-    try:
-        page = srv.pages.read(index, query)
-    except UnknownMarker:
-        raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed") from None
     stored = page.events
     if feed.query.direction in ("forward", "last"):
         stored = list(reversed(stored))  # a feed lists newest first

@@ -13,6 +13,7 @@ from werkzeug.http import http_date
 from feeds.app import create_app
 from tests.conftest import make_config
 from tests.feeds_support import all_sample_messages, atom_ids, tenant_message
+from yagi_meter.store.pages import PageQuery
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,11 @@ def test_entry_document_has_validators_and_answers_304(client, alpha_ids):
 def test_head_page_is_served_from_the_page_cache(client, alpha_ids):
     first = client.get("/tenants/alpha/events")
     server = client.application.extensions["yagi_meter"]
-    assert server.pages_cache.get(first.headers["ETag"].strip('"')) == first.data
+    cached = server.pages_cache.get(("/tenants/alpha/events", b"", False))
+    assert (cached.etag, cached.body) == (first.headers["ETag"].strip('"'), first.data)
+    # The cached state is still the feed's: Redis answers with the state only.
+    state, page = server.pages.read(server.pages.tenant("alpha"), PageQuery(), (cached.newest, cached.oldest))
+    assert page is None and (state.newest, state.oldest) == (cached.newest, cached.oldest)
     assert client.get("/tenants/alpha/events").data == first.data
 
 

@@ -1,11 +1,13 @@
--- Read one page of a feed in one atomic step: resolve the marker, scan the
+-- Read one page of a feed in one atomic step: the feed's state, then (unless
+-- the caller already has this state rendered) resolve the marker, scan the
 -- feed's index in sequence order, filter, and return the matching events.
 --
 -- KEYS[1]: the feed's index: a zset (member = score = seq) or the events stream
 -- KEYS[2]: events stream, KEYS[3]: ids hash, KEYS[4]: by_time zset
 -- ARGV[1]: "zset" or "stream" (what KEYS[1] is)
 -- ARGV[2]: "head" (newest first), "last" (oldest first), "forward" (after the
---          marker, oldest first) or "backward" (before the marker, newest first)
+--          marker, oldest first), "backward" (before the marker, newest
+--          first), or "state" (the state only)
 -- ARGV[3]: marker message_id ("" for head and last)
 -- ARGV[4]: limit, ARGV[5]: budget (most index entries examined)
 -- ARGV[6], ARGV[7]: notification time window in ms, start inclusive, end
@@ -14,9 +16,14 @@
 --          pattern when it had a '*' ("" for none)
 -- ARGV[10]: "1" when the marker must be an entry of this index (tenant
 --          feeds: a marker from elsewhere must not tell that it exists)
+-- ARGV[11], ARGV[12]: newest and oldest seq of a rendering the caller holds
+--          ("" for none): when the feed is still there, no page is read
 --
--- Returns {status, reached_end, first_seq, first_id, last_seq, last_id, n,
---          seq, ingest ms, body, ...}: status 0 ok, 1 unknown marker;
+-- Returns {status, newest, oldest, newest ingest ms, now ms, ...}: the
+-- feed's state (0s when empty) and Redis' clock, then for status 0 (a page)
+-- {reached_end, first_seq, first_id, last_seq, last_id, n, seq, ingest ms,
+-- body, ...}; status 1: unknown marker; status 2: state only (asked for,
+-- unchanged since the caller's rendering, or an empty feed).
 -- first/last: the first and last entry examined (0 and "" when none);
 -- reached_end 1 when the scan ran off the end of the index.
 -- Running as one script means a reader sees every index as of one instant:
@@ -29,22 +36,6 @@ local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local start_ms, end_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local exact_type, type_pattern = ARGV[8], ARGV[9]
 
-local from
-if direction == "forward" or direction == "backward" then
-  local known = redis.call("HGET", ids, marker)
-  if not known then
-    return {1}
-  end
-  from = tonumber(string.sub(known, 1, string.find(known, " ", 1, true) - 1))
-  if ARGV[10] == "1" and kind == "zset" and not redis.call("ZSCORE", index, from) then
-    return {1}
-  end
-end
-local ascending = direction == "forward" or direction == "last"
-
--- Stream entries already read while scanning the global feed, by seq.
-local read = {}
-
 local function fields_table(flat)
   local fields = {}
   for i = 1, #flat, 2 do
@@ -53,13 +44,57 @@ local function fields_table(flat)
   return fields
 end
 
-local oldest = nil
-local function oldest_in_stream()
-  if oldest == nil then
-    local first = redis.call("XRANGE", events, "-", "+", "COUNT", 1)[1]
-    oldest = first and tonumber(string.sub(first[1], 1, -3)) or 0
+-- The feed's state: newest and oldest seq, the newest's ingest time, the clock.
+local now = redis.call("TIME")
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local newest, oldest_entry
+if kind == "stream" then
+  local last = redis.call("XREVRANGE", events, "+", "-", "COUNT", 1)[1]
+  local first = redis.call("XRANGE", events, "-", "+", "COUNT", 1)[1]
+  newest = last and tonumber(string.sub(last[1], 1, -3))
+  oldest_entry = first and tonumber(string.sub(first[1], 1, -3))
+else
+  newest = tonumber(redis.call("ZREVRANGE", index, 0, 0)[1])
+  oldest_entry = tonumber(redis.call("ZRANGE", index, 0, 0)[1])
+end
+local ingested = 0
+if newest then
+  local entry = redis.call("XRANGE", events, newest .. "-0", newest .. "-0")[1]
+  ingested = entry and tonumber(fields_table(entry[2])["t"]) or 0
+end
+local state = {newest or 0, oldest_entry or 0, ingested, now_ms}
+local function reply_with(status, rest)
+  local reply = {status, state[1], state[2], state[3], state[4]}
+  for _, value in ipairs(rest or {}) do
+    reply[#reply + 1] = value
   end
-  return oldest
+  return reply
+end
+if direction == "state" or not newest then
+  return reply_with(2)
+end
+if ARGV[11] == tostring(state[1]) and ARGV[12] == tostring(state[2]) then
+  return reply_with(2)
+end
+
+local from
+if direction == "forward" or direction == "backward" then
+  local known = redis.call("HGET", ids, marker)
+  if not known then
+    return reply_with(1)
+  end
+  from = tonumber(string.sub(known, 1, string.find(known, " ", 1, true) - 1))
+  if ARGV[10] == "1" and kind == "zset" and not redis.call("ZSCORE", index, from) then
+    return reply_with(1)
+  end
+end
+local ascending = direction == "forward" or direction == "last"
+
+-- Stream entries already read while scanning the global feed, by seq.
+local read = {}
+
+local function oldest_in_stream()
+  return state[2]
 end
 
 -- The next chunk of the index after position `after` (nil: from the end).
@@ -176,7 +211,7 @@ local function id_of(seq)
   return fields and fields["m"] or ""
 end
 
-local reply = {0, reached_end, first_seq or 0, id_of(first_seq), last_seq or 0, id_of(last_seq), n}
+local reply = reply_with(0, {reached_end, first_seq or 0, id_of(first_seq), last_seq or 0, id_of(last_seq), n})
 for _, value in ipairs(found) do
   reply[#reply + 1] = value
 end

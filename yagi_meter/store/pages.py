@@ -2,8 +2,9 @@
 
 A feed is an index (a tenant, resource or event-type zset, or the events
 stream for the global feed).  A page is read in one Lua call (page.lua), so
-it reflects one instant of the store; a feed's state (newest and oldest seq)
-is one more, cheaper call that is enough for ETags and 304s.
+it reflects one instant of the store, together with the feed's state (newest
+and oldest seq), which is all an ETag needs: the state alone is a cheaper
+call, and a caller holding a rendering of the current state gets no page.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from yagi_meter.store.keys import Keys
 
 HEAD, LAST, FORWARD, BACKWARD = "head", "last", "forward", "backward"
 DIRECTIONS = (HEAD, LAST, FORWARD, BACKWARD)
+STATE = "state"  # no page: the feed's state only
 
 
 class UnknownMarker(StoreError):
@@ -105,7 +107,6 @@ class Pages:
         self.keys = keys
         script = resources.files("yagi_meter.store")
         self._page = client.register_script(script.joinpath("page.lua").read_text())
-        self._state = client.register_script(script.joinpath("feed_state.lua").read_text())
 
     # -- which index -------------------------------------------------------
 
@@ -126,15 +127,18 @@ class Pages:
 
     def state(self, index: FeedIndex) -> FeedState:
         """The feed's newest and oldest seq; one cheap call, no event is read."""
-        try:
-            newest, oldest, ingested, now = self._state(keys=[index.key, self.keys.events], args=[index.kind])
-        except redis.RedisError as e:
-            raise StoreError(f"reading feed state failed: {e}") from None
-        return FeedState(int(newest), int(oldest), int(ingested), int(now))
+        return self.read(index, PageQuery(direction=STATE))[0]
 
-    def read(self, index: FeedIndex, query: PageQuery) -> Page:
-        """One page; raises UnknownMarker when the marker is not in this feed."""
-        if query.direction not in DIRECTIONS:
+    def read(
+        self, index: FeedIndex, query: PageQuery, known: tuple[int, int] | None = None
+    ) -> tuple[FeedState, Page | None]:
+        """The feed's state and one page of it, in one call.
+
+        ``known``: (newest, oldest) of a rendering the caller holds; while the
+        feed still has them, no page is read and None comes back instead.
+        Raises UnknownMarker when the marker is not an entry of this feed.
+        """
+        if query.direction not in (*DIRECTIONS, STATE):
             raise ValueError(f"no direction {query.direction!r}")
         exact, pattern = query.event_type, ""
         if "*" in exact:
@@ -151,20 +155,28 @@ class Pages:
             exact,
             pattern,
             "1" if index.strict else "0",
+            "" if known is None else known[0],
+            "" if known is None else known[1],
         ]
         try:
             reply = self._page(keys=[index.key, k.events, k.ids, k.by_time], args=args)
         except redis.RedisError as e:
             raise StoreError(f"reading a page failed: {e}") from None
-        if reply[0] == 1:
+        status, newest, oldest, ingested, now = reply[:5]
+        state = FeedState(int(newest), int(oldest), int(ingested), int(now))
+        if status == 1 or (state.empty and query.direction in (FORWARD, BACKWARD)):
             raise UnknownMarker(f"unknown marker {query.marker!r}")
-        _, reached_end, _, first_id, _, last_id, count = reply[:7]
+        if status == 2:
+            if state.empty and query.direction != STATE:
+                return state, Page([], "", "", reached_end=True)
+            return state, None
+        reached_end, _, first_id, _, last_id, count = reply[5:11]
         events = []
-        rest = reply[7:]
+        rest = reply[11:]
         for i in range(count):
-            seq, ingested, body = rest[3 * i : 3 * i + 3]
-            events.append(StoredEvent(int(seq), int(ingested), body))
-        return Page(events, _text(first_id), _text(last_id), bool(reached_end))
+            seq, ingested_ms, body = rest[3 * i : 3 * i + 3]
+            events.append(StoredEvent(int(seq), int(ingested_ms), body))
+        return state, Page(events, _text(first_id), _text(last_id), bool(reached_end))
 
     def entry_version(self, message_id: str) -> tuple[int, str] | None:
         """(seq, digest) of a stored message_id, or None: enough for an entry's ETag."""
