@@ -5,16 +5,17 @@
 
 For each store size: fill a scratch key prefix of the local Redis through
 EventStore.write (large batches, events made from the real samples, spread
-over 10 tenants), serve it with gunicorn (conf/gunicorn.conf.py, one sync
-worker, bench/wsgi_bench.py), and time sequential GETs of
+over 10 tenants) and serve it with its own gunicorn (conf/gunicorn.conf.py,
+one sync worker, bench/wsgi_bench.py).  Then time sequential GETs of
 
 - the head page of the global feed, limit 25 and 1000,
 - a deep page (backward from the entry ``limit + 1`` places from the oldest:
   the far end of the feed), limit 25 and 1000,
 - the head page of one tenant's feed, limit 25,
 
-each interleaved with a GET of ``/_bench/bytes/<n>`` returning the same
-number of bytes prebuilt, from the same worker.  Every scenario runs twice:
+each followed by a GET of ``/_bench/bytes/<n>`` returning the same number
+of bytes prebuilt, from the same worker; the store sizes are asked in turn,
+round after round, so a busy machine slows them all alike.  Every scenario runs twice:
 with the per-process caches (pages by ETag, rendered entries by seq) as
 deployed, and with them off (``[feeds] cache_entries = 0``), which is the
 cost of a page nobody asked for before.  The scratch keys are deleted at the
@@ -133,20 +134,28 @@ def get(port: int, path: str) -> tuple[int, int, float]:
     return response.status, len(body), elapsed
 
 
-def measure(port: int, path: str, requests: int) -> dict:
-    """Median and p99 of ``path`` and of the same number of prebuilt bytes, interleaved."""
-    status, size, _ = get(port, path)
-    if status != 200:
-        raise SystemExit(f"{path}: HTTP {status}")
-    baseline = f"/_bench/bytes/{size}"
-    for _ in range(5):  # warm both
-        get(port, path)
-        get(port, baseline)
-    feed_times, base_times = [], []
+def measure(targets: list[tuple[int, str]], requests: int) -> list[dict]:
+    """Median and p99 of each (port, path), and of the same number of prebuilt bytes from
+    the same server; every round asks each of them once, so all share the same noise."""
+    plan = []
+    for port, path in targets:
+        status, size, _ = get(port, path)
+        if status != 200:
+            raise SystemExit(f"{path}: HTTP {status}")
+        plan.append((port, path, size, f"/_bench/bytes/{size}"))
+    for _ in range(5):  # warm up
+        for port, path, _, baseline in plan:
+            get(port, path)
+            get(port, baseline)
+    times: list[tuple[list[float], list[float]]] = [([], []) for _ in plan]
     for _ in range(requests):
-        feed_times.append(get(port, path)[2])
-        base_times.append(get(port, baseline)[2])
-    return {"bytes": size, "feed": summary(feed_times), "baseline": summary(base_times)}
+        for (port, path, _, baseline), (feed_times, base_times) in zip(plan, times, strict=True):
+            feed_times.append(get(port, path)[2])
+            base_times.append(get(port, baseline)[2])
+    return [
+        {"bytes": size, "feed": summary(feed_times), "baseline": summary(base_times)}
+        for (_, _, size, _), (feed_times, base_times) in zip(plan, times, strict=True)
+    ]
 
 
 def summary(times: list[float]) -> dict:
@@ -168,29 +177,33 @@ def scenarios(client: redis.Redis, prefix: str) -> dict[str, str]:
 
 
 def run(sizes: list[int], requests: int, redis_url: str, port: int) -> dict:
+    """Fill one scratch prefix per size, serve each from its own gunicorn, measure them interleaved."""
     client = redis.Redis.from_url(redis_url)
     results: dict = {}
-    for size in sizes:
-        prefix = f"yagibench:{uuid.uuid4().hex[:8]}:"
-        print(f"{size} events under {prefix}", flush=True)
-        try:
+    prefixes = {size: f"yagibench:{uuid.uuid4().hex[:8]}:" for size in sizes}
+    try:
+        for size, prefix in prefixes.items():
+            print(f"{size} events under {prefix}", flush=True)
             fill(client, prefix, size)
-            memory = client.info("memory")["used_memory_human"]
-            print(f"  Redis used_memory {memory}", flush=True)
-            paths = scenarios(client, prefix)
-            for cache in (True, False):
-                server = start_server(prefix, port, cache, redis_url)
-                try:
-                    for name, path in paths.items():
-                        count = requests if "1000" not in name else max(50, requests // 5)
-                        result = measure(port, path, count)
-                        key = f"{name}, {'cached' if cache else 'uncached'}"
+        print(f"  Redis used_memory {client.info('memory')['used_memory_human']}", flush=True)
+        paths = {size: scenarios(client, prefix) for size, prefix in prefixes.items()}
+        for cache in (True, False):
+            ports = {size: port + n for n, size in enumerate(sizes)}
+            servers = [start_server(prefixes[size], ports[size], cache, redis_url) for size in sizes]
+            try:
+                for name in paths[sizes[0]]:
+                    count = requests if "1000" not in name else max(50, requests // 5)
+                    measured = measure([(ports[size], paths[size][name]) for size in sizes], count)
+                    key = f"{name}, {'cached' if cache else 'uncached'}"
+                    for size, result in zip(sizes, measured, strict=True):
                         results.setdefault(key, {})[str(size)] = result
-                        print(f"  {key}: {json.dumps(result)}", flush=True)
-                finally:
+                        print(f"  {key}, {size} events: {json.dumps(result)}", flush=True)
+            finally:
+                for server in servers:
                     server.terminate()
                     server.wait(timeout=30)
-        finally:
+    finally:
+        for prefix in prefixes.values():
             delete_prefix(client, prefix)
     return results
 

@@ -20,9 +20,10 @@ from yagi_meter.store.stats import ping
 
 log = logging.getLogger(__name__)
 
-# Whole rendered pages kept per process, by path and query (each at most
-# views.MAX_CACHED_PAGE_BYTES): the head pages of this many pollers.
+# Whole rendered pages kept per process, by path and query: the head pages of
+# this many pollers, in at most this many bytes (a 1000-entry page is ~3 MB).
 PAGE_CACHE_SIZE = 256
+PAGE_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def create_app(config: Config, store: Store | None = None) -> Flask:
@@ -34,7 +35,11 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         store=store,
         pages=Pages(store.client, store.keys),
         authenticate=authenticator(config),
-        pages_cache=RenderCache(PAGE_CACHE_SIZE if config.feeds.cache_entries else 0),
+        pages_cache=RenderCache(
+            PAGE_CACHE_SIZE if config.feeds.cache_entries else 0,
+            max_bytes=PAGE_CACHE_BYTES,
+            weigh=lambda page: len(page.body),
+        ),
         entries_cache=RenderCache(config.feeds.cache_entries),
     )
     app.register_blueprint(views.bp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,11 +56,18 @@ def not_modified(request: Request, etag: str, changed_ms: int) -> bool:
 
 
 class RenderCache:
-    """A small least-recently-used map (rendered pages, rendered entries), per process."""
+    """A least-recently-used map (rendered pages, rendered entries), per process.
 
-    def __init__(self, size: int) -> None:
+    ``size``: most items; ``max_bytes`` (with ``weigh`` giving an item's
+    bytes): most bytes all items may hold together, 0 for no such limit.
+    """
+
+    def __init__(self, size: int, max_bytes: int = 0, weigh: Callable[[Any], int] = len) -> None:
         self.size = size
-        self._items: OrderedDict[object, object] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.weigh = weigh
+        self._items: OrderedDict[object, Any] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: object) -> Any:
@@ -69,11 +77,17 @@ class RenderCache:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: object, value: object) -> None:
-        if self.size <= 0:
+    def put(self, key: object, value: Any) -> None:
+        weight = self.weigh(value) if self.max_bytes else 0
+        if self.size <= 0 or weight > self.max_bytes > 0:
             return
         with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None and self.max_bytes:
+                self._bytes -= self.weigh(old)
             self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._bytes += weight
+            while len(self._items) > self.size or (self.max_bytes and self._bytes > self.max_bytes):
+                _, dropped = self._items.popitem(last=False)
+                if self.max_bytes:
+                    self._bytes -= self.weigh(dropped)

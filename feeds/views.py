@@ -116,6 +116,7 @@ def one_event(message_id: str) -> Response:
         raise NotFound(f"no event {message_id}")
     etag = etag_for("entry", srv.base_url, event.seq, version[1], html_wanted())
     changed_ms = int(event.ingested_at.timestamp() * 1000) if event.ingested_at else 0
+    # An entry never changes: its second is over for good once it is stored.
     headers = validators(etag, last_modified(changed_ms, changed_ms + 1000))
     if not_modified(request, etag, changed_ms):
         return Response(status=304, headers=headers)
@@ -187,15 +188,9 @@ def answer_feed(
         body = render_page(srv, page, feed, srv.base_url + path, title, state)
         if html:
             body = browser.to_html(body)
-        if len(body) <= MAX_CACHED_PAGE_BYTES:
-            srv.pages_cache.put(key, CachedPage(state.newest, state.oldest, etag, body))
+        srv.pages_cache.put(key, CachedPage(state.newest, state.oldest, etag, body))
     content_type = "text/html; charset=utf-8" if html else atom.FEED_TYPE
     return Response(body, 200, headers, content_type=content_type)
-
-
-# Pages larger than this (about 100 entries) are not kept whole; their
-# entries still are.
-MAX_CACHED_PAGE_BYTES = 256 * 1024
 
 
 def read_page(

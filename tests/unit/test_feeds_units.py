@@ -122,3 +122,15 @@ def test_empty_feed_document_is_valid_atom():
 
 def test_serve_is_one_of_the_daemons_run_starts():
     assert "serve" in DAEMONS
+
+
+def test_render_cache_keeps_within_its_byte_budget():
+    cache = RenderCache(10, max_bytes=10)
+    cache.put("a", b"12345")
+    cache.put("b", b"123456")
+    assert cache.get("a") is None and cache.get("b") == b"123456"
+    cache.put("huge", b"x" * 11)
+    assert cache.get("huge") is None and cache.get("b") == b"123456"
+    cache.put("b", b"1")
+    cache.put("c", b"123456789")
+    assert cache.get("b") == b"1" and cache.get("c") == b"123456789"
