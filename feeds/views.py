@@ -174,6 +174,8 @@ def answer_feed(
         state, page = read_page(srv, index, query, cached)
     if state.empty and what and not known:
         raise NotFound(f"unknown {what}: no events")
+    if state.empty and query.marker:
+        raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed")
     etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
     headers = feed_headers(srv, path, etag, state)
     if conditional and not_modified(request, etag, state.newest_ingested_ms):

@@ -96,3 +96,9 @@ def test_feeds_are_private_to_shared_caches_when_auth_is_on(token_client, client
 @pytest.mark.parametrize("route", [r for r in EXPECTED if r not in ("health", "metrics")])
 def test_mode_none_lets_everyone_read_everything(client, owned, route):
     assert client.get(routes(owned)[route]).status_code == 200
+
+
+def test_own_empty_feed_with_a_marker_is_an_unknown_marker(token_client):
+    response = token_client.get("/tenants/beta/events?marker=x&direction=forward", headers=ROLES["beta"])
+    assert response.status_code == 400 and b"unknown marker" in response.data
+    assert token_client.get("/tenants/beta/events", headers=ROLES["beta"]).status_code == 200

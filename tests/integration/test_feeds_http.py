@@ -108,6 +108,7 @@ def test_head_page_is_served_from_the_page_cache(client, alpha_ids):
         ("/tenants/alpha/events?direction=forward", 400, b"direction needs a marker"),
         ("/tenants/alpha/events?colour=red", 400, b"unknown parameter"),
         ("/tenants/nobody/events", 404, b"unknown tenant"),
+        ("/tenants/nobody/events?marker=x&direction=forward", 404, b"unknown tenant"),
         ("/tenants/alpha/resources/nothing/events", 404, b"unknown resource"),
         ("/event_types/no.such.type/events", 404, b"unknown event type"),
         ("/events/no-such-message", 404, b"no event no-such-message"),

@@ -164,9 +164,11 @@ class Pages:
             raise StoreError(f"reading a page failed: {e}") from None
         status, newest, oldest, ingested, now = reply[:5]
         state = FeedState(int(newest), int(oldest), int(ingested), int(now))
-        if status == 1 or (state.empty and query.direction in (FORWARD, BACKWARD)):
+        if status == 1:
             raise UnknownMarker(f"unknown marker {query.marker!r}")
         if status == 2:
+            # An empty feed has no page to skip, and no entry a marker could
+            # name: the caller decides between 404 and an unknown marker.
             if state.empty and query.direction != STATE:
                 return state, Page([], "", "", reached_end=True)
             return state, None
