@@ -33,6 +33,9 @@ accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus "%(a)s"'
 errorlog = "-"
 loglevel = _settings.logging.level
+# The app's own warnings and errors (yagi_meter.*, feeds.*) reach standard
+# error through Python's last-resort handler; for one format everywhere pass
+# gunicorn --log-config a file that also names gunicorn.error/gunicorn.access.
 # Trust X-Forwarded-* only from the local proxy.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "yagi-meter-feeds"
