@@ -37,7 +37,7 @@ from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 log = logging.getLogger("yagi_meter")
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
-DAEMONS = ("listen", "forward")
+DAEMONS = ("listen", "serve", "forward")
 # Daemons started only when configured.
 WANTED = {"forward": lambda config: bool(config.forward.url)}
 
@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     listen = commands.add_parser("listen", help="consume the configured queues, persist, ack")
     listen.set_defaults(func=cmd_listen)
+
+    serve = commands.add_parser("serve", help="the feed server (development server; production: gunicorn)")
+    serve.set_defaults(func=cmd_serve)
 
     run = commands.add_parser("run", help="every daemon in one process group")
     run.set_defaults(func=cmd_run)
@@ -147,6 +150,25 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     listener = Listener(config, Ingestor(store, config))
     listener.install_signal_handlers()
     listener.run()
+    return RET_OK
+
+
+# -- serve -----------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    """Werkzeug's threaded server on [feeds] host:port; gunicorn runs feeds.wsgi:app in production."""
+    from werkzeug.serving import run_simple
+
+    from feeds.app import create_app
+
+    store = _start("serve", config)
+    app = create_app(config, store)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(RET_OK))
+    log.info(
+        "serving feeds on http://%s:%d (public URL %s)", config.feeds.host, config.feeds.port, config.base_url
+    )
+    run_simple(config.feeds.host, config.feeds.port, app, threaded=True)
     return RET_OK
 
 
