@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 
 from werkzeug.exceptions import ServiceUnavailable, Unauthorized
-from yagi_meter.keystone import Credentials, KeystoneClient, KeystoneError
 
 from feeds.auth import TOKEN_HEADER, Principal
 from yagi_meter.config import Config
+from yagi_meter.keystone import Credentials, KeystoneClient, KeystoneError
 
 log = logging.getLogger(__name__)
 
