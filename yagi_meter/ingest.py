@@ -12,7 +12,7 @@ from yagi_meter.errors import BadNotification
 from yagi_meter.notification import Event, parse
 from yagi_meter.ownership import parse_mapping
 from yagi_meter.store import Store
-from yagi_meter.store.events import CONFLICT, DUPLICATE, STORED, Rejected
+from yagi_meter.store.events import CONFLICT, DUPLICATE, STORED, Outcome, Rejected, WriteCall
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,14 @@ class Summary:
         self.quarantined += other.quarantined
 
 
+@dataclass(frozen=True)
+class Batch:
+    """A parsed and encoded batch, ready to be written."""
+
+    call: WriteCall
+    quarantined: int
+
+
 class Ingestor:
     """Parses a batch, quarantines what cannot be parsed, stores the rest in one write."""
 
@@ -56,6 +64,11 @@ class Ingestor:
         ``requeued``: the quarantine entries these messages came from, removed
         in the same atomic write (a message still bad is quarantined anew).
         """
+        batch = self.prepare(messages, requeued)
+        return self.summarize(batch, self.store.events.send(batch.call).result())
+
+    def prepare(self, messages: Sequence[Message], requeued: Sequence[str] = ()) -> Batch:
+        """Parse and encode a batch for one write (CPU only, nothing is stored yet)."""
         received_at = datetime.now(UTC)
         events: list[Event] = []
         rejected: list[Rejected] = []
@@ -75,8 +88,11 @@ class Ingestor:
             except Exception as e:  # a bug must not stall the queue: keep the message
                 log.exception("quarantined message from %s: parser failed", message.source)
                 rejected.append(Rejected(message.body, f"parser failed: {e!r}", message.source))
-        outcomes = self.store.events.write(events, rejected, requeued)
-        summary = Summary(quarantined=len(rejected))
+        return Batch(self.store.events.prepare(events, rejected, requeued), len(rejected))
+
+    def summarize(self, batch: Batch, outcomes: Sequence[Outcome]) -> Summary:
+        """Count what a finished write did, and log each reused message_id."""
+        summary = Summary(quarantined=batch.quarantined)
         for outcome in outcomes:
             if outcome.status == STORED:
                 summary.stored += 1

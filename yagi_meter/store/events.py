@@ -39,6 +39,69 @@ class Outcome:
     event: Event
 
 
+@dataclass(frozen=True)
+class WriteCall:
+    """One prepared call of the ingest script: its keys and arguments."""
+
+    keys: list[str]
+    args: list[str | bytes | int]
+    events: list[Event]
+
+
+class PendingWrite:
+    """A write sent to Redis whose reply has not been read yet.
+
+    It holds a connection of its own until ``result()``: the reply must be read
+    (or the connection dropped) before the connection serves anything else.
+    """
+
+    def __init__(self, store: EventStore, call: WriteCall) -> None:
+        self._store = store
+        self._call = call
+        self._connection = None
+        pool = store.client.connection_pool
+        try:
+            self._connection = pool.get_connection()
+            self._connection.send_command(
+                "EVALSHA", store._ingest.sha, len(call.keys), *call.keys, *call.args
+            )
+        except redis.RedisError as e:
+            self._release(broken=True)
+            raise StoreError(f"write of {len(call.events)} events failed: {e}") from None
+
+    def result(self) -> list[Outcome]:
+        """The outcome of each event; raise StoreError if the write may not have happened.
+
+        Retrying a write that did happen is safe: every event is then a duplicate.
+        """
+        try:
+            replies = self._connection.read_response()
+        except redis.exceptions.NoScriptError:  # Redis restarted since the script was loaded
+            self._release(broken=False)
+            replies = self._store._call(self._store._ingest, keys=self._call.keys, args=self._call.args)
+        except redis.RedisError as e:
+            self._release(broken=True)
+            raise StoreError(f"write of {len(self._call.events)} events failed: {e}") from None
+        else:
+            self._release(broken=False)
+        return [
+            Outcome(status, seq, event)
+            for (status, seq), event in zip(replies, self._call.events, strict=True)
+        ]
+
+    def abandon(self) -> None:
+        """Forget the reply (the caller gave up the batch); the connection is dropped."""
+        self._release(broken=True)
+
+    def _release(self, broken: bool) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if broken:
+            connection.disconnect()
+        self._store.client.connection_pool.release(connection)
+
+
 def _script(name: str) -> str:
     return resources.files("yagi_meter.store").joinpath(name).read_text()
 
@@ -75,6 +138,12 @@ class EventStore:
         in the same step.  One script call: one round trip, all of it or none.
         Raises StoreError when Redis cannot be reached; the caller retries.
         """
+        return self.send(self.prepare(events, rejected, requeued)).result()
+
+    def prepare(
+        self, events: Sequence[Event], rejected: Sequence[Rejected] = (), requeued: Sequence[str] = ()
+    ) -> WriteCall:
+        """Encode a batch into one call of the ingest script (CPU only, no I/O)."""
         k = self.keys
         keys = [
             k.seq,
@@ -115,8 +184,14 @@ class EventStore:
         for reject in rejected:
             args += [reject.reason, reject.source, reject.body]
         args += list(requeued)
-        replies = self._call(self._ingest, keys=keys, args=args)
-        return [Outcome(status, seq, event) for (status, seq), event in zip(replies, events, strict=True)]
+        return WriteCall(keys, args, list(events))
+
+    def send(self, call: WriteCall) -> PendingWrite:
+        """Send a prepared write without waiting for Redis; ``result()`` waits.
+
+        So a caller can prepare its next batch while Redis executes this one.
+        """
+        return PendingWrite(self, call)
 
     # -- reading -----------------------------------------------------------
 
