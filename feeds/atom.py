@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from lxml import etree
@@ -60,3 +62,20 @@ def entry_element(event: Event, base_url: str, parent: etree._Element | None = N
 def entry_document(event: Event, base_url: str) -> bytes:
     """A standalone Atom Entry Document (``application/atom+xml;type=entry``)."""
     return etree.tostring(entry_element(event, base_url), xml_declaration=True, encoding="utf-8")
+
+
+def feed_document(
+    events: Sequence[Event], base_url: str, self_url: str, title: str, hub_url: str | None = None
+) -> bytes:
+    """An Atom Feed Document holding exactly ``events`` (WebSub content distribution)."""
+    feed = etree.Element(_A + "feed", nsmap={None: ATOM_NS})
+    _sub(feed, "id", self_url)
+    _sub(feed, "title", title, type="text")
+    times = [max(e.timestamp, e.ingested_at or e.timestamp) for e in events]
+    _sub(feed, "updated", format_timestamp(max(times) if times else datetime.now(UTC)))
+    _sub(feed, "link", rel="self", href=self_url, type="application/atom+xml")
+    if hub_url:
+        _sub(feed, "link", rel="hub", href=hub_url)
+    for event in events:
+        entry_element(event, base_url, feed)
+    return etree.tostring(feed, xml_declaration=True, encoding="utf-8")

@@ -26,7 +26,7 @@ from yagi_meter.store.connection import socket_url
 log = logging.getLogger("yagi_meter")
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
-DAEMONS = ("listen",)
+DAEMONS = ("listen", "push")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 
     listen = commands.add_parser("listen", help="consume the configured queues, persist, ack")
     listen.set_defaults(func=cmd_listen)
+
+    push = commands.add_parser("push", help="deliver WebSub content to subscribers")
+    push.set_defaults(func=cmd_push)
 
     run = commands.add_parser("run", help="every daemon in one process group")
     run.set_defaults(func=cmd_run)
@@ -113,6 +116,19 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     listener = Listener(config, Ingestor(store, config))
     listener.install_signal_handlers()
     listener.run()
+    return RET_OK
+
+
+# -- push ------------------------------------------------------------------
+
+
+def cmd_push(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.push import PushWorker
+
+    store = _start("push", config)
+    worker = PushWorker(config, store)
+    worker.install_signal_handlers()
+    worker.run()
     return RET_OK
 
 

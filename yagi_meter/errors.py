@@ -25,6 +25,10 @@ class ConnectionClosed(BrokerError):
     """The AMQP connection or channel was lost."""
 
 
+class CallbackRefused(YagiError):
+    """A WebSub callback URL is not allowed: its scheme, or an address outside the allowed networks."""
+
+
 # Exit codes of the CLI.
 RET_OK = 0
 RET_ERROR = 1
