@@ -130,7 +130,7 @@ def _intent(setup: HubSetup, mode: str, form) -> Intent:
 
 def _lease_seconds(value: str | None, hub_config) -> int:
     if value is None or value == "":
-        return hub_config.lease_seconds_default
+        value = str(hub_config.lease_seconds_default)
     try:
         seconds = int(value)
     except ValueError:

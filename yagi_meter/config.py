@@ -286,7 +286,8 @@ OPTIONS: tuple[Option, ...] = (
         "lease_seconds_default",
         "864000",
         _int_at_least(1),
-        "Lease of a subscription that asks for none (10 days, as WebSub suggests).",
+        "Lease of a subscription that asks for none (10 days, as WebSub suggests);\n"
+        "kept within lease_seconds_min and lease_seconds_max.",
     ),
     Option("hub", "lease_seconds_min", "300", _int_at_least(1), "Shortest lease granted."),
     Option(
@@ -511,8 +512,8 @@ def _check_together(config: Config) -> None:
     if not config.get("amqp", "topics") or not config.get("amqp", "priorities"):
         raise ConfigError("[amqp] topics/priorities: at least one of each is needed")
     hub = config.hub
-    if not hub.lease_seconds_min <= hub.lease_seconds_default <= hub.lease_seconds_max:
-        raise ConfigError("[hub] lease_seconds_default: must lie between lease_seconds_min and _max")
+    if hub.lease_seconds_min > hub.lease_seconds_max:
+        raise ConfigError("[hub] lease_seconds_min: larger than lease_seconds_max")
     if hub.retry_min_seconds > hub.retry_max_seconds:
         raise ConfigError("[hub] retry_min_seconds: larger than retry_max_seconds")
     from yagi_meter.ownership import parse_mapping

@@ -9,6 +9,7 @@ after ``delay`` seconds.  ``down()`` closes the port (connections refused),
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ class Subscriber:
         self.posts: list[Received] = []
         self.attempts = 0  # POSTs begun, failed ones included
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
 
@@ -63,6 +65,14 @@ class Subscriber:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        # Keep-alive connections outlive the listening socket: cut them too.
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def posts_to(self, path: str) -> list[Received]:
         with self._lock:
@@ -81,6 +91,16 @@ class Subscriber:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with subscriber._lock:
+                    subscriber._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with subscriber._lock:
+                    subscriber._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
