@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+from urllib.parse import parse_qs
 
 import pytest
 from flask import Flask
@@ -336,3 +337,51 @@ def test_callback_is_checked_again_at_delivery(key_prefix, subscriber):
         assert subscriber.attempts == 0
     finally:
         refusing.stop()
+
+
+def test_external_hub_is_pinged_once_per_updated_topic(key_prefix):
+    with Subscriber() as external:
+        config = hub_config(key_prefix, hub_external_url=external.url("/hub"))
+        hub = Hub(config)
+        ids = hub.ingest(3, "tenant-x")  # one write: one fan-out batch
+        hub.start()
+        try:
+            assert external.wait_for(lambda: len(external.posts) >= 4)
+            assert not external.wait_for(lambda: len(external.posts) > 4, timeout=0.5)
+            pings = [parse_qs(p.body.decode()) for p in external.posts]
+            assert all(p["hub.mode"] == ["publish"] for p in pings)
+            event = hub.store.events.get(ids[0])
+            assert sorted(p["hub.url"][0] for p in pings) == sorted(
+                [
+                    f"{BASE}/events",
+                    f"{BASE}/event_types/instance.create.end/events",
+                    f"{BASE}/tenants/tenant-x/events",
+                    f"{BASE}/tenants/tenant-x/resources/{event.resource_id}/events",
+                ]
+            )
+            assert hub.store.client.zcard(hub.store.keys.outbox("push")) == 0
+        finally:
+            hub.stop()
+
+
+def test_failed_pings_to_the_external_hub_are_retried(key_prefix):
+    with Subscriber() as external:
+        external.status = 503
+        hub = Hub(hub_config(key_prefix, hub_external_url=external.url("/hub"))).start()
+        try:
+            hub.ingest(1)
+            assert external.wait_for(lambda: external.attempts >= 8)  # 4 topics, twice
+            external.status = 202
+            assert external.wait_for(lambda: len(external.posts) == 4)
+            assert wait_until(lambda: hub.store.client.zcard(hub.store.keys.outbox("push")) == 0)
+        finally:
+            hub.stop()
+
+
+def test_with_an_external_hub_subscribers_are_sent_there(key_prefix):
+    config = hub_config(key_prefix, hub_external_url="https://hub.example/")
+    app = Flask(__name__)
+    init_hub(app, config, open_store(config))
+    response = subscribe(app.test_client(), "http://127.0.0.1/cb", tenant_topic())
+    assert response.status_code == 307
+    assert response.headers["Location"] == "https://hub.example/"
