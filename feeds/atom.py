@@ -64,18 +64,39 @@ def entry_document(event: Event, base_url: str) -> bytes:
     return etree.tostring(entry_element(event, base_url), xml_declaration=True, encoding="utf-8")
 
 
-def feed_document(
-    events: Sequence[Event], base_url: str, self_url: str, title: str, hub_url: str | None = None
+def entry_bytes(event: Event, base_url: str) -> bytes:
+    """One serialized ``atom:entry`` (with its xmlns), for ``feed_of_entries``."""
+    return etree.tostring(entry_element(event, base_url), encoding="utf-8")
+
+
+def feed_of_entries(
+    entries: Sequence[bytes], self_url: str, title: str, updated: datetime, hub_url: str | None = None
 ) -> bytes:
-    """An Atom Feed Document holding exactly ``events`` (WebSub content distribution)."""
+    """An Atom Feed Document of already serialized entries (WebSub content distribution).
+
+    Entries are spliced in as bytes, so a push worker renders each event once
+    however many subscribers receive it.
+    """
     feed = etree.Element(_A + "feed", nsmap={None: ATOM_NS})
     _sub(feed, "id", self_url)
     _sub(feed, "title", title, type="text")
-    times = [max(e.timestamp, e.ingested_at or e.timestamp) for e in events]
-    _sub(feed, "updated", format_timestamp(max(times) if times else datetime.now(UTC)))
+    _sub(feed, "updated", format_timestamp(updated))
     _sub(feed, "link", rel="self", href=self_url, type="application/atom+xml")
     if hub_url:
         _sub(feed, "link", rel="hub", href=hub_url)
-    for event in events:
-        entry_element(event, base_url, feed)
-    return etree.tostring(feed, xml_declaration=True, encoding="utf-8")
+    head = etree.tostring(feed, xml_declaration=True, encoding="utf-8")
+    close = b"</feed>"
+    return head[: -len(close)] + b"".join(entries) + close
+
+
+def feed_document(
+    events: Sequence[Event], base_url: str, self_url: str, title: str, hub_url: str | None = None
+) -> bytes:
+    """An Atom Feed Document holding exactly ``events``."""
+    updated = max((entry_updated(e) for e in events), default=datetime.now(UTC))
+    return feed_of_entries([entry_bytes(e, base_url) for e in events], self_url, title, updated, hub_url)
+
+
+def entry_updated(event: Event) -> datetime:
+    """An entry's ``updated``: when it entered the archive, never before it happened."""
+    return max(event.timestamp, event.ingested_at or event.timestamp)

@@ -19,9 +19,12 @@ import secrets
 import signal
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 
-from feeds.atom import feed_document
+from feeds.atom import entry_bytes, entry_updated, feed_of_entries
 from yagi_meter.config import Config
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 FAN_OUT_BATCH = 500
 OUTBOX_LEASE_SECONDS = 30
 EXPIRE_EVERY_SECONDS = 5
+ENTRY_CACHE_SIZE = 2000  # a few seconds of events at a few hundred a second
 GONE = 410  # WebSub 7: the subscriber deleted the subscription
 
 
@@ -65,6 +69,42 @@ def backoff(attempts: int, low: float, high: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+@dataclass(frozen=True)
+class RenderedEntry:
+    seq: int
+    updated: datetime
+    xml: bytes
+
+
+class EntryCache:
+    """Events rendered as Atom entries, most recent kept: an event going to many
+    subscribers is read from Redis and rendered once."""
+
+    def __init__(self, store: Store, base_url: str, size: int = ENTRY_CACHE_SIZE) -> None:
+        self.store = store
+        self.base_url = base_url
+        self.size = size
+        self._entries: OrderedDict[int, RenderedEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, seqs: list[int]) -> list[RenderedEntry]:
+        """The entries of ``seqs`` in order; events retention removed are left out."""
+        with self._lock:
+            found = {seq: self._entries[seq] for seq in seqs if seq in self._entries}
+        missing = [seq for seq in seqs if seq not in found]
+        if missing:
+            loaded = {
+                e.seq: RenderedEntry(e.seq, entry_updated(e), entry_bytes(e, self.base_url))
+                for e in self.store.events.get_many(missing)
+            }
+            found.update(loaded)
+            with self._lock:
+                self._entries.update(loaded)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return [found[seq] for seq in seqs if seq in found]
+
+
 class PushWorker:
     """Runs until ``stop()`` or SIGTERM; ``step()`` does one pass (tests)."""
 
@@ -74,6 +114,7 @@ class PushWorker:
         self.store = store
         self.outbox = Outbox(store.client, store.keys, "push")
         self.subscriptions = Subscriptions(store.client, store.keys)
+        self.entries = EntryCache(store, config.base_url)
         self.peers = peers or Peers(self.hub.allowed_callback_networks, self.hub.timeout_seconds)
         self.hub_url = hub_url(config)
         # A claimed delivery must outlive its request's timeouts (connect + read).
@@ -84,6 +125,9 @@ class PushWorker:
         self._wake = threading.Event()
         self._stopping = False
         self._next_expiry = 0.0
+        self._next_poll = 0.0
+        self._more_events = False
+        self._claim_group = max(1, self.hub.delivery_threads // 4)
 
     def stop(self, *_: object) -> None:
         """Finish the requests in flight and return from ``run``."""
@@ -123,12 +167,17 @@ class PushWorker:
         self._pool.shutdown(wait=True)
 
     def step(self) -> bool:
-        """One pass; True when it found work, so the loop goes on without sleeping."""
-        if self.hub.external_url:
-            busy = self._ping_external()
-        else:
-            busy = self._fan_out()
-        busy = self._dispatch() or busy
+        """One pass; True when it found work, so the loop goes on without sleeping.
+
+        New events and verifications are looked for once a poll interval (or
+        at once while there are more); due deliveries whenever threads free up.
+        """
+        busy = False
+        if self._more_events or time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self.hub.poll_interval_ms / 1000
+            self._more_events = self._ping_external() if self.hub.external_url else self._fan_out()
+            busy = self._more_events or self._dispatch_intents()
+        busy = self._dispatch_deliveries() or busy
         if time.monotonic() >= self._next_expiry:
             self._next_expiry = time.monotonic() + EXPIRE_EVERY_SECONDS
             expired = self.subscriptions.expire()
@@ -191,21 +240,28 @@ class PushWorker:
             log.error("push task failed: %r", future.exception(), exc_info=future.exception())
         self._wake.set()
 
-    def _dispatch(self) -> bool:
-        if self._stopping:
+    def _dispatch_intents(self) -> bool:
+        free = self._free_threads()
+        if self._stopping or free <= 0:
             return False
-        busy = False
+        intents = self.subscriptions.claim_intents(free, self.lease_seconds)
+        for intent in intents:
+            self._submit(self._verify, intent)
+        return bool(intents)
+
+    def _dispatch_deliveries(self) -> bool:
         free = self._free_threads()
-        if free > 0:
-            for intent in self.subscriptions.claim_intents(free, self.lease_seconds):
-                self._submit(self._verify, intent)
-                busy = True
-        free = self._free_threads()
-        if free > 0 and not self.hub.external_url:
-            for subscription_id in self.subscriptions.claim_due(free, self.lease_seconds):
-                self._submit(self._deliver, subscription_id)
-                busy = True
-        return busy
+        # Claim in groups rather than one per finished request: fewer round trips.
+        if (
+            self._stopping
+            or self.hub.external_url
+            or free < min(self._claim_group, self.hub.delivery_threads)
+        ):
+            return False
+        ids = self.subscriptions.claim_due(free, self.lease_seconds)
+        for subscription_id in ids:
+            self._submit(self._deliver, subscription_id)
+        return bool(ids)
 
     def _verify(self, intent: Intent) -> None:
         if intent.mode == DENIED:
@@ -235,22 +291,25 @@ class PushWorker:
             log.info("unsubscribed %s from %s", intent.callback, intent.topic)
 
     def _deliver(self, subscription_id: str) -> None:
-        subscription = self.subscriptions.get(subscription_id)
+        subscription, seqs = self.subscriptions.with_pending(subscription_id, self.hub.batch_size)
         if subscription is None or subscription.expired:
             self.subscriptions.remove(subscription_id)
             return
-        seqs = self.subscriptions.pending(subscription_id, self.hub.batch_size)
-        events = self.store.events.get_many(seqs)
-        if not events:  # nothing queued, or only events retention removed
+        entries = self.entries.get_many(seqs)
+        if not entries:  # nothing queued, or only events retention removed
             self.subscriptions.settle(subscription_id, OK, seqs)
             return
-        body = feed_document(
-            events, self.config.base_url, subscription.topic, self._title(subscription), self.hub_url
+        body = feed_of_entries(
+            [e.xml for e in entries],
+            subscription.topic,
+            self._title(subscription),
+            max(e.updated for e in entries),
+            self.hub_url,
         )
         reply = self.peers.deliver(subscription.callback, body, self._headers(subscription, body))
         if reply.ok:
             self.subscriptions.settle(subscription_id, OK, seqs)
-            log.debug("delivered %d entries to %s", len(events), subscription.callback)
+            log.debug("delivered %d entries to %s", len(entries), subscription.callback)
         elif reply.status == GONE:
             self.subscriptions.remove(subscription_id)
             log.info(

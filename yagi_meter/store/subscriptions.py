@@ -174,7 +174,19 @@ class Subscriptions:
     # -- reading ----------------------------------------------------------
 
     def get(self, subscription_id: str) -> Subscription | None:
-        raw = _decode(self._call(self.client.hgetall, self.keys.hub_subscription(subscription_id)))
+        raw = self._call(self.client.hgetall, self.keys.hub_subscription(subscription_id))
+        return self._subscription(subscription_id, raw)
+
+    def with_pending(self, subscription_id: str, count: int) -> tuple[Subscription | None, list[int]]:
+        """A subscription and its oldest ``count`` waiting seqs, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.hub_subscription(subscription_id))
+        pipe.zrange(self.keys.hub_queue(subscription_id), 0, count - 1)
+        raw, seqs = self._execute(pipe)
+        return self._subscription(subscription_id, raw), [int(s) for s in seqs]
+
+    def _subscription(self, subscription_id: str, raw: dict[bytes, bytes]) -> Subscription | None:
+        raw = _decode(raw)
         if "callback" not in raw:
             return None
         first = raw.get("first_failure")
