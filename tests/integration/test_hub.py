@@ -385,3 +385,17 @@ def test_with_an_external_hub_subscribers_are_sent_there(key_prefix):
     response = subscribe(app.test_client(), "http://127.0.0.1/cb", tenant_topic())
     assert response.status_code == 307
     assert response.headers["Location"] == "https://hub.example/"
+
+
+def test_a_subscriber_slower_than_the_timeout_is_retried(key_prefix, subscriber):
+    hub = Hub(hub_config(key_prefix, hub_timeout_seconds="0.3")).start()
+    try:
+        sid = hub.subscribe(subscriber, "/cb", tenant_topic())
+        subscriber.delay = 1
+        [message_id] = hub.ingest(1)
+        assert wait_until(lambda: hub.subscriptions.get(sid).attempts >= 1)
+        subscriber.delay = 0
+        assert wait_until(lambda: hub.subscriptions.backlog(sid) == 0)
+        assert f"urn:uuid:{message_id}" in entry_ids(subscriber.posts)
+    finally:
+        hub.stop()

@@ -134,3 +134,15 @@ def test_feed_document_holds_exactly_the_given_entries_and_its_links():
     links = {link.get("rel"): link.get("href") for link in feed.findall("a:link", ns)}
     assert links == {"self": f"{BASE}/tenants/t1/events", "hub": f"{BASE}/hub"}
     assert feed.findtext("a:updated", namespaces=ns)
+
+
+def test_hub_options_are_checked_together():
+    from tests.conftest import make_config
+    from yagi_meter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lease_seconds_min"):
+        make_config(hub_lease_seconds_min="100", hub_lease_seconds_max="10")
+    with pytest.raises(ConfigError, match="signature_algorithm"):
+        make_config(hub_signature_algorithm="md5")
+    config = make_config()
+    assert (config.hub.signature_algorithm, config.hub.lease_seconds_default) == ("sha256", 864000)
