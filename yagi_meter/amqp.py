@@ -16,7 +16,7 @@ import pika
 import pika.exceptions
 
 from yagi_meter.config import Config
-from yagi_meter.errors import ConnectionClosed
+from yagi_meter.errors import AccessRefused, ConnectionClosed
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def bindings(config: Config) -> list[Binding]:
 def _translated(what: str) -> Iterator[None]:
     try:
         yield
+    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as e:
+        raise AccessRefused(f"{what}: RabbitMQ refused access: {e!r}") from None
     except (pika.exceptions.AMQPError, OSError) as e:
         raise ConnectionClosed(f"{what}: {e!r}") from None
 

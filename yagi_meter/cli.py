@@ -18,10 +18,18 @@ from yagi_meter import __version__
 from yagi_meter import config as config_module
 from yagi_meter import status as status_module
 from yagi_meter.config import Config
-from yagi_meter.errors import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, ConfigError, StoreError
+from yagi_meter.errors import (
+    RET_CONFIG,
+    RET_CONNECT,
+    RET_ERROR,
+    RET_OK,
+    AccessRefused,
+    ConfigError,
+    StoreError,
+)
 from yagi_meter.ingest import Ingestor, Message, Summary
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.connection import socket_url
+from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 
 log = logging.getLogger("yagi_meter")
 
@@ -45,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as e:
         print(f"yagi-meter: Redis error: {e}", file=sys.stderr)
         return RET_CONNECT
+    except AccessRefused as e:
+        print(f"yagi-meter: configuration error: [amqp] url: {e}", file=sys.stderr)
+        return RET_CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,7 +113,8 @@ def _start(name: str, config: Config) -> Store:
     """Log the one start-up line and open the store (fails loudly if unreachable)."""
     log.info("yagi-meter %s %s starting: %s", name, __version__, config.describe())
     store = open_store(config)
-    store.client.ping()
+    ping(store.client)
+    warn_if_evicting(store.client)
     return store
 
 

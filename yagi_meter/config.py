@@ -44,7 +44,10 @@ def _bool(value: str) -> bool:
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        number = int(value.strip())
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
         if number < minimum:
             raise ValueError(f"must be at least {minimum}, got {number}")
         return number
@@ -54,7 +57,10 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 def _float_at_least(minimum: float) -> Callable[[str], float]:
     def parse(value: str) -> float:
-        number = float(value.strip())
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
         if number < minimum:
             raise ValueError(f"must be at least {minimum}, got {number}")
         return number

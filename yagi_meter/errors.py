@@ -25,6 +25,10 @@ class ConnectionClosed(BrokerError):
     """The AMQP connection or channel was lost."""
 
 
+class AccessRefused(BrokerError):
+    """RabbitMQ refused the credentials or the virtual host."""
+
+
 class CallbackRefused(YagiError):
     """A WebSub callback URL is not allowed: its scheme, or an address outside the allowed networks."""
 

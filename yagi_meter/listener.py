@@ -15,7 +15,7 @@ import time
 
 from yagi_meter.amqp import Consumer
 from yagi_meter.config import Config
-from yagi_meter.errors import ConnectionClosed, StoreError
+from yagi_meter.errors import AccessRefused, ConnectionClosed, StoreError
 from yagi_meter.ingest import Ingestor, Message, Summary
 
 log = logging.getLogger(__name__)
@@ -45,19 +45,29 @@ class Listener:
 
     def run(self) -> None:
         backoff = FIRST_BACKOFF_SECONDS
+        connected_once = False
         while not self._stopping:
             try:
                 self.consumer.connect()
+                connected_once = True
                 log.info(
                     "consuming; prefetch %d, batch %d", self.config.amqp.prefetch, self.config.amqp.batch_size
                 )
                 backoff = FIRST_BACKOFF_SECONDS
                 self._consume()
+            except AccessRefused:
+                self.consumer.close()
+                if not connected_once:  # wrong credentials or vhost: a configuration error
+                    raise
+                log.error("RabbitMQ refused access; retrying in %.1fs", backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
             except ConnectionClosed as e:
                 self.consumer.close()
                 if self._stopping:
                     break
                 log.error("RabbitMQ connection lost (%s); reconnecting in %.1fs", e, backoff)
+                self.ingestor.store.errors.record("listen", f"RabbitMQ connection lost: {e}")
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
         self.consumer.close()
@@ -121,6 +131,7 @@ class Listener:
             removed = self.ingestor.store.events.expire(self.config.redis.retention_days)
         except StoreError as e:
             log.error("retention failed: %s; trying again in %ds", e, RETENTION_EVERY_SECONDS)
+            self.ingestor.store.errors.record("listen", f"retention failed: {e}")
             return
         if removed:
             log.info(

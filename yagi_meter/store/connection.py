@@ -57,6 +57,24 @@ def embedded(path: str) -> redis.Redis:
     return client
 
 
+def ping(client: redis.Redis) -> None:
+    """Raise StoreError unless Redis answers."""
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        raise StoreError(f"Redis unreachable: {e}") from None
+
+
+def warn_if_evicting(client: redis.Redis) -> None:
+    """Log a warning when Redis may evict keys: an evicted key is a lost event."""
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "noeviction")
+    except redis.RedisError:  # CONFIG is disabled on some managed Redis services
+        return
+    if policy != "noeviction":
+        log.warning("Redis maxmemory-policy is %s: events may be evicted; set noeviction", policy)
+
+
 def socket_url(client: redis.Redis) -> str | None:
     """unix:// URL of an embedded server, for child processes to share it."""
     socket_file = getattr(client, "socket_file", None)

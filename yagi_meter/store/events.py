@@ -72,7 +72,7 @@ class EventStore:
         """Store events with their indexes and outbox entries, and quarantine the rejected.
 
         ``requeued``: quarantine entry ids these messages were taken from, removed
-        in the same step.  One round trip and one MULTI/EXEC: all of it or none.
+        in the same step.  One script call: one round trip, all of it or none.
         Raises StoreError when Redis cannot be reached; the caller retries.
         """
         k = self.keys
@@ -86,8 +86,15 @@ class EventStore:
             k.outbox("forward"),
             k.conflicts,
             k.duplicates,
+            k.quarantine,
+            k.quarantine_count,
         ]
-        args: list[str | bytes | int] = ["1" if self.push else "0", "1" if self.forward else "0"]
+        args: list[str | bytes | int] = [
+            "1" if self.push else "0",
+            len(events),
+            len(rejected),
+            int(time.time() * 1000),
+        ]
         for event in events:
             index_keys = [k.event_type(event.event_type)]
             if event.tenant_id:
@@ -105,32 +112,11 @@ class EventStore:
                 "1" if forward else "0",
                 codec.encode(event, self.compress),
             ]
-        try:
-            pipe = self.client.pipeline(transaction=True)
-            if events:
-                self._ingest(keys=keys, args=args, client=pipe)
-            for reject in rejected:
-                self._quarantine(pipe, reject)
-            if requeued:
-                pipe.xdel(k.quarantine, *requeued)
-            replies = pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"write of {len(events)} events failed: {e}") from None
-        if not events:
-            return []
-        return [Outcome(status, seq, event) for (status, seq), event in zip(replies[0], events, strict=True)]
-
-    def _quarantine(self, pipe: redis.client.Pipeline, reject: Rejected) -> None:
-        pipe.xadd(
-            self.keys.quarantine,
-            {
-                "reason": reject.reason,
-                "source": reject.source,
-                "at": str(int(time.time() * 1000)),
-                "body": reject.body,
-            },
-        )
-        pipe.incr(self.keys.quarantine_count)
+        for reject in rejected:
+            args += [reject.reason, reject.source, reject.body]
+        args += list(requeued)
+        replies = self._call(self._ingest, keys=keys, args=args)
+        return [Outcome(status, seq, event) for (status, seq), event in zip(replies, events, strict=True)]
 
     # -- reading -----------------------------------------------------------
 

@@ -1,12 +1,17 @@
--- Store a batch of events atomically, each with its indexes and outbox entries.
+-- Store a batch atomically: each event with its indexes and outbox entries,
+-- each rejected message in the quarantine, and remove requeued quarantine
+-- entries.  One EVALSHA is one round trip and one atomic step.
 --
--- KEYS[1..9]: seq, ids, events, by_time, indexes, outbox:push, outbox:forward,
---             conflicts, duplicates
--- KEYS[10..]:  for each event, its index zsets (event type, then tenant and
---             resource when known), as many as the event's nkeys says
--- ARGV[1]: "1" to write push outbox entries, ARGV[2]: "1" for forward
--- ARGV[3..]: per event: message_id, digest, event_type, timestamp ms, nkeys,
---            forward ("1"/"0"), body
+-- KEYS[1..11]: seq, ids, events, by_time, indexes, outbox:push, outbox:forward,
+--              conflicts, duplicates, quarantine, quarantine:count
+-- KEYS[12..]:  for each event, its index zsets (event type, then tenant and
+--              resource when known), as many as the event's nkeys says
+-- ARGV[1]: "1" to write push outbox entries; ARGV[2]: number of events;
+-- ARGV[3]: number of rejected messages; ARGV[4]: quarantine entry time (ms)
+-- then per event (7): message_id, digest, event_type, timestamp ms, nkeys,
+--                     forward ("1"/"0"), body
+-- then per rejected message (3): reason, source, body
+-- then the quarantine entry ids to remove (requeued messages)
 --
 -- Returns, per event, a pair {status, seq}: 1 stored, 2 already stored with
 -- the same body, 3 message_id already stored with a different body.
@@ -17,16 +22,17 @@
 
 local seq_key, ids, events, by_time, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local push_outbox, forward_outbox, conflicts, duplicates = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local quarantine, quarantine_count = KEYS[10], KEYS[11]
 local push_on = ARGV[1] == "1"
-local forward_on = ARGV[2] == "1"
+local n_events, n_rejected = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local now = redis.call("TIME")
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 
 local results = {}
-local k = 10
-local a = 3
-while a <= #ARGV do
+local k = 12
+local a = 5
+for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
   a = a + 7
@@ -58,12 +64,23 @@ while a <= #ARGV do
       redis.call("ZADD", push_outbox, now_ms, member)
       redis.call("ZADD", push_outbox .. ":seqs", seq, member)
     end
-    if forward_on and forward == "1" then
+    if forward == "1" then
       redis.call("ZADD", forward_outbox, now_ms, member)
       redis.call("ZADD", forward_outbox .. ":seqs", seq, member)
     end
     results[#results + 1] = {1, seq}
   end
   k = k + nkeys
+end
+
+for _ = 1, n_rejected do
+  redis.call("XADD", quarantine, "*", "reason", ARGV[a], "source", ARGV[a + 1], "at", ARGV[4],
+             "body", ARGV[a + 2])
+  redis.call("INCR", quarantine_count)
+  a = a + 3
+end
+
+if a <= #ARGV then
+  redis.call("XDEL", quarantine, unpack(ARGV, a))
 end
 return results
