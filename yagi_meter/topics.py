@@ -2,18 +2,21 @@
 
 Every feed URL is a topic.  Topics are compared by their canonical path (path
 parts unquoted, then quoted again the one way ``path()`` does), so two
-spellings of the same feed URL are the same topic, and a change of
-``[feeds] base_url`` does not orphan subscriptions.
+spellings of the same feed URL (paging parameters included) are the same
+topic, and a change of ``[feeds] base_url`` does not orphan subscriptions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from yagi_meter.notification import Event
 
 ALL, TENANT, RESOURCE, EVENT_TYPE = "all", "tenant", "resource", "event_type"
+# Query parameters that only page through a feed: a feed's rel=self may carry
+# them, and the topic is the same feed.  Filters (event_type, start, end) are not.
+PAGING = frozenset({"limit", "marker", "direction"})
 
 
 def _q(part: str) -> str:
@@ -64,8 +67,9 @@ def parse_topic(url: str, base_url: str) -> Topic:
     parts = urlsplit(url)
     if (parts.scheme.lower(), parts.netloc.lower()) != (base.scheme.lower(), base.netloc.lower()):
         raise ValueError(f"not a feed of this server ({base_url})")
-    if parts.query or parts.fragment:
-        raise ValueError("topics are feed URLs without query parameters")
+    filters = sorted({name for name, _ in parse_qsl(parts.query, keep_blank_values=True)} - PAGING)
+    if filters or parts.fragment:
+        raise ValueError(f"topics are whole feeds: no {', '.join(filters) or 'fragment'} parameters")
     path = parts.path
     if not path.startswith(base.path + "/"):
         raise ValueError(f"not a feed of this server ({base_url})")

@@ -50,13 +50,17 @@ def test_other_spellings_of_a_topic_have_the_same_canonical_path():
     assert parse_topic(f"{BASE}/tenants/a%3Ab/events", BASE).path() == "/tenants/a%3Ab/events"
     assert parse_topic(f"{BASE}/tenants/a:b/events", BASE).path() == "/tenants/a%3Ab/events"
     assert parse_topic("HTTP://FEEDS.example:8080/events", BASE) == Topic(ALL)
+    paged = f"{BASE}/tenants/t/events?limit=5&marker=urn:uuid:x&direction=forward"
+    assert parse_topic(paged, BASE) == Topic(TENANT, tenant_id="t")
 
 
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
         ("http://elsewhere/events", "not a feed of this server"),
-        (f"{BASE}/events?limit=5", "without query parameters"),
+        (f"{BASE}/events?event_type=compute.*&limit=5", "no event_type parameters"),
+        (f"{BASE}/tenants/t/events?start=2020-01-01", "no start parameters"),
+        (f"{BASE}/events#x", "no fragment"),
         (f"{BASE}/tenants//events", "no feed"),
         (f"{BASE}/tenants/t/other", "no feed"),
         (f"{BASE}/hub", "no feed"),
