@@ -301,7 +301,7 @@ class PushWorker:
             return
         body = feed_of_entries(
             [e.xml for e in entries],
-            subscription.topic,
+            self._topic_url(subscription),
             self._title(subscription),
             max(e.updated for e in entries),
             self.hub_url,
@@ -345,11 +345,15 @@ class PushWorker:
     def _headers(self, subscription: Subscription, body: bytes) -> dict[str, str]:
         headers = {
             "Content-Type": "application/atom+xml",
-            "Link": f'<{self.hub_url}>; rel="hub", <{subscription.topic}>; rel="self"',
+            "Link": f'<{self.hub_url}>; rel="hub", <{self._topic_url(subscription)}>; rel="self"',
         }
         if subscription.secret:
             headers["X-Hub-Signature"] = signature(self.hub.signature_algorithm, subscription.secret, body)
         return headers
+
+    def _topic_url(self, subscription: Subscription) -> str:
+        """The canonical topic URL (WebSub 7: rel=self), whatever spelling was subscribed."""
+        return self.config.base_url + subscription.topic_path
 
     def _title(self, subscription: Subscription) -> str:
         try:
