@@ -93,6 +93,9 @@ class Peers:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            # Connect directly: through an HTTP(S)_PROXY from the environment the
+            # address check above would be moot (the proxy picks the address).
+            session.trust_env = False
             session.headers["User-Agent"] = USER_AGENT
             self._local.session = session
         return session
