@@ -205,7 +205,8 @@ def test_subscriber_down_then_up_gets_everything_it_missed_once(hub, subscriber)
     assert status.hub_report(hub.store)["push_failed_deliveries"] >= 2
 
 
-def test_a_slow_subscriber_does_not_hold_up_others(hub):
+def test_a_slow_subscriber_does_not_hold_up_others(key_prefix):
+    hub = Hub(hub_config(key_prefix, hub_timeout_seconds="10")).start()
     with Subscriber() as slow, Subscriber() as fast:
         slow.delay = 3
         hub.subscribe(slow, "/slow", tenant_topic())
@@ -214,6 +215,8 @@ def test_a_slow_subscriber_does_not_hold_up_others(hub):
         assert fast.wait_for(lambda: fast.posts, timeout=2.5)
         assert slow.attempts == 1 and not slow.posts  # still answering
         assert slow.wait_for(lambda: slow.posts, timeout=5)
+        assert slow.attempts == 1
+    hub.stop()
 
 
 def test_batch_that_keeps_failing_is_dropped_and_reported(key_prefix, subscriber):
