@@ -115,7 +115,9 @@ class PushWorker:
         self.outbox = Outbox(store.client, store.keys, "push")
         self.subscriptions = Subscriptions(store.client, store.keys)
         self.entries = EntryCache(store, config.base_url)
-        self.peers = peers or Peers(self.hub.allowed_callback_networks, self.hub.timeout_seconds)
+        self.peers = peers or Peers(
+            self.hub.allowed_callback_networks, self.hub.timeout_seconds, self.hub.delivery_threads
+        )
         self.hub_url = hub_url(config)
         # A claimed delivery must outlive its request's timeouts (connect + read).
         self.lease_seconds = max(30.0, 3 * self.hub.timeout_seconds)
