@@ -178,7 +178,8 @@ class PushWorker:
         if self._more_events or time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.hub.poll_interval_ms / 1000
             self._more_events = self._ping_external() if self.hub.external_url else self._fan_out()
-            busy = self._more_events or self._dispatch_intents()
+            verifying = self._dispatch_intents()
+            busy = self._more_events or verifying
         busy = self._dispatch_deliveries() or busy
         if time.monotonic() >= self._next_expiry:
             self._next_expiry = time.monotonic() + EXPIRE_EVERY_SECONDS
