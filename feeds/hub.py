@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from flask import Blueprint, Flask, Request, current_app, redirect, request
+from werkzeug.exceptions import HTTPException
 
 from yagi_meter.config import Config
 from yagi_meter.errors import CallbackRefused
@@ -30,6 +32,7 @@ from yagi_meter.websub import check_callback
 TopicAllowed = Callable[[str, Request], tuple[bool, str]]
 MAX_SECRET_BYTES = 199  # WebSub 5.1: "MUST be less than 200 bytes"
 EXTENSION = "yagi_meter.hub"
+TOKEN_HEADER = "X-Auth-Token"
 
 hub = Blueprint("hub", __name__)
 
@@ -44,6 +47,34 @@ class HubSetup:
 def anyone_may_read(topic_url: str, request: Request) -> tuple[bool, str]:
     """The topic check of ``[auth] mode = none``: every feed is readable."""
     return True, ""
+
+
+class Reader(Protocol):
+    """Who asks, as the feeds' auth sees it (feeds.auth.Principal)."""
+
+    admin: bool
+
+    def may_read_tenant(self, tenant_id: str | None) -> bool: ...
+
+
+def readers_of(base_url: str, authenticate: Callable[[str | None], Reader]) -> TopicAllowed:
+    """The topic check for the feeds' auth: a subscriber may follow exactly the
+    feeds its token may read (global and event-type feeds: administrators)."""
+
+    def topic_allowed(topic_url: str, request: Request) -> tuple[bool, str]:
+        try:
+            topic = parse_topic(topic_url, base_url)
+        except ValueError as e:
+            return False, f"unknown topic: {e}"
+        try:
+            caller = authenticate(request.headers.get(TOKEN_HEADER))
+        except HTTPException as e:
+            return False, str(e.description or e.name)
+        if topic.admin_only:
+            return caller.admin, "this feed is for administrators"
+        return caller.may_read_tenant(topic.tenant_id), "not your tenant"
+
+    return topic_allowed
 
 
 def init_hub(app: Flask, config: Config, store: Store, topic_allowed: TopicAllowed | None = None) -> None:

@@ -402,3 +402,49 @@ def test_a_subscriber_slower_than_the_timeout_is_retried(key_prefix, subscriber)
         assert f"urn:uuid:{message_id}" in entry_ids(subscriber.posts)
     finally:
         hub.stop()
+
+
+class Caller:
+    def __init__(self, tenant_id=None, admin=False):
+        self.tenant_id, self.admin = tenant_id, admin
+
+    def may_read_tenant(self, tenant_id):
+        return self.admin or tenant_id == self.tenant_id
+
+
+def token_table(token):
+    from werkzeug.exceptions import Unauthorized
+
+    callers = {"a-token": Caller("tenant-a"), "b-token": Caller("tenant-b"), "admin": Caller(admin=True)}
+    if token not in callers:
+        raise Unauthorized("invalid X-Auth-Token")
+    return callers[token]
+
+
+def test_readers_of_lets_a_token_follow_exactly_the_feeds_it_may_read(key_prefix, subscriber):
+    from feeds.hub import readers_of
+
+    config = hub_config(key_prefix)
+    hub = Hub(config, topic_allowed=readers_of(config.base_url, token_table)).start()
+    try:
+
+        def ask(path, topic, token):
+            data = {"hub.mode": "subscribe", "hub.callback": subscriber.url(path), "hub.topic": topic}
+            assert hub.client.post("/hub", data=data, headers={"X-Auth-Token": token}).status_code == 202
+
+        ask("/a-by-b", tenant_topic("tenant-a"), "b-token")
+        ask("/all-by-a", f"{BASE}/events", "a-token")
+        ask("/nobody", tenant_topic("tenant-a"), "stolen")
+        assert subscriber.wait_for(lambda: len(subscriber.denials) == 3)
+        reasons = {d["path"]: d["hub.reason"] for d in subscriber.denials}
+        assert reasons == {
+            "/a-by-b": "not your tenant",
+            "/all-by-a": "this feed is for administrators",
+            "/nobody": "invalid X-Auth-Token",
+        }
+        ask("/a-by-a", tenant_topic("tenant-a"), "a-token")
+        ask("/all-by-admin", f"{BASE}/events", "admin")
+        assert wait_until(lambda: len(hub.subscriptions.ids()) == 2)
+        assert {v["path"] for v in subscriber.verifications} == {"/a-by-a", "/all-by-admin"}
+    finally:
+        hub.stop()
