@@ -2,12 +2,16 @@
 
 ``Consumer`` declares and binds what the configuration names, consumes with
 a prefetch window and hands received messages to the caller in order;
-every pika failure comes out as ``ConnectionClosed``.
+every pika failure, and a consumer the broker cancelled, comes out as
+``ConnectionClosed``.
 """
 
 from __future__ import annotations
 
+import bz2
 import logging
+import lzma
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +23,14 @@ from yagi_meter.config import Config
 from yagi_meter.errors import AccessRefused, ConnectionClosed
 
 log = logging.getLogger(__name__)
+
+# oslo.messaging's [oslo_messaging_rabbit] kombu_compression makes kombu
+# compress the body and name the method in a "compression" header.
+_DECOMPRESSORS = {
+    "application/x-gzip": zlib.decompressobj,  # kombu's "gzip" is zlib
+    "application/x-bz2": bz2.BZ2Decompressor,
+    "application/x-lzma": lzma.LZMADecompressor,
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,8 @@ class Consumer:
         self.received: list[Delivery] = []
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
+        self._queue_by_tag: dict[str, str] = {}
+        self._cancelled: list[str] = []
 
     def connect(self) -> None:
         """Connect, declare and bind, and start consuming; raise ConnectionClosed on failure."""
@@ -89,8 +103,11 @@ class Consumer:
             for link in links:
                 self._channel.queue_bind(link.queue, link.exchange, routing_key=link.routing_key)
             self._channel.basic_qos(prefetch_count=self.config.amqp.prefetch)
+            self._cancelled.clear()
+            self._queue_by_tag.clear()
+            self._channel.add_on_cancel_callback(self._on_cancel)
             for queue in dict.fromkeys(b.queue for b in links):
-                self._channel.basic_consume(queue, self._on_message)
+                self._queue_by_tag[self._channel.basic_consume(queue, self._on_message)] = queue
 
     def _ensure(self, kind: str, name: str) -> None:
         """Use an existing exchange or queue as it is; declare it if missing.
@@ -111,22 +128,42 @@ class Consumer:
         self._channel = self._connection.channel()
         if kind == "exchange":
             self._channel.exchange_declare(name, exchange_type="topic", durable=durable)
+        elif self.config.amqp.queue_type == "quorum":
+            self._channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
         else:
             self._channel.queue_declare(name, durable=durable)
-        log.info("declared %s %s (durable=%s)", kind, name, durable)
+        log.info(
+            "declared %s %s (durable=%s, queue_type=%s)", kind, name, durable, self.config.amqp.queue_type
+        )
 
     def _on_message(self, channel, method, properties, body: bytes) -> None:
-        self.received.append(Delivery(method.delivery_tag, body, f"{method.exchange}/{method.routing_key}"))
+        source = f"{method.exchange}/{method.routing_key}"
+        compression = (properties.headers or {}).get("compression")
+        if compression:
+            body = _decompressed(body, compression, self.config.amqp.max_body_bytes, source)
+        self.received.append(Delivery(method.delivery_tag, body, source))
+
+    def _on_cancel(self, method_frame) -> None:
+        # RabbitMQ cancels a consumer when its queue is deleted or the node
+        # holding it fails; pika then just stops delivering, silently.
+        self._cancelled.append(method_frame.method.consumer_tag)
+
+    def _check_consumers(self) -> None:
+        if self._cancelled:
+            queues = ", ".join(self._queue_by_tag.get(tag, tag) for tag in self._cancelled)
+            raise ConnectionClosed(f"the broker cancelled the consumer of {queues} (queue deleted?)")
 
     def poll(self, seconds: float) -> None:
         """Receive for up to ``seconds``; new messages are appended to ``received``."""
         with _translated("receive"):
             self._connection.process_data_events(time_limit=seconds)
+        self._check_consumers()
 
     def sleep(self, seconds: float) -> None:
         """Wait while keeping the connection alive (heartbeats)."""
         with _translated("sleep"):
             self._connection.sleep(seconds)
+        self._check_consumers()
 
     def ack_through(self, tag: int) -> None:
         """Acknowledge every message up to and including ``tag``."""
@@ -142,6 +179,29 @@ class Consumer:
                 connection.close()
             except (pika.exceptions.AMQPError, OSError) as e:
                 log.warning("closing the AMQP connection: %r", e)
+
+
+def _decompressed(body: bytes, compression: str | bytes, limit: int, source: str) -> bytes:
+    """The body as it was before kombu compressed it.
+
+    When that cannot be had (unknown method, bad data, larger than ``limit``)
+    the body is passed on as received, so it is quarantined whole.
+    """
+    if isinstance(compression, bytes):
+        compression = compression.decode("utf-8", errors="replace")
+    decompressor = _DECOMPRESSORS.get(compression)
+    if decompressor is None:
+        log.warning("message from %s compressed with %s, which is not supported", source, compression)
+        return body
+    try:
+        plain = decompressor().decompress(body, limit + 1)
+    except (zlib.error, lzma.LZMAError, OSError, ValueError, EOFError) as e:
+        log.warning("message from %s: %s body does not decompress: %s", source, compression, e)
+        return body
+    if len(plain) > limit:
+        log.warning("message from %s: %s body expands past max_body_bytes %d", source, compression, limit)
+        return body
+    return plain
 
 
 def queue_depths(config: Config) -> dict[str, dict[str, int]]:

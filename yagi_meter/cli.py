@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import codecs
+import configparser
 import json
 import logging
 import logging.config
@@ -97,7 +99,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _configure_logging(config: Config) -> None:
     if config.logging.config:
-        logging.config.fileConfig(config.logging.config, disable_existing_loggers=False)
+        try:
+            logging.config.fileConfig(config.logging.config, disable_existing_loggers=False)
+        except (OSError, KeyError, ValueError, RuntimeError, configparser.Error) as e:
+            # A missing or broken file is a bad configuration value like any other.
+            raise ConfigError(f"[logging] config: cannot use {config.logging.config}: {e!r}") from None
         return
     logging.basicConfig(
         level=config.logging.level.upper(),
@@ -214,6 +220,9 @@ def read_messages(path: Path) -> Iterator[Message]:
     A line that is not JSON is still yielded, so it reaches the quarantine.
     """
     data = path.read_bytes()
+    # Editors on Windows start UTF-8 files with a BOM; json.loads(bytes) skips
+    # it, the listener's parser (which never sees one on the wire) does not.
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         whole = json.loads(data)
     except ValueError:

@@ -168,6 +168,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "amqp",
+        "queue_type",
+        "classic",
+        _choice("classic", "quorum"),
+        "Type of a queue this process has to declare: classic, or quorum (replicated,\n"
+        "always durable) for a RabbitMQ cluster, as oslo.messaging's rabbit_quorum_queue.\n"
+        "With quorum queues set durable = true too: oslo.messaging then declares\n"
+        "durable exchanges.",
+    ),
+    Option(
+        "amqp",
         "prefetch",
         "2000",
         _int_at_least(1),

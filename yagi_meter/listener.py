@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 from yagi_meter.amqp import Consumer
 from yagi_meter.config import Config
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 RETENTION_EVERY_SECONDS = 600
 FIRST_BACKOFF_SECONDS = 0.2
+# Longest a backoff wait goes without looking whether SIGTERM asked to stop.
+STOP_CHECK_SECONDS = 0.1
 
 
 class Listener:
@@ -55,20 +58,15 @@ class Listener:
                 )
                 backoff = FIRST_BACKOFF_SECONDS
                 self._consume()
-            except AccessRefused:
+            except (AccessRefused, ConnectionClosed) as e:
                 self.consumer.close()
-                if not connected_once:  # wrong credentials or vhost: a configuration error
-                    raise
-                log.error("RabbitMQ refused access; retrying in %.1fs", backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
-            except ConnectionClosed as e:
-                self.consumer.close()
+                if isinstance(e, AccessRefused) and not connected_once:
+                    raise  # wrong credentials or vhost at start: a configuration error
                 if self._stopping:
                     break
                 log.error("RabbitMQ connection lost (%s); reconnecting in %.1fs", e, backoff)
                 self.ingestor.store.errors.record("listen", f"RabbitMQ connection lost: {e}")
-                time.sleep(backoff)
+                self._wait(backoff, time.sleep)
                 backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
         self.consumer.close()
         log.info(
@@ -117,11 +115,24 @@ class Listener:
                 log.error(
                     "Redis unavailable (%s); holding %d messages, retry in %.1fs", e, len(batch), backoff
                 )
-                self.consumer.sleep(backoff)
+                self._wait(backoff, self.consumer.sleep)
                 backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
         self.consumer.ack_through(batch[-1].tag)
         del received[: len(batch)]
         self.totals.add(summary)
+
+    def _wait(self, seconds: float, sleep: Callable[[float], None]) -> None:
+        """Back off for ``seconds`` in short steps; return early once stopping.
+
+        A signal does not cut a sleep short, so one long sleep would hold
+        SIGTERM for up to reconnect_max_seconds.
+        """
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            sleep(min(remaining, STOP_CHECK_SECONDS))
 
     def _maybe_expire(self) -> None:
         if time.monotonic() < self._next_retention:

@@ -25,6 +25,8 @@ MAX_ID_LENGTH = 255
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 # Keys holding credentials; removed before anything is stored or served.
 _SECRET_SUFFIXES = ("auth_token", "auth_token_info", "password", "service_token", "secret")
+# Cheap pre-check before walking the message; matched on the lower-cased text,
+# as strip_secrets matches lower-cased keys.
 _SECRET_HINTS = ("token", "password", "secret")
 
 
@@ -99,7 +101,8 @@ def parse(
             raise BadNotification("oslo.message is not a JSON string")
         text = inner
         message = _load_object(inner, "oslo.message")
-    if any(hint in text for hint in _SECRET_HINTS):
+    lowered = text.lower()  # a few µs; an IGNORECASE regex costs ~20x more
+    if any(hint in lowered for hint in _SECRET_HINTS):
         message = strip_secrets(message)
     return _to_event(message, received_at, rules)
 
@@ -177,12 +180,16 @@ def parse_timestamp(raw: str) -> datetime:
         raise BadNotification(f"timestamp is not a date: {raw!r}") from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00
+        raise BadNotification(f"timestamp out of range: {raw!r}") from None
 
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a Z: 2017-07-06T16:58:55.301284Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits, which strftime("%Y") does not.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def strip_secrets(value: Any) -> Any:

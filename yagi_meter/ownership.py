@@ -194,7 +194,12 @@ def _apply(rule: MappingRule, message: dict, owner: Owner) -> Owner:
 
 
 def _nova(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    if event_type.startswith(("instance.", "compute.instance.", "compute_task.", "scheduler.")):
+    if event_type.startswith("compute_task."):
+        # The conductor's errors carry the owner only in the request spec.
+        spec = unwrap(payload.get("request_spec"))
+        tenant = _first(spec, "project_id") if isinstance(spec, dict) else None
+        return tenant, _first(payload, "instance_uuid", "instance_id")
+    if event_type.startswith(("instance.", "compute.instance.", "scheduler.")):
         resource = _first(payload, "instance_id", "instance_uuid", "uuid")
     elif event_type.startswith("keypair."):
         resource = _first(payload, "name", "key_name")

@@ -38,6 +38,14 @@ def connect(config: Config) -> redis.Redis:
     return client
 
 
+def ping(client: redis.Redis) -> None:
+    """Raise StoreError unless Redis answers."""
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        raise StoreError(f"cannot reach Redis: {e}") from None
+
+
 def embedded(path: str) -> redis.Redis:
     """Start (or join) the embedded Redis keeping its data in ``path``."""
     path = str(Path(path).resolve())
@@ -55,14 +63,6 @@ def embedded(path: str) -> redis.Redis:
     _embedded[path] = client
     log.info("embedded Redis running at unix://%s (data %s)", client.socket_file, path)
     return client
-
-
-def ping(client: redis.Redis) -> None:
-    """Raise StoreError unless Redis answers."""
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        raise StoreError(f"Redis unreachable: {e}") from None
 
 
 def warn_if_evicting(client: redis.Redis) -> None:

@@ -167,7 +167,11 @@ class EventStore:
         last = self._last_expired_seq(cutoff_ms)
         if last == 0:
             return 0
-        for key in self.client.sscan_iter(self.keys.indexes, count=_SCAN_BATCH):
+        try:
+            index_keys = list(self.client.sscan_iter(self.keys.indexes, count=_SCAN_BATCH))
+        except redis.RedisError as e:
+            raise StoreError(f"listing indexes failed: {e}") from None
+        for key in index_keys:
             self._call(self._trim_index, keys=[key, self.keys.indexes], args=[last])
         removed = 0
         while True:

@@ -1,0 +1,534 @@
+"""The Redis store against the real local Redis, each test under its own key prefix."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, make_config, sample_paths
+from yagi_meter.config import Config
+from yagi_meter.ingest import Ingestor, Message
+from yagi_meter.notification import Event, parse
+from yagi_meter.store import Store, open_store
+from yagi_meter.store.events import DUPLICATE, STORED
+from yagi_meter.store.outbox import Outbox, member
+
+pytestmark = pytest.mark.integration
+
+FIXTURE = json.loads(
+    (ROOT / "tests/fixtures/notifications/nova-compute.instance.create.end.json").read_text()
+)
+TENANT = FIXTURE["payload"]["tenant_id"]
+INSTANCE = FIXTURE["payload"]["instance_id"]
+
+
+def make_message(message_id: str, tenant: str = TENANT, resource: str = INSTANCE, **extra: Any) -> dict:
+    message = json.loads(json.dumps(FIXTURE))
+    message["message_id"] = message_id
+    message["payload"]["tenant_id"] = tenant
+    message["payload"]["instance_id"] = resource
+    message["payload"].update(extra)
+    return message
+
+
+def make_event(message_id: str, **kwargs: Any) -> Event:
+    body = json.dumps(make_message(message_id, **kwargs)).encode()
+    return parse(body, received_at=datetime.now(UTC))
+
+
+@pytest.fixture
+def store(config: Config, redis_server: redis.Redis) -> Store:
+    return open_store(config, client=redis_server)
+
+
+def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, Any]:
+    """Every key under ``prefix`` with its whole content."""
+    state: dict[bytes, Any] = {}
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            state[key] = client.get(key)
+        elif kind == b"hash":
+            state[key] = client.hgetall(key)
+        elif kind == b"set":
+            state[key] = client.smembers(key)
+        elif kind == b"zset":
+            state[key] = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"stream":
+            state[key] = client.xrange(key)
+        else:
+            raise AssertionError(f"unexpected {kind!r} at {key!r}")
+    return state
+
+
+def has_event(client: redis.Redis, store: Store, seq: int) -> bool:
+    return bool(client.xrange(store.keys.events, f"{seq}-0", f"{seq}-0"))
+
+
+def assert_every_index_entry_has_its_event(client: redis.Redis, store: Store) -> None:
+    k = store.keys
+    wanted: dict[int, str] = {}
+    for index in [k.by_time, *client.smembers(k.indexes)]:
+        for seq in client.zrange(index, 0, -1):
+            wanted.setdefault(int(seq), f"index {index!r}")
+    for message_id, value in client.hgetall(k.ids).items():
+        wanted.setdefault(int(value.split()[0]), f"ids entry {message_id!r}")
+    pipe = client.pipeline(transaction=False)
+    for seq in wanted:
+        pipe.xrange(k.events, f"{seq}-0", f"{seq}-0")
+    missing = [
+        f"{where} -> seq {seq}"
+        for (seq, where), found in zip(wanted.items(), pipe.execute(), strict=True)
+        if not found
+    ]
+    assert missing == []
+
+
+# -- one write ---------------------------------------------------------------
+
+
+def test_one_write_stores_event_ids_time_indexes_and_push_outbox(
+    store: Store, redis_server: redis.Redis
+) -> None:
+    event = make_event("m-1")
+    [outcome] = store.events.write([event])
+    assert (outcome.status, outcome.seq) == (STORED, 1)
+
+    k, r = store.keys, redis_server
+    [(entry_id, fields)] = r.xrange(k.events)
+    assert entry_id == b"1-0"
+    assert (fields[b"e"], fields[b"m"]) == (b"compute.instance.create.end", b"m-1")
+    assert r.hget(k.ids, "m-1") == f"1 {event.digest}".encode()
+    assert r.zscore(k.by_time, "1") == int(event.timestamp.timestamp() * 1000)
+    indexes = [k.event_type(event.event_type), k.tenant(TENANT), k.resource(TENANT, INSTANCE)]
+    for index in indexes:
+        assert r.zrange(index, 0, -1, withscores=True) == [(b"1", 1.0)]
+    assert r.smembers(k.indexes) == {i.encode() for i in indexes}
+    assert r.zrange(k.outbox_seqs("push"), 0, -1) == [member(1).encode()]
+    assert r.zcard(k.outbox("push")) == 1
+    assert not r.exists(k.outbox("forward"), k.outbox_seqs("forward"))
+    assert store.events.last_seq() == 1
+
+    got = store.events.get("m-1")
+    assert got is not None
+    assert got.seq == 1 and got.ingested_at is not None
+    assert got.derived() == event.derived()
+    assert got.notification == event.notification
+
+
+def test_forward_outbox_is_written_when_forwarding_is_configured(
+    key_prefix: str, redis_server: redis.Redis
+) -> None:
+    config = make_config(
+        redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, forward_url="http://archive.example/events"
+    )
+    store = open_store(config, client=redis_server)
+    store.events.write([make_event("m-1"), make_event("m-2")])
+    expected = [member(1).encode(), member(2).encode()]
+    assert redis_server.zrange(store.keys.outbox_seqs("forward"), 0, -1) == expected
+    assert redis_server.zrange(store.keys.outbox("forward"), 0, -1) == expected
+    assert redis_server.zrange(store.keys.outbox_seqs("push"), 0, -1) == expected
+
+
+def test_event_without_tenant_is_indexed_by_type_only(store: Store, redis_server: redis.Redis) -> None:
+    sample = as_sent(load_sample(next(p for p in sample_paths() if p.name == "service-update.json")))
+    event = parse(json.dumps(sample).encode(), received_at=datetime.now(UTC))
+    assert event.tenant_id is None
+    store.events.write([event])
+    assert redis_server.smembers(store.keys.indexes) == {store.keys.event_type("service.update").encode()}
+
+
+def test_ids_with_separators_never_share_an_index(store: Store, redis_server: redis.Redis) -> None:
+    store.events.write(
+        [make_event("m-1", tenant="a:b", resource="c"), make_event("m-2", tenant="a", resource="b:c")]
+    )
+    k = store.keys
+    assert k.resource("a:b", "c") != k.resource("a", "b:c")
+    assert redis_server.zrange(k.resource("a:b", "c"), 0, -1) == [b"1"]
+    assert redis_server.zrange(k.resource("a", "b:c"), 0, -1) == [b"2"]
+    assert redis_server.zrange(k.tenant("a"), 0, -1) == [b"2"]
+
+
+def test_readers_never_see_half_a_write(store: Store, redis_server: redis.Redis) -> None:
+    k = store.keys
+    stop = threading.Event()
+    torn: list[tuple] = []
+
+    def read() -> None:
+        client = redis.Redis.from_url(TEST_REDIS_URL)
+        while not stop.is_set():
+            pipe = client.pipeline(transaction=True)
+            pipe.xlen(k.events).hlen(k.ids).zcard(k.by_time).zcard(k.tenant(TENANT))
+            pipe.zcard(k.outbox_seqs("push")).get(k.seq)
+            counts = pipe.execute()
+            counts[-1] = int(counts[-1] or 0)
+            if len(set(counts)) != 1:
+                torn.append(tuple(counts))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for batch in range(40):
+            store.events.write([make_event(f"m-{batch}-{i}", resource=f"r-{i}") for i in range(25)])
+    finally:
+        stop.set()
+        reader.join()
+    assert torn == []
+    assert store.events.count() == 1000
+
+
+# -- dedup -------------------------------------------------------------------
+
+
+def test_redelivered_message_changes_nothing_and_counts_a_duplicate(
+    store: Store, redis_server: redis.Redis, key_prefix: str
+) -> None:
+    store.events.write([make_event("m-1"), make_event("m-2")])
+    before = snapshot(redis_server, key_prefix)
+    [outcome] = store.events.write([make_event("m-1")])
+    assert (outcome.status, outcome.seq) == (DUPLICATE, 1)
+    after = snapshot(redis_server, key_prefix)
+    assert after.pop(store.keys.duplicates.encode()) == b"1"
+    assert after == before
+
+
+def test_duplicate_within_one_batch_is_stored_once(store: Store) -> None:
+    outcomes = store.events.write([make_event("m-1"), make_event("m-1")])
+    assert [(o.status, o.seq) for o in outcomes] == [(STORED, 1), (DUPLICATE, 1)]
+    assert store.events.count() == 1
+
+
+def test_reused_message_id_with_another_body_keeps_the_first_counts_and_warns(
+    store: Store, config: Config, redis_server: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    ingestor = Ingestor(store, config)
+    first = json.dumps(make_message("m-1", display_name="first")).encode()
+    second = json.dumps(make_message("m-1", display_name="second")).encode()
+    assert ingestor.ingest([Message(first, "test")]).stored == 1
+    with caplog.at_level(logging.WARNING, logger="yagi_meter"):
+        summary = ingestor.ingest([Message(second, "test")])
+    assert (summary.stored, summary.duplicates, summary.conflicts) == (0, 0, 1)
+    assert redis_server.get(store.keys.conflicts) == b"1"
+    assert store.events.count() == 1
+    assert store.events.get("m-1").notification["payload"]["display_name"] == "first"
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "m-1" in record.getMessage()
+    assert "compute.instance.create.end" in record.getMessage()
+
+
+def test_bad_messages_in_a_batch_are_quarantined_with_their_reason_and_nothing_else_is_lost(
+    store: Store, config: Config
+) -> None:
+    good = [json.dumps(make_message(f"good-{i}")).encode() for i in range(3)]
+    bad = {
+        b"not json at all": "body is not JSON",
+        b"\xff\xfe\x00garbage": "not UTF-8",
+        json.dumps({"event_type": "compute.instance.create.end"}).encode(): "missing message_id",
+        json.dumps({"message_id": "x"}).encode(): "missing event_type",
+        json.dumps(make_message("bad\x01id")).encode(): "message_id has characters XML cannot carry",
+        json.dumps(make_message("huge", blob="x" * 5000)).encode(): "body too large",
+    }
+    limited = make_config(
+        redis_url=TEST_REDIS_URL, redis_key_prefix=store.keys.prefix, amqp_max_body_bytes="4096"
+    )
+    bodies = [good[0], *bad, good[1], good[2]]
+    summary = Ingestor(store, limited).ingest([Message(body, f"test:{n}") for n, body in enumerate(bodies)])
+    assert (summary.stored, summary.quarantined) == (3, len(bad))
+    assert [e.message_id for e in store.events.get_many([1, 2, 3])] == ["good-0", "good-1", "good-2"]
+    entries = store.quarantine.list()
+    assert [e.body for e in entries] == list(bad)
+    for entry, reason in zip(entries, bad.values(), strict=True):
+        assert reason in entry.reason
+    assert [e.source for e in entries] == [f"test:{n}" for n in range(1, len(bad) + 1)]
+
+    # Requeued after the fix: stored and gone from the quarantine in the same write.
+    huge = entries[-1]
+    summary = Ingestor(store, config).ingest([Message(huge.body, huge.source)], requeued=[huge.id])
+    assert summary.stored == 1
+    assert store.events.get("huge") is not None
+    assert huge.id not in {e.id for e in store.quarantine.list()}
+    assert store.quarantine.count() == len(bad) - 1
+
+
+# -- sequence ----------------------------------------------------------------
+
+
+def test_sequence_numbers_strictly_increase_across_batches(store: Store) -> None:
+    seqs = []
+    for batch in range(5):
+        outcomes = store.events.write([make_event(f"m-{batch}-{i}") for i in range(7)])
+        seqs += [o.seq for o in outcomes]
+    assert seqs == list(range(1, 36))
+
+
+def test_concurrent_writers_leave_no_gaps_or_duplicates_in_any_index(
+    store: Store, config: Config, redis_server: redis.Redis
+) -> None:
+    writers, batches, size = 6, 10, 20
+    outcomes: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        try:
+            own = open_store(config, client=redis.Redis.from_url(TEST_REDIS_URL))
+            tenant = f"tenant-{writer % 3}"
+            for batch in range(batches):
+                events = [
+                    make_event(f"w{writer}-b{batch}-{i}", tenant=tenant, resource=f"vm-{i % 4}")
+                    for i in range(size)
+                ]
+                outcomes.setdefault(writer, []).extend(own.events.write(events))
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+    total = writers * batches * size
+    all_seqs = sorted(o.seq for found in outcomes.values() for o in found)
+    assert all_seqs == list(range(1, total + 1))
+    for found in outcomes.values():  # each writer's own seqs only go up
+        assert [o.seq for o in found] == sorted(o.seq for o in found)
+
+    k, r = store.keys, redis_server
+    entry_seqs = [int(entry_id.split(b"-")[0]) for entry_id, _ in r.xrange(k.events)]
+    assert entry_seqs == list(range(1, total + 1))
+    expected: dict[str, set[int]] = {}
+    for found in outcomes.values():
+        for o in found:
+            e = o.event
+            for index in (
+                k.event_type(e.event_type),
+                k.tenant(e.tenant_id),
+                k.resource(e.tenant_id, e.resource_id),
+            ):
+                expected.setdefault(index, set()).add(o.seq)
+    assert {i.decode() for i in r.smembers(k.indexes)} == set(expected)
+    for index, seqs in expected.items():
+        assert [int(m) for m in r.zrange(index, 0, -1)] == sorted(seqs)
+    assert r.zcard(k.by_time) == r.hlen(k.ids) == r.zcard(k.outbox_seqs("push")) == total
+
+
+# -- reading -----------------------------------------------------------------
+
+
+def test_get_and_get_many(store: Store) -> None:
+    store.events.write([make_event(f"m-{i}", resource=f"vm-{i}") for i in range(1, 6)])
+    assert store.events.get("m-3").resource_id == "vm-3"
+    assert store.events.get("unknown") is None
+    assert store.events.seq_of("m-5") == 5
+    found = store.events.get_many([4, 99, 2])
+    assert [(e.seq, e.message_id) for e in found] == [(4, "m-4"), (2, "m-2")]
+    assert store.events.get_many([]) == []
+
+
+def test_plain_events_stay_readable_after_compress_is_switched_on(
+    config: Config, key_prefix: str, redis_server: redis.Redis
+) -> None:
+    plain = make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_compress="false")
+    open_store(plain, client=redis_server).events.write([make_event("old")])
+    store = open_store(config, client=redis_server)
+    assert store.events.compress
+    store.events.write([make_event("new")])
+    assert [e.message_id for e in store.events.get_many([1, 2])] == ["old", "new"]
+
+
+# -- retention ---------------------------------------------------------------
+
+
+def ingested_ms(client: redis.Redis, store: Store, seq: int) -> int:
+    [(_, fields)] = client.xrange(store.keys.events, f"{seq}-0", f"{seq}-0")
+    return int(fields[b"t"])
+
+
+@pytest.fixture
+def old_and_new(store: Store, redis_server: redis.Redis) -> Iterator[float]:
+    """Seqs 1-10 (tenant-old) ingested before seqs 11-15; yields a `now` that expires only 1-10."""
+    store.events.write(
+        [make_event(f"old-{i}", tenant="tenant-old", resource=f"vm-{i % 2}") for i in range(1, 11)]
+    )
+    cutoff = ingested_ms(redis_server, store, 10) + 1
+    while int(time.time() * 1000) <= cutoff:
+        time.sleep(0.002)
+    store.events.write(
+        [make_event(f"new-{i}", resource="vm-new") for i in range(11, 14)]
+        + [make_event(f"new-{i}", tenant="tenant-old", resource="vm-0") for i in range(14, 16)]
+    )
+    assert ingested_ms(redis_server, store, 11) >= cutoff
+    yield cutoff / 1000 + 1 * 86400
+
+
+def test_retention_removes_old_events_with_their_index_entries(
+    store: Store, redis_server: redis.Redis, old_and_new: float
+) -> None:
+    k, r = store.keys, redis_server
+    Outbox(r, k, "push").done(*range(1, 16))
+    assert store.events.expire(1, now=old_and_new) == 10
+
+    assert [int(i.split(b"-")[0]) for i, _ in r.xrange(k.events)] == list(range(11, 16))
+    assert store.events.get("old-3") is None
+    assert store.events.get("new-12").seq == 12
+    assert sorted(int(s) for s in r.zrange(k.by_time, 0, -1)) == list(range(11, 16))
+    assert r.hlen(k.ids) == 5
+    assert r.zrange(k.tenant("tenant-old"), 0, -1) == [b"14", b"15"]
+    assert r.zrange(k.resource("tenant-old", "vm-0"), 0, -1) == [b"14", b"15"]
+    # An index emptied by retention is gone, and forgotten.
+    assert not r.exists(k.resource("tenant-old", "vm-1"))
+    assert k.resource("tenant-old", "vm-1").encode() not in r.smembers(k.indexes)
+    assert_every_index_entry_has_its_event(r, store)
+    assert store.events.expire(1, now=old_and_new) == 0
+
+
+def test_retention_keeps_events_still_waiting_in_an_outbox(
+    store: Store, redis_server: redis.Redis, old_and_new: float
+) -> None:
+    k, r = store.keys, redis_server
+    push = Outbox(r, k, "push")
+    push.done(*(seq for seq in range(1, 16) if seq != 7))
+    assert store.events.expire(1, now=old_and_new) == 6
+    assert store.events.get("old-6") is None
+    assert store.events.get("old-7").seq == 7
+    assert_every_index_entry_has_its_event(r, store)
+    push.done(7)
+    assert store.events.expire(1, now=old_and_new) == 4
+    assert store.events.count() == 5
+    assert_every_index_entry_has_its_event(r, store)
+
+
+def test_retention_zero_keeps_everything(store: Store, old_and_new: float) -> None:
+    assert store.events.expire(0, now=old_and_new + 10 * 365 * 86400) == 0
+    assert store.events.count() == 15
+
+
+def test_retention_during_writes_never_leaves_an_index_entry_without_its_event(
+    store: Store, config: Config, redis_server: redis.Redis
+) -> None:
+    k = store.keys
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        own = open_store(config, client=redis.Redis.from_url(TEST_REDIS_URL))
+        outbox = Outbox(own.client, own.keys, "push")
+        n = 0
+        try:
+            while not stop.is_set() and n < 200:
+                outcomes = own.events.write([make_event(f"m-{n}-{i}", resource=f"vm-{i}") for i in range(10)])
+                outbox.done(*(o.seq for o in outcomes))
+                n += 1
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(20):
+            time.sleep(0.01)
+            store.events.expire(1, now=time.time() + 86400)
+            assert_every_index_entry_has_its_event(redis_server, store)
+    finally:
+        stop.set()
+        writer.join()
+    assert errors == []
+    store.events.expire(1, now=time.time() + 86400 + 1)  # +1 s: the last batch may be this very ms
+    assert store.events.count() == 0
+    assert redis_server.zcard(k.by_time) == redis_server.hlen(k.ids) == 0
+    assert redis_server.scard(k.indexes) == 0
+
+
+# -- outbox ------------------------------------------------------------------
+
+
+def test_outbox_claim_lease_done_and_retry(store: Store, redis_server: redis.Redis) -> None:
+    store.events.write([make_event(f"m-{i}") for i in range(1, 6)])
+    push = Outbox(redis_server, store.keys, "push")
+    assert push.backlog() == 5 and push.oldest() == 1
+
+    assert push.claim(2, lease_seconds=30) == [1, 2]  # oldest due first, at most count
+    assert push.claim(10, lease_seconds=30) == [3, 4, 5]
+    assert push.claim(10, lease_seconds=30) == []  # all leased
+
+    push.done(1)
+    assert push.backlog() == 4 and push.oldest() == 2
+    assert push.retry(2, delay_seconds=0) == 1
+    assert push.retry(2, delay_seconds=0) == 2
+    assert push.attempts(2) == 2
+    assert push.retry(3, delay_seconds=60) == 1
+    assert push.claim(10, lease_seconds=30) == [2]  # 3 is due in a minute, 4 and 5 are leased
+    push.done(2, 3)
+    assert push.attempts(2) == 0
+    assert push.backlog() == 2 and push.oldest() == 4
+
+
+def test_leased_entry_is_not_claimed_again_until_its_lease_ends(
+    store: Store, redis_server: redis.Redis
+) -> None:
+    store.events.write([make_event("m-1")])
+    push = Outbox(redis_server, store.keys, "push")
+    assert push.claim(10, lease_seconds=1) == [1]
+    assert push.claim(10, lease_seconds=1) == []
+    time.sleep(1.1)
+    # The holder died without done/retry: another worker takes the entry over.
+    assert push.claim(10, lease_seconds=30) == [1]
+    assert push.claim(10, lease_seconds=30) == []
+
+
+def test_competing_workers_never_hold_the_same_entry(store: Store, config: Config) -> None:
+    for batch in range(10):
+        store.events.write([make_event(f"m-{batch}-{i}") for i in range(30)])
+    claimed: list[list[int]] = []
+    start = threading.Barrier(5)
+
+    def work() -> None:
+        own = Outbox(redis.Redis.from_url(TEST_REDIS_URL), store.keys, "push")
+        mine: list[int] = []
+        start.wait()
+        while seqs := own.claim(7, lease_seconds=60):
+            mine += seqs
+            time.sleep(0.002)  # "deliver" them
+        claimed.append(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [seq for mine in claimed for seq in mine]
+    assert sorted(every) == list(range(1, 301))
+
+
+# -- memory ------------------------------------------------------------------
+
+
+def test_memory_per_event_stays_below_the_raw_json_size(
+    store: Store, redis_server: redis.Redis, key_prefix: str
+) -> None:
+    bodies = [
+        json.dumps(as_sent(load_sample(path), message_id=f"m-{path.stem}")).encode()
+        for path in sample_paths()
+    ]
+    events = [parse(body, received_at=datetime.now(UTC)) for body in bodies]
+    store.events.write(events)
+    assert store.events.count() == len(bodies) >= 70
+    used = sum(
+        redis_server.memory_usage(key, samples=0) or 0
+        for key in redis_server.scan_iter(match=f"{key_prefix}*", count=1000)
+    )
+    per_event = used / len(bodies)
+    raw = sum(map(len, bodies)) / len(bodies)
+    print(
+        f"\nRedis memory per event: {per_event:.0f} bytes (raw JSON {raw:.0f} bytes, {per_event / raw:.0%})"
+    )
+    assert per_event < raw
