@@ -448,3 +448,14 @@ def test_readers_of_lets_a_token_follow_exactly_the_feeds_it_may_read(key_prefix
         assert {v["path"] for v in subscriber.verifications} == {"/a-by-a", "/all-by-admin"}
     finally:
         hub.stop()
+
+
+def test_a_huge_answer_is_not_read_whole_and_the_next_delivery_still_works(hub, subscriber):
+    hub.subscribe(subscriber, "/cb", tenant_topic())
+    subscriber.reply_body = b"x" * 5_000_000
+    first = hub.ingest(1)
+    assert subscriber.wait_for(lambda: len(subscriber.posts) == 1)
+    subscriber.reply_body = b"ok"
+    second = hub.ingest(1)
+    assert subscriber.wait_for(lambda: len(subscriber.posts) == 2)
+    assert entry_ids(subscriber.posts) == [f"urn:uuid:{i}" for i in first + second]

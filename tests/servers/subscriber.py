@@ -33,6 +33,7 @@ class Subscriber:
         self.status = 200
         self.delay = 0.0
         self.refuse_verification = False
+        self.reply_body = b""  # what a POST is answered with
         self.verifications: list[dict[str, str]] = []
         self.denials: list[dict[str, str]] = []
         self.posts: list[Received] = []
@@ -138,6 +139,6 @@ class Subscriber:
                 if 200 <= status < 300:  # a failed POST was not received, as far as the hub knows
                     with subscriber._lock:
                         subscriber.posts.append(received)
-                self._reply(status)
+                self._reply(status, subscriber.reply_body)
 
         return Handler
