@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from yagi_meter.errors import BadNotification
 from yagi_meter.ownership import MappingRule, find_owner
 
@@ -23,11 +25,18 @@ MAX_ID_LENGTH = 255
 # indexed or rendered, so the message is quarantined.  Anywhere else in the
 # payload they are harmless: the body is stored as ASCII-escaped JSON.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-# Keys holding credentials; removed before anything is stored or served.
+# msgspec reads and writes JSON several times faster than the json module, but
+# it reads only strict JSON (no NaN, Infinity or lone surrogates) and writes
+# UTF-8: the json module takes over for those rare messages and for stored
+# text that would not be ASCII.
+_DECODER = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_ASCII_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+# Keys holding credentials (any case); removed before anything is stored or served.
 _SECRET_SUFFIXES = ("auth_token", "auth_token_info", "password", "service_token", "secret")
-# Cheap pre-check before walking the message; matched on the lower-cased text,
-# as strip_secrets matches lower-cased keys.
-_SECRET_HINTS = ("token", "password", "secret")
+# A secret key's name as it ends in lower-cased JSON text.
+_SECRET_NEEDLES = tuple(suffix + '"' for suffix in _SECRET_SUFFIXES)
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -94,30 +103,47 @@ def parse(
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadNotification(f"not UTF-8: {e.reason} at byte {e.start}") from None
-    message = _load_object(text, "body")
+    message, strict = _load_object(text, "body")
     if "oslo.message" in message:
         inner = message["oslo.message"]
         if not isinstance(inner, str):
             raise BadNotification("oslo.message is not a JSON string")
         text = inner
-        message = _load_object(inner, "oslo.message")
-    lowered = text.lower()  # a few µs; an IGNORECASE regex costs ~20x more
-    if any(hint in lowered for hint in _SECRET_HINTS):
-        message = strip_secrets(message)
-    return _to_event(message, received_at, rules)
+        message, strict = _load_object(inner, "oslo.message")
+    message = _without_secrets(message, text)
+    return _to_event(message, canonical_json(message, strict), received_at, rules)
 
 
-def _load_object(text: str, what: str) -> dict:
+def _load_object(text: str, what: str) -> tuple[dict, bool]:
+    """The JSON object in ``text``, and whether it is strict JSON."""
     try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise BadNotification(f"{what} is not JSON: {e}") from None
+        value, strict = _DECODER.decode(text), True
+    except msgspec.DecodeError:
+        try:
+            value, strict = json.loads(text), False
+        except ValueError as e:
+            raise BadNotification(f"{what} is not JSON: {e}") from None
     if not isinstance(value, dict):
         raise BadNotification(f"{what} is not a JSON object")
-    return value
+    return value, strict
 
 
-def _to_event(message: dict, received_at: datetime, rules: tuple[MappingRule, ...]) -> Event:
+def canonical_json(message: dict, strict: bool = True) -> str:
+    """Sorted keys, no spaces, ASCII only: the same text for the same content.
+
+    ``strict``: ``message`` was read from strict JSON.  Otherwise it may hold
+    NaN or Infinity, which only the json module writes back as they were.
+    """
+    if strict:
+        text = _ENCODER.encode(message)
+        if text.isascii():
+            return text.decode()
+    return _ASCII_ENCODER.encode(message)
+
+
+def _to_event(
+    message: dict, notification_json: str, received_at: datetime, rules: tuple[MappingRule, ...]
+) -> Event:
     message_id = _required_id(message, "message_id")
     event_type = _required_id(message, "event_type")
     publisher_id = _optional_id(message, "publisher_id") or ""
@@ -140,7 +166,7 @@ def _to_event(message: dict, received_at: datetime, rules: tuple[MappingRule, ..
         resource_id=owner.resource_id,
         initiator_project_id=owner.initiator_project_id,
         initiator_user_id=owner.initiator_user_id,
-        notification_json=json.dumps(message, sort_keys=True, separators=(",", ":")),
+        notification_json=notification_json,
     )
 
 
@@ -167,7 +193,7 @@ def _check_id(field: str, value: str | None) -> None:
         return
     if len(value) > MAX_ID_LENGTH:
         raise BadNotification(f"{field} longer than {MAX_ID_LENGTH} characters")
-    if _XML_ILLEGAL.search(value):
+    if not value.isprintable() and _XML_ILLEGAL.search(value):  # the first test is the faster
         raise BadNotification(f"{field} has characters XML cannot carry: {value!r}")
 
 
@@ -188,8 +214,31 @@ def parse_timestamp(raw: str) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a Z: 2017-07-06T16:58:55.301284Z."""
-    # isoformat pads the year to four digits, which strftime("%Y") does not.
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # isoformat() is twice as fast as strftime(); in UTC it always ends "+00:00".
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _without_secrets(message: dict, text: str) -> dict:
+    """``message``, just parsed from ``text``, without credential keys at any depth.
+
+    Every oslo.messaging notification has ``_context_auth_token`` at the top,
+    and walking the whole message to find it would cost more than parsing it.
+    So find each name in the text that ends like a secret key and drop it
+    from the top level; only a name that is not a top-level key (a nested
+    key, or a value that merely ends like one) calls for walking the whole
+    message.  In ASCII text without ``\\u`` escapes no key can hide its name.
+    """
+    if not text.isascii() or ("\\" in text and "\\u" in text):  # the first tests are the faster
+        return strip_secrets(message)
+    lowered = text.lower()
+    for needle in _SECRET_NEEDLES:
+        end = lowered.find(needle)
+        while end != -1:
+            name = text[text.rfind('"', 0, end) + 1 : end + len(needle) - 1]
+            if message.pop(name, _MISSING) is _MISSING:
+                return strip_secrets(message)
+            end = lowered.find(needle, end + 1)
+    return message
 
 
 def strip_secrets(value: Any) -> Any:

@@ -144,9 +144,16 @@ def lookup(message: dict, path: tuple[str, ...]) -> Any:
     return unwrap(value)
 
 
+# The request context fields the rules read; looked up by name because a
+# message has dozens of other keys.
+_CONTEXT_KEYS = tuple(
+    (name, f"_context_{name}") for name in ("project_id", "tenant_id", "project", "tenant", "user_id", "user")
+)
+
+
 def context_of(message: dict) -> dict:
-    """The request context oslo.messaging sent as ``_context_*`` keys."""
-    return {key[9:]: value for key, value in message.items() if key.startswith("_context_")}
+    """The request context fields oslo.messaging sent as ``_context_*`` keys that the rules use."""
+    return {name: message[key] for name, key in _CONTEXT_KEYS if key in message}
 
 
 def find_service(event_type: str, publisher_id: str) -> str:

@@ -30,6 +30,7 @@ local now = redis.call("TIME")
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 
 local results = {}
+local indexed = {}
 local k = 12
 local a = 5
 for _ = 1, n_events do
@@ -56,7 +57,10 @@ for _ = 1, n_events do
     redis.call("ZADD", by_time, ts_ms, seq)
     for i = k, k + nkeys - 1 do
       redis.call("ZADD", KEYS[i], seq, seq)
-      redis.call("SADD", indexes, KEYS[i])
+      if not indexed[KEYS[i]] then  -- once per index per batch is enough
+        redis.call("SADD", indexes, KEYS[i])
+        indexed[KEYS[i]] = true
+      end
     end
     -- Zero-padded members, so entries due in the same ms come out in seq order.
     local member = string.format("%015d", seq)

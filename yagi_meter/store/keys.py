@@ -34,11 +34,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import quote
 
 OUTBOXES = ("push", "forward")
 
 
+@lru_cache(maxsize=65536)  # the same tenants, resources and types come again and again
 def _part(value: str) -> str:
     # Tenant and resource ids are free text: quote so "a:b" + "c" != "a" + "b:c".
     return quote(value, safe="-_.@")

@@ -1,0 +1,379 @@
+"""Ingest benchmark: `yagi-meter listen` against a bare pika consumer that only acks.
+
+    .venv/bin/python bench/ingest.py [--messages 20000] [--rounds 3]
+
+Builds realistic nova notifications from ../shared/notifications/nova-versioned
+(unique message_id and timestamp, tenants spread over --tenants projects, a
+nova request context), wrapped in the oslo.messaging 2.0 envelope exactly as
+the messagingv2 driver publishes them, to exchange ``nova`` with routing key
+``notifications.info``, in a RabbitMQ vhost of its own.
+
+Each round fills the queue and times three consumers in turn, each starting
+on a full queue of the same messages:
+
+- bare: a pika consumer in this process that acks every message, nothing else;
+- listen: ``python -m yagi_meter listen`` storing into Redis (compressed);
+- listen, YAGI_REDIS_COMPRESS=false.
+
+Rates are counted from the first message stored (acked) to the last: for the
+listener from the ingest times Redis stamps on the first and the last batch
+(messages of the first batch not counted), for the bare consumer from its
+first ack to its last.  Interpreter start and connection set-up are left out
+of both.  Redis memory per event is MEMORY USAGE summed over the run's keys.
+Settings such as YAGI_AMQP_BATCH_SIZE or YAGI_AMQP_PREFETCH in the
+environment reach the listener; the bare consumer uses the same prefetch.
+
+Isolation: a vhost and a key prefix of its own, both removed at the end
+(keys are deleted by prefix; the database is never flushed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pika
+import redis
+
+from yagi_meter import config as config_module
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "notifications" / "nova-versioned"
+EXCHANGE = "nova"
+ROUTING_KEY = "notifications.info"
+# Ids the samples use for the project and the instance; replaced per message.
+SAMPLE_PROJECT = "6f70656e737461636b20342065766572"
+SAMPLE_INSTANCE = "178b0921-8f85-4257-88b6-2e743b5a975c"
+INSTANCES_PER_TENANT = 20
+DRAIN_TIMEOUT_SECONDS = 300
+FILL_TIMEOUT_SECONDS = 120
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Messages/s over the timed span, and the consumer's own CPU time per message in it."""
+
+    rate: float
+    cpu_us: float
+
+
+# -- messages ----------------------------------------------------------------
+
+
+def nova_context(tenant: str, user: str, request_id: str, now: datetime) -> dict:
+    """A nova RequestContext as its to_dict() gives it after oslo's redaction."""
+    return {
+        "user": user,
+        "project_id": tenant,
+        "system_scope": None,
+        "project": tenant,
+        "domain": None,
+        "user_domain": "default",
+        "project_domain": "default",
+        "is_admin": False,
+        "read_only": False,
+        "show_deleted": False,
+        "auth_token": None,
+        "request_id": request_id,
+        "global_request_id": None,
+        "resource_uuid": None,
+        "roles": ["member", "reader"],
+        "user_identity": f"{user} {tenant} - default default",
+        "is_admin_project": True,
+        "user_id": user,
+        "read_deleted": "no",
+        "remote_address": "10.0.0.12",
+        "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        "quota_class": None,
+        "user_name": "demo",
+        "service_catalog": [
+            {
+                "type": "volumev3",
+                "name": "cinderv3",
+                "endpoints": [{"region": "RegionOne", "publicURL": f"http://10.0.0.5/volume/v3/{tenant}"}],
+            }
+        ],
+        "project_name": "demo",
+    }
+
+
+def build_bodies(count: int, tenants: int, seed: int = 1) -> list[bytes]:
+    """``count`` message bodies as oslo.messaging's messagingv2 driver publishes them."""
+    rng = random.Random(seed)
+    samples = [json.dumps(json.loads(p.read_text())) for p in sorted(SAMPLES.glob("*.json"))]
+    projects = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(tenants)]
+    users = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(tenants)]
+    start = datetime.now(UTC).replace(tzinfo=None)
+    bodies = []
+    for i in range(count):
+        t = rng.randrange(tenants)
+        instance = str(uuid.UUID(int=t * INSTANCES_PER_TENANT + rng.randrange(INSTANCES_PER_TENANT)))
+        text = rng.choice(samples).replace(SAMPLE_PROJECT, projects[t]).replace(SAMPLE_INSTANCE, instance)
+        now = start + timedelta(milliseconds=i)
+        # The notifier's own fields, then the driver's _unique_id and packed context.
+        message = json.loads(text)
+        message.update(message_id=str(uuid.uuid4()), timestamp=str(now))
+        message["_unique_id"] = uuid.uuid4().hex
+        context = nova_context(projects[t], users[t], f"req-{uuid.uuid4()}", now)
+        message.update((f"_context_{key}", value) for key, value in context.items())
+        envelope = {"oslo.version": "2.0", "oslo.message": json.dumps(message)}
+        bodies.append(json.dumps(envelope).encode())
+    return bodies
+
+
+# -- RabbitMQ ------------------------------------------------------------------
+
+
+@contextmanager
+def vhost(host: str) -> Iterator[str]:
+    """A vhost of this run's own for guest, deleted afterwards; yields its AMQP URL."""
+    name = f"yagi-bench-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{host}/{name}"
+    finally:
+        _rabbitmqctl("delete_vhost", name)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def fill(url: str, bodies: list[bytes]) -> None:
+    """Publish every body and wait until the queue holds them all, as oslo declares it."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=False)
+        channel.queue_declare(ROUTING_KEY, durable=False)
+        channel.queue_bind(ROUTING_KEY, EXCHANGE, routing_key=ROUTING_KEY)
+        properties = pika.BasicProperties(
+            content_type="application/json", content_encoding="utf-8", delivery_mode=2
+        )
+        for body in bodies:
+            channel.basic_publish(EXCHANGE, ROUTING_KEY, body, properties)
+        deadline = time.monotonic() + FILL_TIMEOUT_SECONDS
+        while channel.queue_declare(ROUTING_KEY, passive=True).method.message_count < len(bodies):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"queue did not reach {len(bodies)} messages")
+            connection.sleep(0.05)
+    finally:
+        connection.close()
+
+
+def bare_consume(url: str, count: int, prefetch: int) -> Timing:
+    """Consume and ack ``count`` messages one by one, timed from the first ack to the last."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    acked = 0
+    first = last = first_cpu = last_cpu = 0.0
+
+    def on_message(channel, method, properties, body):
+        nonlocal acked, first, last, first_cpu, last_cpu
+        channel.basic_ack(method.delivery_tag)
+        acked += 1
+        if acked == 1:
+            first, first_cpu = time.perf_counter(), time.process_time()
+        elif acked == count:
+            last, last_cpu = time.perf_counter(), time.process_time()
+
+    try:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=prefetch)
+        channel.basic_consume(ROUTING_KEY, on_message)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        while acked < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bare consumer acked only {acked} of {count}")
+            connection.process_data_events(time_limit=0.5)
+    finally:
+        connection.close()
+    return Timing((count - 1) / (last - first), (last_cpu - first_cpu) / (count - 1) * 1e6)
+
+
+# -- the listener ----------------------------------------------------------------
+
+
+def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) -> Timing:
+    """Run ``yagi-meter listen`` until ``count`` events are stored, timed from the first batch to the last."""
+    client = redis.Redis.from_url(redis_url)
+    env = dict(
+        os.environ,
+        YAGI_CONFIG=os.devnull,
+        YAGI_AMQP_URL=url,
+        YAGI_REDIS_URL=redis_url,
+        YAGI_REDIS_KEY_PREFIX=prefix,
+        YAGI_REDIS_COMPRESS="true" if compress else "false",
+    )
+    with tempfile.TemporaryFile() as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "yagi_meter", "listen"], env=env, stdout=log, stderr=log
+        )
+        try:
+            cpu_us = _wait_stored(client, prefix, count, child)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    if child.returncode != 0:
+        raise RuntimeError(f"listener exited with {child.returncode}:\n{output[-2000:]}")
+    _check_store(client, prefix, count, output)
+    return Timing(_batch_rate(client, prefix, count), cpu_us)
+
+
+def _wait_stored(client: redis.Redis, prefix: str, count: int, child: subprocess.Popen) -> float:
+    """Wait until ``count`` events are stored; the listener's CPU us per message meanwhile
+    (from /proc, sampled every 20 ms from the first stored batch on)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    first_stored = first_cpu = None
+    while (stored := client.xlen(prefix + "events")) < count:
+        if child.poll() is not None:
+            raise RuntimeError(f"listener died with {child.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"listener stored only {stored} of {count}")
+        if stored and first_stored is None:
+            first_stored, first_cpu = stored, _cpu_seconds(child.pid)
+        time.sleep(0.02)
+    if first_stored is None:  # all in one batch
+        return float("nan")
+    return (_cpu_seconds(child.pid) - first_cpu) / (count - first_stored) * 1e6
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _check_store(client: redis.Redis, prefix: str, count: int, output: str) -> None:
+    stored = client.xlen(prefix + "events")
+    quarantined = int(client.get(prefix + "quarantine:count") or 0)
+    duplicates = int(client.get(prefix + "duplicates") or 0)
+    if stored != count or quarantined or duplicates:
+        raise RuntimeError(
+            f"stored {stored} of {count}, quarantined {quarantined}, duplicates {duplicates}:\n"
+            + output[-2000:]
+        )
+
+
+def _batch_rate(client: redis.Redis, prefix: str, count: int) -> float:
+    """Messages/s between the first and the last batch, from the ms Redis stamped on each."""
+    head = client.xrange(prefix + "events", count=5000)
+    first_ms = int(head[0][1][b"t"])
+    in_first = sum(1 for _, fields in head if int(fields[b"t"]) == first_ms)
+    last_ms = int(client.xrevrange(prefix + "events", count=1)[0][1][b"t"])
+    return (count - in_first) / ((last_ms - first_ms) / 1000)
+
+
+# -- Redis memory ------------------------------------------------------------------
+
+
+def memory_of(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """Bytes Redis uses for the keys under ``prefix`` (exact: SAMPLES 0), by kind of key:
+    events, ids, by_time, indexes (tenant/resource/type zsets and their set), outboxes."""
+    kinds = {"tenant": "indexes", "resource": "indexes", "type": "indexes", "outbox": "outboxes"}
+    usage: dict[str, int] = {}
+    for key in client.scan_iter(match=prefix + "*", count=1000):
+        kind = key.decode()[len(prefix) :].split(":", 1)[0]
+        kind = kinds.get(kind, kind)
+        usage[kind] = usage.get(kind, 0) + (client.memory_usage(key, samples=0) or 0)
+    return usage
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    for key in client.scan_iter(match=prefix + "*", count=1000):
+        client.delete(key)
+
+
+# -- the run -----------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tenants", type=int, default=50)
+    parser.add_argument("--redis-url", default="redis://localhost:6379/14")
+    parser.add_argument("--amqp-host", default="localhost:5672")
+    args = parser.parse_args(argv)
+
+    prefetch = config_module.load(environ={**os.environ, "YAGI_CONFIG": os.devnull}).amqp.prefetch
+    bodies = build_bodies(args.messages, args.tenants)
+    raw = statistics.mean(len(b) for b in bodies)
+    inner = statistics.mean(len(json.loads(b)["oslo.message"]) for b in bodies)
+    client = redis.Redis.from_url(args.redis_url)
+    print(
+        f"{args.messages} messages, mean body {raw:.0f} bytes (notification inside the envelope "
+        f"{inner:.0f}), {args.tenants} tenants, prefetch {prefetch}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+
+    results: dict[str, list[Timing]] = {"bare": [], "listen": [], "listen, no compression": []}
+    memory: dict[str, dict[str, int]] = {}
+    run_id = uuid.uuid4().hex[:8]
+    with vhost(args.amqp_host) as url:
+        for number in range(1, args.rounds + 1):
+            fill(url, bodies)
+            results["bare"].append(bare_consume(url, args.messages, prefetch))
+            for name, compress in (("listen", True), ("listen, no compression", False)):
+                prefix = f"yagibench:{run_id}:{number}:{int(compress)}:"
+                try:
+                    fill(url, bodies)
+                    results[name].append(listen(url, args.redis_url, prefix, args.messages, compress))
+                    memory[name] = memory_of(client, prefix)
+                finally:
+                    delete_prefix(client, prefix)
+            print(
+                f"round {number}: "
+                + ", ".join(
+                    f"{name} {timings[-1].rate:,.0f}/s ({timings[-1].cpu_us:.0f} us CPU/msg)"
+                    for name, timings in results.items()
+                ),
+                flush=True,
+            )
+
+    rate = {name: statistics.median(t.rate for t in timings) for name, timings in results.items()}
+    cpu = {name: statistics.median(t.cpu_us for t in timings) for name, timings in results.items()}
+    ratios = [lst.rate / bare.rate for lst, bare in zip(results["listen"], results["bare"], strict=True)]
+    print(f"\nmedian of {args.rounds} rounds (first message stored or acked to last):")
+    print(f"  {'':<24} {'messages/s':>10}  {'consumer CPU us/msg':>19}")
+    for name in results:
+        print(f"  {name:<24} {rate[name]:>10,.0f}  {cpu[name]:>19.0f}")
+    print(
+        f"  ratio listen/bare        {rate['listen'] / rate['bare']:>10.2f}  "
+        f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
+    print(f"\nRedis memory per event (MEMORY USAGE of every key / {args.messages}):")
+    for name in ("listen", "listen, no compression"):
+        per_event = sum(memory[name].values()) / args.messages
+        parts = ", ".join(
+            f"{kind} {size / args.messages:,.0f}"
+            for kind, size in sorted(memory[name].items(), key=lambda item: -item[1])
+            if size / args.messages >= 1
+        )
+        print(f"  {name:<24} {per_event:>7,.0f} bytes  ({per_event / raw:.2f} x the raw body): {parts}")
+    print(f"  raw body (envelope)      {raw:>7,.0f} bytes; notification alone {inner:,.0f} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
