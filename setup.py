@@ -14,7 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["yagi_meter", "yagi_meter.*", "feeds", "feeds.*"]),
-    package_data={"yagi_meter.store": ["*.lua"]},
+    package_data={"yagi_meter.store": ["*.lua"], "feeds": ["static/*"]},
     install_requires=_lines("requirements.txt"),
     extras_require={"test": _lines("requirements-test.txt")},
     entry_points={"console_scripts": ["yagi-meter = yagi_meter.cli:main"]},

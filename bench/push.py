@@ -55,12 +55,12 @@ from flask import Flask
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from feeds.atom import feed_document  # noqa: E402
+from feeds.atom import entry_bytes  # noqa: E402
 from feeds.hub import init_hub  # noqa: E402
 from tests.servers.subscriber import Subscriber  # noqa: E402
 from yagi_meter import config as config_module  # noqa: E402
 from yagi_meter.ingest import Ingestor, Message  # noqa: E402
-from yagi_meter.push import hub_url  # noqa: E402
+from yagi_meter.push import RenderedEntry, delivery_document, entry_updated, hub_url  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 from yagi_meter.store.subscriptions import Subscriptions  # noqa: E402
 
@@ -262,7 +262,8 @@ def push_round(server: Subscriber, ingestor: Ingestor, message_id: str, subscrib
 def bare_round(server: Subscriber, callbacks: list[str], config, event) -> float:
     """The same POSTs from one thread with one keep-alive requests Session: deliveries/s."""
     topic = f"{config.base_url}/events"
-    document = feed_document([event], config.base_url, topic, "All events", hub_url(config))
+    entry = RenderedEntry(event.seq, entry_updated(event), entry_bytes(event, config.base_url))
+    document = delivery_document([entry], topic, "All events", hub_url(config))
     headers = {
         "Content-Type": "application/atom+xml",
         "Link": f'<{hub_url(config)}>; rel="hub", <{topic}>; rel="self"',

@@ -36,7 +36,7 @@ from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 log = logging.getLogger("yagi_meter")
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
-DAEMONS = ("listen", "push")
+DAEMONS = ("listen", "serve", "push")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
 
     listen = commands.add_parser("listen", help="consume the configured queues, persist, ack")
     listen.set_defaults(func=cmd_listen)
+
+    serve = commands.add_parser("serve", help="the feed server (development server; production: gunicorn)")
+    serve.set_defaults(func=cmd_serve)
 
     push = commands.add_parser("push", help="deliver WebSub content to subscribers")
     push.set_defaults(func=cmd_push)
@@ -147,6 +150,25 @@ def cmd_push(args: argparse.Namespace, config: Config) -> int:
     worker = PushWorker(config, store)
     worker.install_signal_handlers()
     worker.run()
+    return RET_OK
+
+
+# -- serve -----------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    """Werkzeug's threaded server on [feeds] host:port; gunicorn runs feeds.wsgi:app in production."""
+    from werkzeug.serving import run_simple
+
+    from feeds.app import create_app
+
+    store = _start("serve", config)
+    app = create_app(config, store)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(RET_OK))
+    log.info(
+        "serving feeds on http://%s:%d (public URL %s)", config.feeds.host, config.feeds.port, config.base_url
+    )
+    run_simple(config.feeds.host, config.feeds.port, app, threaded=True)
     return RET_OK
 
 

@@ -104,6 +104,26 @@ def _key_prefix(value: str) -> str:
     return value
 
 
+def _tokens(value: str) -> tuple[tuple[str, str | None], ...]:
+    """Token lines as (token, tenant_id) pairs; tenant_id None means admin."""
+    pairs = []
+    for line in value.replace(",", "\n").splitlines():
+        if not line.strip():
+            continue
+        token, sep, role = (part.strip() for part in line.partition("="))
+        if not sep or not token or any(ch.isspace() for ch in token):
+            raise ValueError(f"expected '<token> = admin' or '<token> = tenant:<id>', got {line.strip()!r}")
+        if role == "admin":
+            pairs.append((token, None))
+        elif role.startswith("tenant:") and role[len("tenant:") :].strip():
+            pairs.append((token, role[len("tenant:") :].strip()))
+        else:
+            raise ValueError(f"token role must be admin or tenant:<id>, got {role!r}")
+    if len({token for token, _ in pairs}) != len(pairs):
+        raise ValueError("a token is listed twice")
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Option:
     """One configuration key: where it lives, its default and how to read it."""
@@ -272,6 +292,30 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("feeds", "page_size", "25", _int_at_least(1), "Entries per page when a request gives no limit."),
     Option("feeds", "max_page_size", "1000", _int_at_least(1), "Largest limit a request may ask for."),
+    Option(
+        "feeds",
+        "scan_limit",
+        "10000",
+        _int_at_least(1),
+        "Most index entries one page examines when start, end or event_type filter\n"
+        "it. A page that reaches this before it is full ends early, with fewer\n"
+        "entries and a next/previous link that continues where it stopped.",
+    ),
+    Option(
+        "feeds",
+        "cache_entries",
+        "20000",
+        _int_at_least(0),
+        "Rendered entries each server process keeps in memory (entries never\n"
+        "change); 0 turns the cache off. About 2 KB each.",
+    ),
+    Option(
+        "feeds",
+        "workers",
+        "0",
+        _int_at_least(0),
+        "gunicorn worker processes (conf/gunicorn.conf.py). 0: two per CPU, plus one.",
+    ),
     # [auth]
     Option(
         "auth",
@@ -280,6 +324,47 @@ OPTIONS: tuple[Option, ...] = (
         _choice("none", "token", "keystone"),
         "none: everything is readable; token: [auth] tokens; keystone: X-Auth-Token\n"
         "checked against Keystone.",
+    ),
+    Option(
+        "auth",
+        "tokens",
+        "",
+        _tokens,
+        "For mode token: who each X-Auth-Token is, one per line (or comma separated):\n"
+        "  <token> = admin            reads every feed\n"
+        "  <token> = tenant:<id>      reads the feeds and entries of that tenant only",
+        secret=True,
+    ),
+    Option(
+        "auth",
+        "keystone_url",
+        "",
+        _url("http", "https", allow_empty=True),
+        "For mode keystone: Keystone's v3 endpoint, e.g. http://keystone:5000/v3.",
+    ),
+    Option(
+        "auth", "keystone_user", "", _text, "The feed server's own Keystone user (it checks callers' tokens)."
+    ),
+    Option("auth", "keystone_password", "", _text, "Its password.", secret=True),
+    Option("auth", "keystone_project", "service", _text, "The project it logs in to."),
+    Option("auth", "keystone_user_domain", "Default", _text, "Domain of that user."),
+    Option("auth", "keystone_project_domain", "Default", _text, "Domain of that project."),
+    Option("auth", "keystone_timeout", "5", _float_at_least(0.1), "Seconds before a Keystone call fails."),
+    Option(
+        "auth",
+        "admin_roles",
+        "admin",
+        _list,
+        "For mode keystone: a token with one of these roles reads every feed; any\n"
+        "other token reads only its project's (tenant's) feeds and entries.",
+    ),
+    Option(
+        "auth",
+        "cache_seconds",
+        "60",
+        _float_at_least(0),
+        "How long a token's validation is reused before Keystone is asked again\n"
+        "(never past the token's expiry). A revoked token keeps working this long.",
     ),
     # [hub]
     Option(
@@ -430,8 +515,12 @@ class Config:
         parts = []
         for option in OPTIONS:
             value = self._values[(option.section, option.key)]
-            if option.secret:
+            if option.secret and isinstance(value, tuple):
+                value = f"<{len(value)} hidden>"
+            elif option.secret and "://" in str(value):
                 value = mask_secret(str(value))
+            elif option.secret:
+                value = "***" if value else ""
             elif isinstance(value, tuple):
                 value = ",".join(str(v) for v in value)
             parts.append(f"{option.section}.{option.key}={value}")
@@ -523,6 +612,12 @@ def _read_environ(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
 def _check_together(config: Config) -> None:
     if config.get("feeds", "page_size") > config.get("feeds", "max_page_size"):
         raise ConfigError("[feeds] page_size: larger than max_page_size")
+    if config.get("auth", "mode") == "token" and not config.get("auth", "tokens"):
+        raise ConfigError("[auth] tokens: mode token needs at least one token")
+    if config.get("auth", "mode") == "keystone":
+        for key in ("keystone_url", "keystone_user", "keystone_password"):
+            if not config.get("auth", key):
+                raise ConfigError(f"[auth] {key}: mode keystone needs it")
     if not config.get("amqp", "exchanges"):
         raise ConfigError("[amqp] exchanges: at least one exchange is needed")
     if not config.get("amqp", "topics") or not config.get("amqp", "priorities"):

@@ -20,13 +20,15 @@ import signal
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from feeds.atom import entry_bytes, entry_updated, feed_of_entries
+from feeds.atom import FeedMeta, Link, entry_bytes, feed_document
 from yagi_meter.config import Config
 from yagi_meter.errors import StoreError
+from yagi_meter.notification import Event
 from yagi_meter.store import Store
 from yagi_meter.store.outbox import Outbox
 from yagi_meter.store.subscriptions import (
@@ -74,6 +76,22 @@ class RenderedEntry:
     seq: int
     updated: datetime
     xml: bytes
+
+
+def entry_updated(event: Event) -> datetime:
+    """An entry's ``updated`` (as feeds.atom writes it): when it entered the archive."""
+    return max(event.timestamp, event.ingested_at or event.timestamp)
+
+
+def delivery_document(entries: Sequence[RenderedEntry], topic_url: str, title: str, hub: str) -> bytes:
+    """The Atom feed document POSTed to a subscriber: exactly ``entries`` (WebSub 7)."""
+    meta = FeedMeta(
+        feed_id=topic_url,
+        title=title,
+        updated=max(e.updated for e in entries),
+        links=(Link("self", topic_url), Link("hub", hub)),
+    )
+    return feed_document(meta, (e.xml for e in entries))
 
 
 class EntryCache:
@@ -302,12 +320,8 @@ class PushWorker:
         if not entries:  # nothing queued, or only events retention removed
             self.subscriptions.settle(subscription_id, OK, seqs)
             return
-        body = feed_of_entries(
-            [e.xml for e in entries],
-            self._topic_url(subscription),
-            self._title(subscription),
-            max(e.updated for e in entries),
-            self.hub_url,
+        body = delivery_document(
+            entries, self._topic_url(subscription), self._title(subscription), self.hub_url
         )
         reply = self.peers.deliver(subscription.callback, body, self._headers(subscription, body))
         if reply.ok:

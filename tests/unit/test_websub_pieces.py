@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 
-from feeds.atom import ATOM_NS, feed_document
+from feeds.atom import ATOM_NS, entry_bytes
 from yagi_meter.errors import CallbackRefused
-from yagi_meter.notification import parse
-from yagi_meter.push import backoff, signature
+from yagi_meter.notification import format_timestamp, parse
+from yagi_meter.push import RenderedEntry, backoff, delivery_document, entry_updated, signature
 from yagi_meter.topics import ALL, EVENT_TYPE, RESOURCE, TENANT, Topic, parse_topic, topics_of
 from yagi_meter.websub import check_callback, with_query
 
@@ -126,9 +126,10 @@ def test_public_address_callback_is_allowed():
     check_callback("https://8.8.8.8/cb", ())
 
 
-def test_feed_document_holds_exactly_the_given_entries_and_its_links():
+def test_a_delivery_is_a_feed_document_of_exactly_its_entries_with_hub_and_self():
     events = [event("t1"), event("t1")]
-    body = feed_document(events, BASE, f"{BASE}/tenants/t1/events", "Events of t1", f"{BASE}/hub")
+    entries = [RenderedEntry(i, entry_updated(e), entry_bytes(e, BASE)) for i, e in enumerate(events)]
+    body = delivery_document(entries, f"{BASE}/tenants/t1/events", "Events of t1", f"{BASE}/hub")
     feed = etree.fromstring(body)
     ns = {"a": ATOM_NS}
     assert feed.findtext("a:id", namespaces=ns) == f"{BASE}/tenants/t1/events"
@@ -137,7 +138,7 @@ def test_feed_document_holds_exactly_the_given_entries_and_its_links():
     ]
     links = {link.get("rel"): link.get("href") for link in feed.findall("a:link", ns)}
     assert links == {"self": f"{BASE}/tenants/t1/events", "hub": f"{BASE}/hub"}
-    assert feed.findtext("a:updated", namespaces=ns)
+    assert feed.findtext("a:updated", namespaces=ns) == format_timestamp(max(e.updated for e in entries))
 
 
 def test_hub_options_are_checked_together():

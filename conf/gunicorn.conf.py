@@ -1,0 +1,43 @@
+"""gunicorn settings for the feed server: ``gunicorn -c conf/gunicorn.conf.py feeds.wsgi:app``.
+
+Reads the same configuration as the CLI ($YAGI_CONFIG or ./yagi.conf or
+/etc/yagi/yagi.conf, and YAGI_<SECTION>_<KEY> variables): bind from [feeds]
+host and port, workers from [feeds] workers.  GUNICORN_* variables and
+command-line flags still win, as gunicorn always allows.
+"""
+
+import multiprocessing
+import os
+
+from yagi_meter import config as _config
+
+_settings = _config.load()
+
+bind = os.environ.get("GUNICORN_BIND", f"{_settings.feeds.host}:{_settings.feeds.port}")
+# Feed requests are short and mostly waiting on Redis or the client: sync
+# workers, two per CPU plus one, unless [feeds] workers says otherwise.
+workers = _settings.feeds.workers or multiprocessing.cpu_count() * 2 + 1
+worker_class = "sync"
+# A deep 1000-entry page is rendered well under a second; 30 s means stuck.
+timeout = 30
+graceful_timeout = 20
+# Behind a load balancer that keeps connections open between polls.
+keepalive = 5
+# Recycle workers now and then, jittered so they do not all restart at once.
+max_requests = 10000
+max_requests_jitter = 1000
+# Load the app before forking: a bad configuration fails once, at start.
+preload_app = True
+# Access log on stdout (journald / container logs), with the request time in µs.
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus "%(a)s"'
+errorlog = "-"
+loglevel = _settings.logging.level
+# The app's own warnings and errors (yagi_meter.*, feeds.*) reach standard
+# error through Python's last-resort handler; for one format everywhere pass
+# gunicorn --log-config a file that also names gunicorn.error/gunicorn.access.
+# Trust X-Forwarded-* only from the local proxy.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+proc_name = "yagi-meter-feeds"
+
+# No post_fork hook is needed: redis-py notices the fork and opens new connections.

@@ -1,0 +1,156 @@
+"""Feed paging as Atom Hopper does it, on the ingest sequence.
+
+A feed lists entries newest first.  Without a marker a request gets the head
+page (the newest ``limit`` entries).  ``marker`` is an entry id
+(``urn:uuid:<message_id>`` or the bare message_id) and ``direction`` says
+which side of it: ``forward`` gives the ``limit`` entries ingested right after
+the marker (newer), ``backward`` the ``limit`` entries right before it (older);
+the marker itself is never included, so following links never doubles an
+entry.  ``marker=last`` is the oldest page.  Links (RFC 5005 names, as Atom
+Hopper uses them): ``current`` the head, ``self`` this page, ``previous``
+newer entries (forward from this page's newest), ``next`` older entries
+(backward from this page's oldest; absent on the oldest page), ``last`` the
+oldest page, ``hub`` the WebSub hub.
+
+A poller follows ``previous`` links forever: an empty or short forward page
+links to itself or its newest entry, and sees every entry exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import BadRequest
+
+from feeds.atom import Link
+from yagi_meter.store.pages import BACKWARD, FORWARD, HEAD, LAST, Page, PageQuery
+
+ENTRY_ID_PREFIX = "urn:uuid:"
+_PARAMS = ("limit", "marker", "direction", "start", "end", "event_type")
+MAX_MARKER_LENGTH = 300
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """A feed request's validated parameters."""
+
+    query: PageQuery
+    start: str = ""  # as given, for links
+    end: str = ""
+
+    def filters(self) -> dict[str, str]:
+        params = {"start": self.start, "end": self.end, "event_type": self.query.event_type}
+        return {name: value for name, value in params.items() if value}
+
+
+def parse_request(args: MultiDict, page_size: int, max_page_size: int, scan_limit: int) -> FeedRequest:
+    """Validate the query string; raise BadRequest with a one-line reason."""
+    for name in args:
+        if name not in _PARAMS:
+            raise BadRequest(f"unknown parameter {name!r} (known: {', '.join(_PARAMS)})")
+    limit = _limit(args.get("limit"), page_size, max_page_size)
+    direction, marker = _position(args.get("marker", ""), args.get("direction", ""))
+    start_text, end_text = args.get("start", ""), args.get("end", "")
+    start = _instant("start", start_text)
+    end = _instant("end", end_text)
+    if start is not None and end is not None and start >= end:
+        raise BadRequest("start must be before end")
+    event_type = args.get("event_type", "").strip()
+    if len(event_type) > 255:
+        raise BadRequest("event_type is longer than 255 characters")
+    query = PageQuery(
+        direction=direction,
+        marker=marker,
+        limit=limit,
+        budget=scan_limit,
+        start_ms=start,
+        end_ms=end,
+        event_type=event_type,
+    )
+    return FeedRequest(query, start_text, end_text)
+
+
+def _limit(text: str | None, page_size: int, max_page_size: int) -> int:
+    if text is None:
+        return page_size
+    if not text.isdigit() or len(text) > 9:
+        raise BadRequest(f"limit must be a whole number from 1 to {max_page_size}")
+    limit = int(text)
+    if not 1 <= limit <= max_page_size:
+        raise BadRequest(f"limit must be from 1 to {max_page_size}, got {limit}")
+    return limit
+
+
+def _position(marker: str, direction: str) -> tuple[str, str]:
+    marker = marker.strip()
+    if direction not in ("", FORWARD, BACKWARD):
+        raise BadRequest("direction must be forward or backward")
+    if marker == "last":
+        if direction == FORWARD:
+            raise BadRequest("marker=last goes with direction=backward")
+        return LAST, ""
+    if not marker:
+        if direction:
+            raise BadRequest("direction needs a marker")
+        return HEAD, ""
+    if len(marker) > MAX_MARKER_LENGTH:
+        raise BadRequest("marker is too long to be an entry id")
+    if marker.startswith(ENTRY_ID_PREFIX):
+        marker = marker[len(ENTRY_ID_PREFIX) :]
+    return direction or FORWARD, marker
+
+
+def _instant(name: str, text: str) -> int | None:
+    """An ISO 8601 date or date-time as epoch ms; naive means UTC."""
+    if not text:
+        return None
+    # A '+' of "+01:00" arrives as a space when the client did not escape it.
+    text = re.sub(r" (\d\d:?\d\d)$", r"+\1", text.strip())
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name} is not an ISO 8601 date: {text[:60]!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def feed_links(url: str, request: FeedRequest, page: Page, hub: str) -> tuple[Link, ...]:
+    """self, current, previous, next, last and hub links of a page (see module doc)."""
+    query = request.query
+    filters = request.filters()
+
+    def at(marker: str | None, direction: str | None) -> str:
+        params = {}
+        if marker is not None:
+            params["marker"] = marker if marker == "last" else ENTRY_ID_PREFIX + marker
+        params["limit"] = str(query.limit)
+        if direction:
+            params["direction"] = direction
+        params.update(filters)
+        return f"{url}?{urlencode(params)}"
+
+    if query.direction == HEAD:
+        self_href = at(None, None)
+    elif query.direction == LAST:
+        self_href = at("last", BACKWARD)
+    else:
+        self_href = at(query.marker, query.direction)
+    links = [Link("self", self_href), Link("current", at(None, None))]
+    ascending = query.direction in (FORWARD, LAST)
+    newest = page.last_id if ascending else page.first_id
+    oldest = page.first_id if ascending else page.last_id
+    # previous: newer entries, from the newest examined (or the marker when none).
+    if newest or query.marker:
+        links.append(Link("previous", at(newest or query.marker, FORWARD)))
+    # next: older entries, unless this page went down to the oldest.
+    more_older = query.direction == FORWARD or not page.reached_end
+    if query.direction != LAST and more_older and (oldest or query.marker):
+        links.append(Link("next", at(oldest or query.marker, BACKWARD)))
+    links.append(Link("last", at("last", BACKWARD)))
+    links.append(Link("hub", hub))
+    return tuple(links)

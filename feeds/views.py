@@ -1,0 +1,268 @@
+"""The feed routes: who may read, which index, then one shared way to answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.http import http_date, quote_etag
+
+from feeds import atom, browser
+from feeds.auth import TOKEN_HEADER, Authenticator, Principal, require_admin, require_tenant
+from feeds.caching import RenderCache, etag_for, last_modified, not_modified
+from feeds.paging import ENTRY_ID_PREFIX, FeedRequest, feed_links, parse_request
+from yagi_meter.config import Config
+from yagi_meter.notification import Event
+from yagi_meter.store import Store
+from yagi_meter.store.pages import (
+    FeedIndex,
+    FeedState,
+    Page,
+    PageQuery,
+    Pages,
+    StoredEvent,
+    UnknownMarker,
+    ms_to_datetime,
+)
+
+bp = Blueprint("feeds", __name__)
+
+STYLESHEET_PATH = "/static/atom.xsl"
+
+
+@dataclass
+class FeedServer:
+    """What the views share, built once by create_app."""
+
+    config: Config
+    store: Store
+    pages: Pages
+    authenticate: Authenticator
+    pages_cache: RenderCache  # whole pages by path, query and representation
+    entries_cache: RenderCache  # entry elements by seq
+
+    def __post_init__(self) -> None:
+        self.base_url = self.config.base_url
+        self.hub = self.config.hub.external_url or f"{self.base_url}/hub"
+        self.stylesheet = self.base_url + STYLESHEET_PATH
+
+
+def server() -> FeedServer:
+    return current_app.extensions["yagi_meter"]
+
+
+def principal() -> Principal:
+    return server().authenticate(request.headers.get(TOKEN_HEADER))
+
+
+# -- routes ------------------------------------------------------------------
+
+
+@bp.get("/events")
+def all_events() -> Response:
+    require_admin(principal())
+    feed = parse()
+    pages = server().pages
+    index = pages.everything()
+    event_type = feed.query.event_type
+    if event_type and "*" not in event_type:
+        # An exact type has its own index: read that instead of filtering.
+        index = pages.event_type(event_type, strict=False)
+        return answer_feed(index, feed, "/events", "all events", read=replace(feed.query, event_type=""))
+    return answer_feed(index, feed, "/events", "all events")
+
+
+@bp.get("/tenants/<tenant_id>/events")
+def tenant_events(tenant_id: str) -> Response:
+    caller = principal()
+    require_tenant(caller, tenant_id)
+    path = f"/tenants/{quote(tenant_id, safe='')}/events"
+    index = server().pages.tenant(tenant_id)
+    own = caller.tenant_id == tenant_id
+    return answer_feed(index, parse(), path, f"events of tenant {tenant_id}", known=own, what="tenant")
+
+
+@bp.get("/tenants/<tenant_id>/resources/<resource_id>/events")
+def resource_events(tenant_id: str, resource_id: str) -> Response:
+    require_tenant(principal(), tenant_id)
+    path = f"/tenants/{quote(tenant_id, safe='')}/resources/{quote(resource_id, safe='')}/events"
+    index = server().pages.resource(tenant_id, resource_id)
+    title = f"events of resource {resource_id} of tenant {tenant_id}"
+    return answer_feed(index, parse(), path, title, what="resource")
+
+
+@bp.get("/event_types/<event_type>/events")
+def type_events(event_type: str) -> Response:
+    require_admin(principal())
+    path = f"/event_types/{quote(event_type, safe='')}/events"
+    index = server().pages.event_type(event_type)
+    return answer_feed(index, parse(), path, f"{event_type} events", what="event type")
+
+
+@bp.get("/events/<path:message_id>")
+def one_event(message_id: str) -> Response:
+    caller = principal()
+    if message_id.startswith(ENTRY_ID_PREFIX):
+        message_id = message_id[len(ENTRY_ID_PREFIX) :]
+    srv = server()
+    version = srv.pages.entry_version(message_id)
+    found = srv.store.events.get_many([version[0]]) if version else []
+    event = found[0] if found else None
+    # Another tenant's event is answered exactly like a missing one.
+    if event is None or not caller.may_read_tenant(event.tenant_id):
+        raise NotFound(f"no event {message_id}")
+    etag = etag_for("entry", srv.base_url, event.seq, version[1], html_wanted())
+    changed_ms = int(event.ingested_at.timestamp() * 1000) if event.ingested_at else 0
+    # An entry never changes: its second is over for good once it is stored.
+    headers = validators(etag, last_modified(changed_ms, changed_ms + 1000))
+    if not_modified(request, etag, changed_ms):
+        return Response(status=304, headers=headers)
+    body = atom.entry_document(event, srv.base_url, stylesheet=srv.stylesheet)
+    return represent(body, atom.ENTRY_TYPE, headers)
+
+
+# -- one way to answer a feed ----------------------------------------------------
+
+
+def parse() -> FeedRequest:
+    feeds = server().config.feeds
+    return parse_request(request.args, feeds.page_size, feeds.max_page_size, feeds.scan_limit)
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    """A rendered page and the feed state it was rendered from."""
+
+    newest: int
+    oldest: int
+    etag: str
+    body: bytes
+
+
+def answer_feed(
+    index: FeedIndex,
+    feed: FeedRequest,
+    path: str,
+    title: str,
+    *,
+    known: bool = False,
+    what: str = "",
+    read: PageQuery | None = None,
+) -> Response:
+    """304, the cached rendering, or a freshly read and rendered page, with its headers.
+
+    One Redis call in the usual cases: a conditional request asks for the
+    feed's state only (enough for a 304); any other asks for the state and
+    the page together, telling Redis which state it has rendered already.
+    ``known``: answer an empty feed rather than 404 when the index is empty
+    (a tenant's own feed before its first event).  ``read``: the query run
+    against ``index`` when it differs from the one the links repeat.
+    """
+    srv = server()
+    query = read or feed.query
+    html = html_wanted()
+    key = (path, request.query_string, html)
+    cached = srv.pages_cache.get(key)
+    conditional = bool(request.if_none_match or request.if_modified_since)
+    page = None
+    if conditional:
+        state = srv.pages.state(index)
+    else:
+        state, page = read_page(srv, index, query, cached)
+    if state.empty and what and not known:
+        raise NotFound(f"unknown {what}: no events")
+    if state.empty and query.marker:
+        raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed")
+    etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
+    headers = feed_headers(srv, path, etag, state)
+    if conditional and not_modified(request, etag, state.newest_ingested_ms):
+        return Response(status=304, headers=headers)
+    if cached is not None and cached.etag == etag:
+        body = cached.body
+    else:
+        if page is None:  # a conditional request that did not match
+            state, page = read_page(srv, index, query, None)
+            etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
+            headers = feed_headers(srv, path, etag, state)
+        body = render_page(srv, page, feed, srv.base_url + path, title, state)
+        if html:
+            body = browser.to_html(body)
+        srv.pages_cache.put(key, CachedPage(state.newest, state.oldest, etag, body))
+    content_type = "text/html; charset=utf-8" if html else atom.FEED_TYPE
+    return Response(body, 200, headers, content_type=content_type)
+
+
+def read_page(
+    srv: FeedServer, index: FeedIndex, query: PageQuery, cached: CachedPage | None
+) -> tuple[FeedState, Page | None]:
+    known = (cached.newest, cached.oldest) if cached is not None else None
+    try:
+        return srv.pages.read(index, query, known)
+    except UnknownMarker:
+        raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed") from None
+
+
+def feed_headers(srv: FeedServer, path: str, etag: str, state: FeedState) -> list[tuple[str, str]]:
+    self_link = srv.base_url + path + ("?" + request.query_string.decode() if request.query_string else "")
+    headers = validators(etag, last_modified(state.newest_ingested_ms, state.now_ms))
+    headers.append(("Link", f'<{srv.hub}>; rel="hub", <{self_link}>; rel="self"'))
+    return headers
+
+
+def render_page(
+    srv: FeedServer, page: Page, feed: FeedRequest, url: str, title: str, state: FeedState
+) -> bytes:
+    stored = page.events
+    if feed.query.direction in ("forward", "last"):
+        stored = list(reversed(stored))  # a feed lists newest first
+    entries = [entry_bytes(srv, item) for item in stored]
+    updated = max([ms_to_datetime(state.newest_ingested_ms or 0)] + [when for _, when in entries])
+    meta = atom.FeedMeta(
+        feed_id=url,
+        title=f"yagi-meter: {title}",
+        updated=updated,
+        links=feed_links(url, feed, page, srv.hub),
+        stylesheet=srv.stylesheet,
+    )
+    return atom.feed_document(meta, (body for body, _ in entries))
+
+
+def entry_bytes(srv: FeedServer, stored: StoredEvent) -> tuple[bytes, datetime]:
+    """An entry's rendering and its atom:updated, from the cache when there (entries never change)."""
+    key = (stored.seq, srv.base_url)
+    cached = srv.entries_cache.get(key)
+    if cached is None:
+        event = stored.decode()
+        cached = (atom.entry_bytes(event, srv.base_url), _updated(event))
+        srv.entries_cache.put(key, cached)
+    return cached
+
+
+def _updated(event: Event) -> datetime:
+    return max(event.timestamp, event.ingested_at or event.timestamp)
+
+
+def html_wanted() -> bool:
+    """A browser (text/html preferred over Atom) gets the page as HTML."""
+    accept = request.accept_mimetypes
+    return accept.best_match([atom.FEED_TYPE, "application/xml", "text/html"]) == "text/html"
+
+
+def validators(etag: str, modified: datetime | None) -> list[tuple[str, str]]:
+    headers = [("ETag", quote_etag(etag)), ("Vary", f"Accept, {TOKEN_HEADER}")]
+    if modified is not None:
+        headers.append(("Last-Modified", http_date(modified)))
+    if server().config.auth.mode != "none":
+        headers.append(("Cache-Control", "private, no-cache"))
+    else:
+        headers.append(("Cache-Control", "no-cache"))
+    return headers
+
+
+def represent(body: bytes, content_type: str, headers: list[tuple[str, str]]) -> Response:
+    if html_wanted():
+        return Response(browser.to_html(body), 200, headers, content_type="text/html; charset=utf-8")
+    return Response(body, 200, headers, content_type=content_type)

@@ -1,0 +1,221 @@
+-- Read one page of a feed in one atomic step: the feed's state, then (unless
+-- the caller already has this state rendered) resolve the marker, scan the
+-- feed's index in sequence order, filter, and return the matching events.
+--
+-- KEYS[1]: the feed's index: a zset (member = score = seq) or the events stream
+-- KEYS[2]: events stream, KEYS[3]: ids hash, KEYS[4]: by_time zset
+-- ARGV[1]: "zset" or "stream" (what KEYS[1] is)
+-- ARGV[2]: "head" (newest first), "last" (oldest first), "forward" (after the
+--          marker, oldest first), "backward" (before the marker, newest
+--          first), or "state" (the state only)
+-- ARGV[3]: marker message_id ("" for head and last)
+-- ARGV[4]: limit, ARGV[5]: budget (most index entries examined)
+-- ARGV[6], ARGV[7]: notification time window in ms, start inclusive, end
+--          exclusive ("" for none)
+-- ARGV[8]: event type, exact ("" for none); ARGV[9]: the same as a Lua
+--          pattern when it had a '*' ("" for none)
+-- ARGV[10]: "1" when the marker must be an entry of this index (tenant
+--          feeds: a marker from elsewhere must not tell that it exists)
+-- ARGV[11], ARGV[12]: newest and oldest seq of a rendering the caller holds
+--          ("" for none): when the feed is still there, no page is read
+--
+-- Returns {status, newest, oldest, newest ingest ms, now ms, ...}: the
+-- feed's state (0s when empty) and Redis' clock, then for status 0 (a page)
+-- {reached_end, first_seq, first_id, last_seq, last_id, n, seq, ingest ms,
+-- body, ...}; status 1: unknown marker; status 2: state only (asked for,
+-- unchanged since the caller's rendering, or an empty feed).
+-- first/last: the first and last entry examined (0 and "" when none);
+-- reached_end 1 when the scan ran off the end of the index.
+-- Running as one script means a reader sees every index as of one instant:
+-- seqs are given out inside ingest.lua, so no later seq is ever visible
+-- before an earlier one and a forward reader never skips.
+
+local index, events, ids, by_time = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local kind, direction, marker = ARGV[1], ARGV[2], ARGV[3]
+local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+local start_ms, end_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local exact_type, type_pattern = ARGV[8], ARGV[9]
+
+-- The value of one field of a stream entry ({name, value, name, value, ...}):
+-- a scan of four pairs, cheaper than building a table per entry.
+local function field(flat, name)
+  for i = 1, #flat, 2 do
+    if flat[i] == name then
+      return flat[i + 1]
+    end
+  end
+  return nil
+end
+
+-- The feed's state: newest and oldest seq, the newest's ingest time, the clock.
+local now = redis.call("TIME")
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local newest, oldest_entry
+if kind == "stream" then
+  local last = redis.call("XREVRANGE", events, "+", "-", "COUNT", 1)[1]
+  local first = redis.call("XRANGE", events, "-", "+", "COUNT", 1)[1]
+  newest = last and tonumber(string.sub(last[1], 1, -3))
+  oldest_entry = first and tonumber(string.sub(first[1], 1, -3))
+else
+  newest = tonumber(redis.call("ZREVRANGE", index, 0, 0)[1])
+  oldest_entry = tonumber(redis.call("ZRANGE", index, 0, 0)[1])
+end
+local ingested = 0
+if newest then
+  local entry = redis.call("XRANGE", events, newest .. "-0", newest .. "-0")[1]
+  ingested = entry and tonumber(field(entry[2], "t")) or 0
+end
+local state = {newest or 0, oldest_entry or 0, ingested, now_ms}
+local function reply_with(status, rest)
+  local reply = {status, state[1], state[2], state[3], state[4]}
+  for _, value in ipairs(rest or {}) do
+    reply[#reply + 1] = value
+  end
+  return reply
+end
+if direction == "state" or not newest then
+  return reply_with(2)
+end
+if ARGV[11] == tostring(state[1]) and ARGV[12] == tostring(state[2]) then
+  return reply_with(2)
+end
+
+local from
+if direction == "forward" or direction == "backward" then
+  local known = redis.call("HGET", ids, marker)
+  if not known then
+    return reply_with(1)
+  end
+  from = tonumber(string.sub(known, 1, string.find(known, " ", 1, true) - 1))
+  if ARGV[10] == "1" and kind == "zset" and not redis.call("ZSCORE", index, from) then
+    return reply_with(1)
+  end
+end
+local ascending = direction == "forward" or direction == "last"
+
+-- Stream entries already read while scanning the global feed, by seq.
+local read = {}
+
+local function oldest_in_stream()
+  return state[2]
+end
+
+-- The next chunk of the index after position `after` (nil: from the end).
+local function chunk(after, count)
+  if kind == "stream" then
+    local entries
+    if ascending then
+      entries = redis.call("XRANGE", events, after and ("(" .. after .. "-0") or "-", "+", "COUNT", count)
+    else
+      -- Redis walks the whole stream when XREVRANGE starts below its first
+      -- entry: answer that case without asking.
+      if after and after <= oldest_in_stream() then
+        return {}
+      end
+      entries = redis.call("XREVRANGE", events, after and ("(" .. after .. "-0") or "+", "-", "COUNT", count)
+    end
+    local seqs = {}
+    for i, entry in ipairs(entries) do
+      seqs[i] = tonumber(string.sub(entry[1], 1, -3))
+      read[seqs[i]] = entry[2]
+    end
+    return seqs
+  end
+  local seqs
+  if ascending then
+    seqs = redis.call("ZRANGEBYSCORE", index, after and ("(" .. after) or "-inf", "+inf", "LIMIT", 0, count)
+  else
+    seqs = redis.call("ZREVRANGEBYSCORE", index, after and ("(" .. after) or "+inf", "-inf", "LIMIT", 0, count)
+  end
+  for i, seq in ipairs(seqs) do
+    seqs[i] = tonumber(seq)
+  end
+  return seqs
+end
+
+local function fields_of(seq)
+  if read[seq] then
+    return read[seq]
+  end
+  local entry = redis.call("XRANGE", events, seq .. "-0", seq .. "-0")[1]
+  return entry and entry[2]
+end
+
+local function in_window(seq)
+  if not start_ms and not end_ms then
+    return true
+  end
+  local ts = tonumber(redis.call("ZSCORE", by_time, seq))
+  if not ts then
+    return false
+  end
+  return (not start_ms or ts >= start_ms) and (not end_ms or ts < end_ms)
+end
+
+local function type_matches(event_type)
+  if exact_type ~= "" then
+    return event_type == exact_type
+  end
+  if type_pattern ~= "" then
+    return string.match(event_type, type_pattern) ~= nil
+  end
+  return true
+end
+
+local found = {}
+local n, scanned = 0, 0
+local first_seq, last_seq = nil, nil
+local reached_end = 0
+local after = from
+local filtered = start_ms or end_ms or exact_type ~= "" or type_pattern ~= ""
+while n < limit and scanned < budget do
+  local want = limit - n
+  if filtered then
+    want = math.min(budget - scanned, math.max(want * 4, 100))
+  end
+  local seqs = chunk(after, want)
+  local stopped = false
+  for _, seq in ipairs(seqs) do
+    scanned = scanned + 1
+    first_seq = first_seq or seq
+    last_seq = seq
+    after = seq
+    if in_window(seq) then
+      local fields = fields_of(seq)
+      if fields and type_matches(field(fields, "e")) then
+        n = n + 1
+        found[#found + 1] = seq
+        found[#found + 1] = field(fields, "t")
+        found[#found + 1] = field(fields, "d")
+        if n == limit then
+          stopped = true
+          break
+        end
+      end
+    end
+  end
+  if #seqs < want and not stopped then
+    reached_end = 1
+  end
+  if #seqs < want or stopped then
+    break
+  end
+end
+-- A full page may end exactly at the end of the index: look one further.
+if reached_end == 0 and #chunk(after, 1) == 0 then
+  reached_end = 1
+end
+
+local function id_of(seq)
+  if not seq then
+    return ""
+  end
+  local fields = fields_of(seq)
+  return fields and field(fields, "m") or ""
+end
+
+local reply = reply_with(0, {reached_end, first_seq or 0, id_of(first_seq), last_seq or 0, id_of(last_seq), n})
+for _, value in ipairs(found) do
+  reply[#reply + 1] = value
+end
+return reply

@@ -1,0 +1,200 @@
+"""Reading feeds: one page of an index in ingest-sequence order, and its state.
+
+A feed is an index (a tenant, resource or event-type zset, or the events
+stream for the global feed).  A page is read in one Lua call (page.lua), so
+it reflects one instant of the store, together with the feed's state (newest
+and oldest seq), which is all an ETag needs: the state alone is a cheaper
+call, and a caller holding a rendering of the current state gets no page.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+
+import redis
+
+from yagi_meter.errors import StoreError
+from yagi_meter.notification import Event
+from yagi_meter.store import codec
+from yagi_meter.store.keys import Keys
+
+HEAD, LAST, FORWARD, BACKWARD = "head", "last", "forward", "backward"
+DIRECTIONS = (HEAD, LAST, FORWARD, BACKWARD)
+STATE = "state"  # no page: the feed's state only
+
+
+class UnknownMarker(StoreError):
+    """The marker is not an entry of this feed (never was, or expired)."""
+
+
+@dataclass(frozen=True)
+class FeedIndex:
+    """Where a feed's entries are listed: a zset of seqs, or the events stream."""
+
+    key: str
+    kind: str  # "zset" or "stream"
+    strict: bool = True  # a marker must be an entry of this index
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """Newest and oldest seq of a feed (0 when empty), newest's ingest time, Redis' clock."""
+
+    newest: int
+    oldest: int
+    newest_ingested_ms: int
+    now_ms: int
+
+    @property
+    def empty(self) -> bool:
+        return self.newest == 0
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """What to read: direction from a marker, how many, and the filters."""
+
+    direction: str = HEAD
+    marker: str = ""  # message_id, for forward and backward
+    limit: int = 25
+    budget: int = 10_000  # most index entries examined for one page
+    start_ms: int | None = None
+    end_ms: int | None = None
+    event_type: str = ""  # exact, or a pattern with '*'
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as read, not yet decoded: a caller with the rendering cached skips decoding."""
+
+    seq: int
+    ingested_ms: int
+    body: bytes
+
+    def decode(self) -> Event:
+        return codec.decode(self.body, self.seq, self.ingested_ms)
+
+
+@dataclass(frozen=True)
+class Page:
+    """The events of one page in scan order, and the bounds of what was examined.
+
+    ``first_id``/``last_id``: message_ids of the first and last index entries
+    examined (empty when none): the positions the paging links continue from.
+    ``reached_end``: the scan ran off the end of the index in its direction.
+    """
+
+    events: list[StoredEvent]
+    first_id: str
+    last_id: str
+    reached_end: bool
+
+
+def type_pattern(pattern: str) -> str:
+    """A ``*`` glob as an anchored Lua pattern (every other character literal)."""
+    parts = [re.sub(r"([^A-Za-z0-9])", r"%\1", part) for part in pattern.split("*")]
+    return "^" + ".*".join(parts) + "$"
+
+
+class Pages:
+    """Every read of a feed's index goes through here."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        script = resources.files("yagi_meter.store")
+        self._page = client.register_script(script.joinpath("page.lua").read_text())
+
+    # -- which index -------------------------------------------------------
+
+    def everything(self) -> FeedIndex:
+        return FeedIndex(self.keys.events, "stream")
+
+    def tenant(self, tenant_id: str) -> FeedIndex:
+        return FeedIndex(self.keys.tenant(tenant_id), "zset")
+
+    def resource(self, tenant_id: str, resource_id: str) -> FeedIndex:
+        return FeedIndex(self.keys.resource(tenant_id, resource_id), "zset")
+
+    def event_type(self, event_type: str, strict: bool = True) -> FeedIndex:
+        """``strict=False``: any entry id is a valid marker (the global feed, narrowed)."""
+        return FeedIndex(self.keys.event_type(event_type), "zset", strict)
+
+    # -- reading -----------------------------------------------------------
+
+    def state(self, index: FeedIndex) -> FeedState:
+        """The feed's newest and oldest seq; one cheap call, no event is read."""
+        return self.read(index, PageQuery(direction=STATE))[0]
+
+    def read(
+        self, index: FeedIndex, query: PageQuery, known: tuple[int, int] | None = None
+    ) -> tuple[FeedState, Page | None]:
+        """The feed's state and one page of it, in one call.
+
+        ``known``: (newest, oldest) of a rendering the caller holds; while the
+        feed still has them, no page is read and None comes back instead.
+        Raises UnknownMarker when the marker is not an entry of this feed.
+        """
+        if query.direction not in (*DIRECTIONS, STATE):
+            raise ValueError(f"no direction {query.direction!r}")
+        exact, pattern = query.event_type, ""
+        if "*" in exact:
+            exact, pattern = "", type_pattern(exact)
+        k = self.keys
+        args = [
+            index.kind,
+            query.direction,
+            query.marker,
+            query.limit,
+            max(query.budget, query.limit),
+            "" if query.start_ms is None else query.start_ms,
+            "" if query.end_ms is None else query.end_ms,
+            exact,
+            pattern,
+            "1" if index.strict else "0",
+            "" if known is None else known[0],
+            "" if known is None else known[1],
+        ]
+        try:
+            reply = self._page(keys=[index.key, k.events, k.ids, k.by_time], args=args)
+        except redis.RedisError as e:
+            raise StoreError(f"reading a page failed: {e}") from None
+        status, newest, oldest, ingested, now = reply[:5]
+        state = FeedState(int(newest), int(oldest), int(ingested), int(now))
+        if status == 1:
+            raise UnknownMarker(f"unknown marker {query.marker!r}")
+        if status == 2:
+            # An empty feed has no page to skip, and no entry a marker could
+            # name: the caller decides between 404 and an unknown marker.
+            if state.empty and query.direction != STATE:
+                return state, Page([], "", "", reached_end=True)
+            return state, None
+        reached_end, _, first_id, _, last_id, count = reply[5:11]
+        events = []
+        rest = reply[11:]
+        for i in range(count):
+            seq, ingested_ms, body = rest[3 * i : 3 * i + 3]
+            events.append(StoredEvent(int(seq), int(ingested_ms), body))
+        return state, Page(events, _text(first_id), _text(last_id), bool(reached_end))
+
+    def entry_version(self, message_id: str) -> tuple[int, str] | None:
+        """(seq, digest) of a stored message_id, or None: enough for an entry's ETag."""
+        try:
+            known = self.client.hget(self.keys.ids, message_id)
+        except redis.RedisError as e:
+            raise StoreError(f"reading an entry failed: {e}") from None
+        if not known:
+            return None
+        seq, _, digest = known.decode().partition(" ")
+        return int(seq), digest
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
