@@ -21,6 +21,7 @@ from typing import Protocol
 from flask import Blueprint, Flask, Request, current_app, redirect, request
 from werkzeug.exceptions import HTTPException
 
+from feeds.auth import TOKEN_HEADER
 from yagi_meter.config import Config
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.store import Store
@@ -32,7 +33,6 @@ from yagi_meter.websub import check_callback
 TopicAllowed = Callable[[str, Request], tuple[bool, str]]
 MAX_SECRET_BYTES = 199  # WebSub 5.1: "MUST be less than 200 bytes"
 EXTENSION = "yagi_meter.hub"
-TOKEN_HEADER = "X-Auth-Token"
 
 hub = Blueprint("hub", __name__)
 
@@ -69,6 +69,8 @@ def readers_of(base_url: str, authenticate: Callable[[str | None], Reader]) -> T
         try:
             caller = authenticate(request.headers.get(TOKEN_HEADER))
         except HTTPException as e:
+            if e.code is not None and e.code >= 500:
+                raise  # Keystone unreachable: a 503 to retry, not a denial for good
             return False, str(e.description or e.name)
         if topic.admin_only:
             return caller.admin, "this feed is for administrators"
