@@ -98,3 +98,16 @@ def test_an_administrator_may_follow_the_global_feed(served):
     assert wait_until(lambda: len(Subscriptions(store.client, store.keys).ids()) == 1)
     ingest(store, config, 1, "beta")
     assert subscriber.wait_for(lambda: subscriber.posts)
+
+
+def test_metrics_count_subscriptions_and_failed_deliveries(served):
+    config, store, client, subscriber = served
+    topic = f"{config.base_url}/tenants/alpha/events"
+    assert subscribe(client, subscriber.url("/m"), topic, "alpha-token").status_code == 202
+    assert wait_until(lambda: len(Subscriptions(store.client, store.keys).ids()) == 1)
+    subscriber.status = 500
+    ingest(store, config, 1, "alpha")
+    assert wait_until(lambda: "yagi_push_failed_deliveries_total 0.0" not in client.get("/metrics").text)
+    text = client.get("/metrics").text
+    assert "yagi_push_subscriptions 1.0" in text
+    assert "yagi_push_subscribers_due 1.0" in text
