@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import configparser
+import dataclasses
 import json
 import logging
 import logging.config
@@ -36,7 +37,9 @@ from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 log = logging.getLogger("yagi_meter")
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
-DAEMONS = ("listen", "serve", "push")
+DAEMONS = ("listen", "serve", "push", "forward")
+# Daemons started only when configured.
+WANTED = {"forward": lambda config: bool(config.forward.url)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="ingest notifications from JSON / JSON-lines files")
     replay.add_argument("files", nargs="+", metavar="FILE")
     replay.set_defaults(func=cmd_replay)
+
+    forward = commands.add_parser("forward", help="post events to the AtomPub archive")
+    forward.set_defaults(func=cmd_forward)
+    forward_actions = forward.add_subparsers(metavar="ACTION")
+    dead = forward_actions.add_parser("dead-letters", help="events the archive refused (4xx)")
+    dead_actions = dead.add_subparsers(metavar="ACTION", required=True)
+    dead_list = dead_actions.add_parser("list", help="show dead letters with the archive's answer")
+    dead_list.add_argument("--limit", type=int, default=100)
+    dead_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    dead_list.set_defaults(func=cmd_dead_letters_list)
+    dead_retry = dead_actions.add_parser("retry", help="put dead letters back in the forward outbox")
+    dead_retry.add_argument("ids", nargs="*", metavar="ID", help="dead letters to retry (default: all)")
+    dead_retry.set_defaults(func=cmd_dead_letters_retry)
 
     status = commands.add_parser("status", help="counts, queue depths, backlogs, last errors")
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -172,6 +188,60 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     return RET_OK
 
 
+# -- forward ---------------------------------------------------------------
+
+
+def cmd_forward(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.forward import Forwarder
+
+    if not config.forward.url:
+        raise ConfigError("[forward] url: empty, so forwarding is off")
+    store = _start("forward", config)
+    forwarder = Forwarder(config, store)
+    forwarder.install_signal_handlers()
+    forwarder.run()
+    return RET_OK
+
+
+def cmd_dead_letters_list(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.store.dead_letters import DeadLetters
+
+    store = open_store(config)
+    for letter in DeadLetters(store.client, store.keys).list(count=args.limit):
+        if args.json:
+            print(json.dumps({**dataclasses.asdict(letter), "at": letter.at.isoformat()}))
+        else:
+            print(
+                f"{letter.id}  {letter.at:%Y-%m-%d %H:%M:%S}  HTTP {letter.status}  {letter.event_type}  "
+                f"{letter.message_id}  {letter.url}\n    {letter.body[:200]!r}"
+            )
+    return RET_OK
+
+
+def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.store.dead_letters import DeadLetters
+    from yagi_meter.store.outbox import Outbox
+
+    store = _start("forward dead-letters retry", config)
+    dead = DeadLetters(store.client, store.keys)
+    wanted = set(args.ids)
+    letters, after = [], "-"
+    while batch := dead.list(count=1000, after=after):
+        letters += [letter for letter in batch if not wanted or letter.id in wanted]
+        after = batch[-1].id
+    stored = {event.seq for event in store.events.get_many(letter.seq for letter in letters)}
+    expired = [letter for letter in letters if letter.seq not in stored]
+    for letter in expired:
+        print(f"yagi-meter: {letter.id}: event {letter.message_id} is no longer stored", file=sys.stderr)
+    retried = [letter for letter in letters if letter.seq in stored]
+    for start in range(0, len(retried), 1000):
+        dead.redrive(retried[start : start + 1000], Outbox(store.client, store.keys, "forward"))
+    print(f"re-driven {len(retried)} dead letters into the forward outbox")
+    for missing in sorted(wanted - {letter.id for letter in letters}):
+        print(f"yagi-meter: no dead letter {missing}", file=sys.stderr)
+    return RET_ERROR if expired or wanted - {letter.id for letter in letters} else RET_OK
+
+
 # -- run -------------------------------------------------------------------
 
 
@@ -192,7 +262,8 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children = {name: _spawn(name, env) for name in DAEMONS}
+    names = [name for name in DAEMONS if WANTED.get(name, lambda _: True)(config)]
+    children = {name: _spawn(name, env) for name in names}
     while not stopping:
         time.sleep(0.5)
         for name, child in children.items():

@@ -97,6 +97,19 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _targets(value: str) -> tuple[tuple[str, str], ...]:
+    targets = []
+    url = _url("http", "https")
+    for line in value.splitlines():
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        pattern, sep, target = line.partition("=")
+        if not sep or not pattern.strip():
+            raise ValueError(f"expected '<event_type pattern> = <URL>', got {line.strip()!r}")
+        targets.append((pattern.strip(), url(target)))
+    return tuple(targets)
+
+
 def _key_prefix(value: str) -> str:
     value = value.strip()
     if not value or any(ch.isspace() for ch in value):
@@ -463,8 +476,73 @@ OPTIONS: tuple[Option, ...] = (
         "url",
         "",
         _url("http", "https", allow_empty=True),
-        "AtomPub collection every event is POSTed to. Empty: forwarding off.",
+        "AtomPub collection every event is POSTed to (e.g. Atom Hopper's\n"
+        "http://archive:8080/namespace/feed). Empty: forwarding off.",
     ),
+    Option(
+        "forward",
+        "event_types",
+        "*",
+        _list,
+        "Event types to forward: comma-separated fnmatch patterns, e.g.\n"
+        "compute.instance.*, image.*  Applied at ingest: other events never enter\n"
+        "the forward outbox.",
+    ),
+    Option(
+        "forward",
+        "targets",
+        "",
+        _targets,
+        "Collections per event type, one per line, first match wins, the rest go\n"
+        "to [forward] url:\n"
+        "  <event_type pattern> = <collection URL>\n"
+        "e.g.\n"
+        "  compute.* = http://archive:8080/nova/events\n"
+        "  image.* = http://archive:8080/glance/events",
+    ),
+    Option("forward", "concurrency", "8", _int_at_least(1), "Requests in flight at once per forwarder."),
+    Option(
+        "forward", "timeout", "10", _float_at_least(0.1), "Seconds to connect, and to wait for an answer."
+    ),
+    Option(
+        "forward",
+        "backoff_base",
+        "1",
+        _float_at_least(0.01),
+        "Seconds before the first retry of a failed post; doubled per failure, with jitter.",
+    ),
+    Option(
+        "forward", "backoff_max", "300", _float_at_least(0.1), "Longest wait between retries of one event."
+    ),
+    Option(
+        "forward",
+        "lease_seconds",
+        "60",
+        _float_at_least(1),
+        "How long a forwarder holds the events it took; if it dies, another one\n"
+        "posts them after this. At least 4 x timeout.",
+    ),
+    Option(
+        "forward",
+        "auth",
+        "none",
+        _choice("none", "basic", "keystone"),
+        "How to authenticate to the archive: none, basic (HTTP basic with\n"
+        "username/password) or keystone (a Keystone v3 token in X-Auth-Token,\n"
+        "obtained with username/password in project_name).",
+    ),
+    Option("forward", "username", "", _text, "User for basic or keystone auth."),
+    Option("forward", "password", "", _text, "Password for basic or keystone auth.", secret=True),
+    Option(
+        "forward",
+        "keystone_url",
+        "",
+        _url("http", "https", allow_empty=True),
+        "Keystone v3 endpoint for auth = keystone, e.g. http://keystone:5000/v3",
+    ),
+    Option("forward", "project_name", "", _text, "Project the Keystone token is scoped to."),
+    Option("forward", "user_domain", "Default", _text, "Keystone domain of the user."),
+    Option("forward", "project_domain", "Default", _text, "Keystone domain of the project."),
     # [logging]
     Option("logging", "level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
     Option(
@@ -627,12 +705,34 @@ def _check_together(config: Config) -> None:
         raise ConfigError("[hub] lease_seconds_min: larger than lease_seconds_max")
     if hub.retry_min_seconds > hub.retry_max_seconds:
         raise ConfigError("[hub] retry_min_seconds: larger than retry_max_seconds")
+    _check_forward(config)
     from yagi_meter.ownership import parse_mapping
 
     try:
         parse_mapping(config.get("notifications", "mapping"))
     except ValueError as e:
         raise ConfigError(f"[notifications] mapping: {e}") from None
+
+
+def _check_forward(config: Config) -> None:
+    if not config.get("forward", "event_types"):
+        raise ConfigError("[forward] event_types: empty; * forwards every event type")
+    if config.get("forward", "targets") and not config.get("forward", "url"):
+        raise ConfigError("[forward] targets: needs [forward] url, the collection of every other event type")
+    timeout = config.get("forward", "timeout")
+    if config.get("forward", "lease_seconds") < 4 * timeout:
+        raise ConfigError(
+            f"[forward] lease_seconds: must be at least 4 x [forward] timeout ({4 * timeout:g})"
+        )
+    if config.get("forward", "backoff_max") < config.get("forward", "backoff_base"):
+        raise ConfigError("[forward] backoff_max: smaller than backoff_base")
+    auth = config.get("forward", "auth")
+    needed = {"none": (), "basic": ("username", "password")}.get(
+        auth, ("keystone_url", "username", "password", "project_name")
+    )
+    for key in needed:
+        if not config.get("forward", key):
+            raise ConfigError(f"[forward] {key}: needed when [forward] auth = {auth}")
 
 
 _SAMPLE_HEADER = """\

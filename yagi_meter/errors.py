@@ -29,6 +29,10 @@ class AccessRefused(BrokerError):
     """RabbitMQ refused the credentials or the virtual host."""
 
 
+class ArchiveError(YagiError):
+    """The AtomPub archive could not be reached, did not answer in time, or auth failed."""
+
+
 class CallbackRefused(YagiError):
     """A WebSub callback URL is not allowed: its scheme, or an address outside the allowed networks."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -29,6 +30,7 @@ def collect(store: Store, config: Config) -> dict[str, Any]:
         pipe.get(k.quarantine_count)
         events, quarantined, push, forward, dead, dups, conflicts, seq, ever = pipe.execute()
         hub = hub_report(store)
+        forward_oldest = _oldest_pending_seconds(store, "forward")
         errors = store.errors.recent(10)
         recent_quarantine = store.quarantine.list(count=5, after="-") if quarantined else []
     except redis.RedisError as e:
@@ -43,6 +45,7 @@ def collect(store: Store, config: Config) -> dict[str, Any]:
         "quarantined_ever": int(ever or 0),
         "push_backlog": push,
         "forward_backlog": forward,
+        "forward_oldest_pending_seconds": forward_oldest,
         "dead_letters": dead,
         "duplicates": int(dups or 0),
         "conflicts": int(conflicts or 0),
@@ -54,6 +57,22 @@ def collect(store: Store, config: Config) -> dict[str, Any]:
             {"id": q.id, "at": q.at.isoformat(), "reason": q.reason} for q in recent_quarantine
         ],
     }
+
+
+def _oldest_pending_seconds(store: Store, outbox: str) -> float | None:
+    """How long ago the oldest event still waiting in ``outbox`` was ingested; None when empty."""
+    first = store.client.zrange(store.keys.outbox_seqs(outbox), 0, 0)
+    if not first:
+        return None
+    seq = int(first[0])
+    entry = store.client.xrange(store.keys.events, f"{seq}-0", f"{seq}-0")
+    if not entry:
+        return None
+    return round(max(0.0, time.time() - int(entry[0][1][b"t"]) / 1000), 3)
+
+
+def _age(seconds: float | None) -> str:
+    return "" if seconds is None else f" (oldest pending {seconds:.0f}s)"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -69,7 +88,7 @@ def render(report: dict[str, Any]) -> str:
         f"{report['push_subscribers_behind']} subscribers",
         f"push failures     {report['push_failed_deliveries']} failed attempts, "
         f"{report['push_dropped']} entries dropped",
-        f"forward backlog   {report['forward_backlog']}",
+        f"forward backlog   {report['forward_backlog']}{_age(report['forward_oldest_pending_seconds'])}",
         f"dead letters      {report['dead_letters']}",
     ]
     queues = report["queues"]

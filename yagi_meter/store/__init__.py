@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from yagi_meter.config import Config
+from yagi_meter.routes import Routes
 from yagi_meter.store.connection import connect
 from yagi_meter.store.error_log import ErrorLog
 from yagi_meter.store.events import EventStore, Outcome, Rejected
@@ -35,10 +36,6 @@ def open_store(
     client = connect(config) if client is None else client
     keys = Keys(config.redis.key_prefix)
     if forward is None and config.forward.url:
-        forward = _forward_all
+        forward = Routes.from_config(config).wanted
     events = EventStore(client, keys, compress=config.redis.compress, forward=forward)
     return Store(client, keys, events, Quarantine(client, keys), ErrorLog(client, keys))
-
-
-def _forward_all(event_type: str) -> bool:
-    return True

@@ -20,6 +20,7 @@
 | ``quarantine:count`` | string | messages ever quarantined |
 | ``errors`` | stream | last run-time errors of every component, capped (``yagi-meter status``) |
 | ``dead_letters`` | stream | forwards the archive refused for good, with its response |
+| ``forwarded`` | stream | recent forwards the archive accepted, with its Location (capped) |
 | ``hub:sub:<id>`` | hash | one verified WebSub subscription: topic, callback, secret, expires (ms), |
 |                  |      | attempts, first_failure (ms), failures, dropped |
 | ``hub:topic:<topic>`` | set | ids of the subscriptions to one topic URL |
@@ -62,6 +63,7 @@ class Keys:
         self.quarantine_count = prefix + "quarantine:count"
         self.errors = prefix + "errors"
         self.dead_letters = prefix + "dead_letters"
+        self.forwarded = prefix + "forwarded"
 
     def tenant(self, tenant_id: str) -> str:
         return f"{self.prefix}tenant:{_part(tenant_id)}"

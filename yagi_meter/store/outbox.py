@@ -63,6 +63,23 @@ class Outbox:
         pipe.hincrby(self.attempts_key, member(seq), 1)
         return int(self._execute(pipe)[1])
 
+    def release(self, *seqs: int) -> None:
+        """Give back claimed entries not worked on (shutdown): due now, no attempt counted."""
+        if not seqs:
+            return
+        due = int(time.time() * 1000)
+        try:
+            self.client.zadd(self.due_key, {member(seq): due for seq in seqs}, xx=True)
+        except redis.RedisError as e:
+            raise StoreError(f"outbox {self.name} write failed: {e}") from None
+
+    def add(self, *seqs: int, pipe: redis.client.Pipeline) -> None:
+        """Put entries back (an operator re-drives them), due now, inside the caller's transaction."""
+        due = int(time.time() * 1000)
+        pipe.zadd(self.due_key, {member(seq): due for seq in seqs})
+        pipe.zadd(self.seqs_key, {member(seq): seq for seq in seqs})
+        pipe.hdel(self.attempts_key, *(member(seq) for seq in seqs))
+
     def attempts(self, seq: int) -> int:
         try:
             return int(self.client.hget(self.attempts_key, member(seq)) or 0)

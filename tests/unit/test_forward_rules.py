@@ -1,0 +1,115 @@
+import pytest
+
+from tests.conftest import make_config
+from yagi_meter import cli
+from yagi_meter.cli import DAEMONS, WANTED
+from yagi_meter.errors import RET_CONFIG, ConfigError
+from yagi_meter.forward import ARCHIVED, DEAD, DUPLICATE, RETRY, backoff, classify
+from yagi_meter.routes import Routes
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (201, ARCHIVED),
+        (200, ARCHIVED),
+        (409, DUPLICATE),
+        (400, DEAD),
+        (403, DEAD),
+        (404, DEAD),
+        (413, DEAD),
+        (422, DEAD),
+        (401, RETRY),
+        (408, RETRY),
+        (429, RETRY),
+        (500, RETRY),
+        (502, RETRY),
+        (503, RETRY),
+        (302, RETRY),
+    ],
+)
+def test_each_status_has_the_outcome_the_design_gives_it(status, outcome):
+    assert classify(status) == outcome
+
+
+def test_backoff_doubles_with_jitter_and_stops_at_the_cap():
+    assert backoff(0, 1, 300, rand=0) == 0.5
+    assert backoff(0, 1, 300, rand=1) == 1
+    assert backoff(3, 1, 300, rand=1) == 8
+    assert backoff(20, 1, 300, rand=1) == 300
+    assert backoff(10_000, 1, 300, rand=0) == 150
+    assert 0.5 <= backoff(0, 1, 300) <= 1
+
+
+def test_routes_filter_and_first_matching_target():
+    routes = Routes(
+        "http://a/all",
+        event_types=("compute.instance.*", "image.*"),
+        targets=(("compute.*", "http://a/nova"), ("compute.instance.exists", "http://a/never")),
+    )
+    assert routes.wanted("compute.instance.create.end")
+    assert routes.wanted("image.upload")
+    assert not routes.wanted("volume.create.end")
+    assert routes.target("compute.instance.exists") == "http://a/nova"
+    assert routes.target("image.upload") == "http://a/all"
+    assert not Routes("").wanted("image.upload")
+
+
+def test_targets_are_read_one_per_line():
+    config = make_config(
+        forward_url="http://archive/events",
+        forward_targets="\n nova.* = http://archive/nova/events\n# a comment\nimage.* = https://a/glance\n",
+    )
+    assert config.forward.targets == (
+        ("nova.*", "http://archive/nova/events"),
+        ("image.*", "https://a/glance"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"forward_targets": "nova.* = ftp://x"}, "[forward] targets"),
+        ({"forward_targets": "nova.*"}, "[forward] targets"),
+        ({"forward_url": "", "forward_targets": "nova.* = http://x/n"}, "[forward] targets"),
+        ({"forward_event_types": " , "}, "[forward] event_types"),
+        ({"forward_concurrency": "0"}, "[forward] concurrency"),
+        ({"forward_timeout": "20"}, "[forward] lease_seconds"),
+        ({"forward_backoff_max": "0.5"}, "[forward] backoff_max"),
+        ({"forward_auth": "oauth"}, "[forward] auth"),
+        ({"forward_auth": "basic"}, "[forward] username"),
+        ({"forward_auth": "basic", "forward_username": "u"}, "[forward] password"),
+        (
+            {"forward_auth": "keystone", "forward_username": "u", "forward_password": "p"},
+            "[forward] keystone_url",
+        ),
+    ],
+)
+def test_bad_forward_settings_fail_at_start_naming_the_key(settings, named):
+    with pytest.raises(ConfigError) as error:
+        make_config(**{"forward_url": "http://archive/events", **settings})
+    assert str(error.value).startswith(named)
+
+
+def test_forward_password_is_masked_in_the_start_line():
+    line = make_config(
+        forward_url="http://archive/events",
+        forward_auth="basic",
+        forward_username="u",
+        forward_password="s3cret",
+    ).describe()
+    assert "s3cret" not in line
+    assert "forward.password=***" in line
+
+
+def test_run_starts_the_forwarder_only_when_a_url_is_set():
+    assert "forward" in DAEMONS
+    assert WANTED["forward"](make_config(forward_url="http://archive/events"))
+    assert not WANTED["forward"](make_config())
+
+
+def test_forward_without_a_url_exits_with_a_configuration_error(monkeypatch, capsys):
+    monkeypatch.setenv("YAGI_CONFIG", "/dev/null")
+    monkeypatch.delenv("YAGI_FORWARD_URL", raising=False)
+    assert cli.main(["forward"]) == RET_CONFIG
+    assert "[forward] url" in capsys.readouterr().err
