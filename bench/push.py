@@ -59,8 +59,9 @@ from feeds.atom import entry_bytes  # noqa: E402
 from feeds.hub import init_hub  # noqa: E402
 from tests.servers.subscriber import Subscriber  # noqa: E402
 from yagi_meter import config as config_module  # noqa: E402
+from yagi_meter.delivery import RenderedEntry, delivery_document, entry_updated  # noqa: E402
 from yagi_meter.ingest import Ingestor, Message  # noqa: E402
-from yagi_meter.push import RenderedEntry, delivery_document, entry_updated, hub_url  # noqa: E402
+from yagi_meter.push import hub_url  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 from yagi_meter.store.subscriptions import Subscriptions  # noqa: E402
 

@@ -7,9 +7,9 @@ import pytest
 from lxml import etree
 
 from feeds.atom import ATOM_NS, entry_bytes
+from yagi_meter.delivery import RenderedEntry, backoff, delivery_document, entry_updated, signature
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.notification import format_timestamp, parse
-from yagi_meter.push import RenderedEntry, backoff, delivery_document, entry_updated, signature
 from yagi_meter.topics import ALL, EVENT_TYPE, RESOURCE, TENANT, Topic, parse_topic, topics_of
 from yagi_meter.websub import check_callback, with_query
 
