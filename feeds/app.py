@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from feeds import views
 from feeds.auth import authenticator
 from feeds.caching import RenderCache
+from feeds.hub import init_hub, readers_of
 from feeds.metrics import registry
 from yagi_meter.config import Config
 from yagi_meter.errors import StoreError
@@ -43,6 +44,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         entries_cache=RenderCache(config.feeds.cache_entries),
     )
     app.register_blueprint(views.bp)
+    init_hub(app, config, store, readers_of(config.base_url, app.extensions["yagi_meter"].authenticate))
     metrics = registry(store)
 
     @app.get("/health")

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
-from yagi_meter.store.stats import gauges, ping
+from yagi_meter.store.stats import gauges, hub_counts, ping
 
 _GAUGES = {
     "events": ("yagi_events", "Events stored now (after retention)."),
@@ -53,6 +53,35 @@ class StoreCollector(Collector):
             yield GaugeMetricFamily(name, text, value=values[key])
         for key, (name, text) in _COUNTERS.items():
             yield CounterMetricFamily(name, text, value=values[key])
+        yield from _hub_metrics(self.store)
+
+
+_HUB_GAUGES = {
+    "subscriptions": ("yagi_push_subscriptions", "WebSub subscriptions (verified, lease not swept yet)."),
+    "pending_verifications": (
+        "yagi_push_pending_verifications",
+        "Subscription requests awaiting verification.",
+    ),
+    "subscribers_due": (
+        "yagi_push_subscribers_due",
+        "Subscriptions with deliveries due, retrying or in flight.",
+    ),
+}
+_HUB_COUNTERS = {
+    "failed_deliveries": ("yagi_push_failed_deliveries", "Delivery attempts to subscribers that failed."),
+    "dropped": ("yagi_push_dropped", "Entries given up after [hub] max_delivery_attempts or max age."),
+}
+
+
+def _hub_metrics(store: Store) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    try:
+        values = hub_counts(store.client, store.keys)
+    except StoreError:
+        return
+    for key, (name, text) in _HUB_GAUGES.items():
+        yield GaugeMetricFamily(name, text, value=values[key])
+    for key, (name, text) in _HUB_COUNTERS.items():
+        yield CounterMetricFamily(name, text, value=values[key])
 
 
 def registry(store: Store) -> CollectorRegistry:

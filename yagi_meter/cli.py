@@ -37,7 +37,7 @@ from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 log = logging.getLogger("yagi_meter")
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
-DAEMONS = ("listen", "serve", "forward")
+DAEMONS = ("listen", "serve", "push", "forward")
 # Daemons started only when configured.
 WANTED = {"forward": lambda config: bool(config.forward.url)}
 
@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="the feed server (development server; production: gunicorn)")
     serve.set_defaults(func=cmd_serve)
+
+    push = commands.add_parser("push", help="deliver WebSub content to subscribers")
+    push.set_defaults(func=cmd_push)
 
     run = commands.add_parser("run", help="every daemon in one process group")
     run.set_defaults(func=cmd_run)
@@ -150,6 +153,19 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     listener = Listener(config, Ingestor(store, config))
     listener.install_signal_handlers()
     listener.run()
+    return RET_OK
+
+
+# -- push ------------------------------------------------------------------
+
+
+def cmd_push(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.push import PushWorker
+
+    store = _start("push", config)
+    worker = PushWorker(config, store)
+    worker.install_signal_handlers()
+    worker.run()
     return RET_OK
 
 

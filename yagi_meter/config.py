@@ -395,6 +395,81 @@ OPTIONS: tuple[Option, ...] = (
         "Private networks subscriber callbacks may point into (e.g. 127.0.0.0/8 for\n"
         "tests). Empty: public addresses only.",
     ),
+    Option(
+        "hub",
+        "lease_seconds_default",
+        "864000",
+        _int_at_least(1),
+        "Lease of a subscription that asks for none (10 days, as WebSub suggests);\n"
+        "kept within lease_seconds_min and lease_seconds_max.",
+    ),
+    Option("hub", "lease_seconds_min", "300", _int_at_least(1), "Shortest lease granted."),
+    Option(
+        "hub",
+        "lease_seconds_max",
+        "2592000",
+        _int_at_least(1),
+        "Longest lease granted; a longer request gets this.",
+    ),
+    Option(
+        "hub",
+        "signature_algorithm",
+        "sha256",
+        _choice("sha1", "sha256", "sha384", "sha512"),
+        "HMAC of X-Hub-Signature for subscriptions made with a hub.secret.",
+    ),
+    Option(
+        "hub",
+        "delivery_threads",
+        "32",
+        _int_at_least(1),
+        "HTTP requests to subscribers one push worker makes at once; a slow\n"
+        "subscriber holds one thread, never the others.",
+    ),
+    Option(
+        "hub",
+        "batch_size",
+        "100",
+        _int_at_least(1),
+        "Most entries sent to one subscriber in one POST.",
+    ),
+    Option(
+        "hub",
+        "timeout_seconds",
+        "10",
+        _float_at_least(0.1),
+        "Connect and read timeout of every request to a subscriber or external hub.",
+    ),
+    Option(
+        "hub",
+        "max_delivery_attempts",
+        "15",
+        _int_at_least(1),
+        "Failed attempts after which a batch is dropped (recorded in status);\n"
+        "the subscription stays until its lease ends.",
+    ),
+    Option(
+        "hub",
+        "max_delivery_age_seconds",
+        "86400",
+        _float_at_least(1),
+        "A batch still failing this long after its first failure is dropped too.",
+    ),
+    Option(
+        "hub",
+        "retry_min_seconds",
+        "1",
+        _float_at_least(0.01),
+        "First retry delay; it doubles per failure, with jitter, up to retry_max_seconds.",
+    ),
+    Option("hub", "retry_max_seconds", "600", _float_at_least(0.01), "Longest delay between retries."),
+    Option(
+        "hub",
+        "poll_interval_ms",
+        "20",
+        _int_at_least(1),
+        "How often an idle push worker looks for new events and due deliveries.",
+    ),
     # [forward]
     Option(
         "forward",
@@ -625,6 +700,11 @@ def _check_together(config: Config) -> None:
         raise ConfigError("[amqp] exchanges: at least one exchange is needed")
     if not config.get("amqp", "topics") or not config.get("amqp", "priorities"):
         raise ConfigError("[amqp] topics/priorities: at least one of each is needed")
+    hub = config.hub
+    if hub.lease_seconds_min > hub.lease_seconds_max:
+        raise ConfigError("[hub] lease_seconds_min: larger than lease_seconds_max")
+    if hub.retry_min_seconds > hub.retry_max_seconds:
+        raise ConfigError("[hub] retry_min_seconds: larger than retry_max_seconds")
     _check_forward(config)
     from yagi_meter.ownership import parse_mapping
 

@@ -33,6 +33,10 @@ class ArchiveError(YagiError):
     """The AtomPub archive could not be reached, did not answer in time, or auth failed."""
 
 
+class CallbackRefused(YagiError):
+    """A WebSub callback URL is not allowed: its scheme, or an address outside the allowed networks."""
+
+
 # Exit codes of the CLI.
 RET_OK = 0
 RET_ERROR = 1

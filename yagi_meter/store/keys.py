@@ -21,6 +21,16 @@
 | ``errors`` | stream | last run-time errors of every component, capped (``yagi-meter status``) |
 | ``dead_letters`` | stream | forwards the archive refused for good, with its response |
 | ``forwarded`` | stream | recent forwards the archive accepted, with its Location (capped) |
+| ``hub:sub:<id>`` | hash | one verified WebSub subscription: topic, callback, secret, expires (ms), |
+|                  |      | attempts, first_failure (ms), failures, dropped |
+| ``hub:topic:<topic>`` | set | ids of the subscriptions to one topic URL |
+| ``hub:leases`` | zset | subscription id, score ms its lease ends |
+| ``hub:queue:<id>`` | zset | member and score seq: entries still to deliver to one subscription |
+| ``hub:due`` | zset | subscription id, score ms its next delivery is due (claimed as an outbox) |
+| ``hub:intent:<id>`` | hash | the latest un-verified (un)subscription request for that id |
+| ``hub:intents`` | zset | subscription id, score ms its intent is due for verification or denial |
+| ``hub:failures`` | string | failed deliveries ever |
+| ``hub:dropped`` | string | entries dropped after max attempts or age |
 """
 
 from __future__ import annotations
@@ -76,3 +86,38 @@ class Keys:
 
     def outbox_attempts(self, name: str) -> str:
         return self.outbox(name) + ":attempts"
+
+    # -- WebSub hub (store/subscriptions.py) ---------------------------------
+
+    @property
+    def hub_leases(self) -> str:
+        return self.prefix + "hub:leases"
+
+    @property
+    def hub_due(self) -> str:
+        return self.prefix + "hub:due"
+
+    @property
+    def hub_intents(self) -> str:
+        return self.prefix + "hub:intents"
+
+    @property
+    def hub_failures(self) -> str:
+        return self.prefix + "hub:failures"
+
+    @property
+    def hub_dropped(self) -> str:
+        return self.prefix + "hub:dropped"
+
+    def hub_subscription(self, subscription_id: str) -> str:
+        return f"{self.prefix}hub:sub:{subscription_id}"
+
+    def hub_topic(self, topic: str) -> str:
+        return f"{self.prefix}hub:topic:{_part(topic)}"
+
+    def hub_queue(self, subscription_id: str) -> str:
+        """A subscription's delivery queue; fanout.lua derives it as ``hub:queue:`` + id."""
+        return f"{self.prefix}hub:queue:{subscription_id}"
+
+    def hub_intent(self, subscription_id: str) -> str:
+        return f"{self.prefix}hub:intent:{subscription_id}"

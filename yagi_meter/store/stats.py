@@ -47,3 +47,19 @@ def gauges(client: redis.Redis, keys: Keys) -> dict[str, int]:
         "dead_letters",
     ] + [f"{name}_backlog" for name in OUTBOXES]
     return dict(zip(names, values, strict=True))
+
+
+def hub_counts(client: redis.Redis, keys: Keys) -> dict[str, int]:
+    """WebSub counts in one round trip: subscriptions, verifications waiting, failures, drops."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zcard(keys.hub_leases)
+    pipe.zcard(keys.hub_intents)
+    pipe.zcard(keys.hub_due)
+    pipe.get(keys.hub_failures)
+    pipe.get(keys.hub_dropped)
+    try:
+        replies = pipe.execute()
+    except redis.RedisError as e:
+        raise StoreError(f"reading hub counts failed: {e}") from None
+    names = ["subscriptions", "pending_verifications", "subscribers_due", "failed_deliveries", "dropped"]
+    return dict(zip(names, (int(v or 0) for v in replies), strict=True))

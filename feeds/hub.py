@@ -1,0 +1,173 @@
+"""``POST /hub``: the WebSub hub endpoint (subscribe, unsubscribe, publish).
+
+The endpoint only checks the request and records an intent in Redis; the
+push worker (``yagi-meter push``) verifies it with the subscriber, or sends
+the denial, afterwards.  Following W3C WebSub 5.1.2, a malformed request or a
+callback this hub will not call gets a 4xx with the reason as plain text,
+and everything else a 202 that does not depend on validation: a topic that
+names no feed, or one the requester may not read, is denied with a GET
+``hub.mode=denied`` to the callback (WebSub 5.2), not with a 403.
+
+Register it with ``init_hub(app, config, store, topic_allowed)``; the
+dependencies travel as blueprint options, so nothing is module-global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from flask import Blueprint, Flask, Request, current_app, redirect, request
+from werkzeug.exceptions import HTTPException
+
+from feeds.auth import TOKEN_HEADER
+from yagi_meter.config import Config
+from yagi_meter.errors import CallbackRefused
+from yagi_meter.store import Store
+from yagi_meter.store.subscriptions import DENIED, SUBSCRIBE, UNSUBSCRIBE, Intent, Subscriptions
+from yagi_meter.topics import parse_topic
+from yagi_meter.websub import check_callback
+
+# topic_allowed(topic_url, request) -> (allowed, reason when not)
+TopicAllowed = Callable[[str, Request], tuple[bool, str]]
+MAX_SECRET_BYTES = 199  # WebSub 5.1: "MUST be less than 200 bytes"
+EXTENSION = "yagi_meter.hub"
+
+hub = Blueprint("hub", __name__)
+
+
+@dataclass(frozen=True)
+class HubSetup:
+    config: Config
+    subscriptions: Subscriptions
+    topic_allowed: TopicAllowed
+
+
+def anyone_may_read(topic_url: str, request: Request) -> tuple[bool, str]:
+    """The topic check of ``[auth] mode = none``: every feed is readable."""
+    return True, ""
+
+
+class Reader(Protocol):
+    """Who asks, as the feeds' auth sees it (feeds.auth.Principal)."""
+
+    admin: bool
+
+    def may_read_tenant(self, tenant_id: str | None) -> bool: ...
+
+
+def readers_of(base_url: str, authenticate: Callable[[str | None], Reader]) -> TopicAllowed:
+    """The topic check for the feeds' auth: a subscriber may follow exactly the
+    feeds its token may read (global and event-type feeds: administrators)."""
+
+    def topic_allowed(topic_url: str, request: Request) -> tuple[bool, str]:
+        try:
+            topic = parse_topic(topic_url, base_url)
+        except ValueError as e:
+            return False, f"unknown topic: {e}"
+        try:
+            caller = authenticate(request.headers.get(TOKEN_HEADER))
+        except HTTPException as e:
+            if e.code is not None and e.code >= 500:
+                raise  # Keystone unreachable: a 503 to retry, not a denial for good
+            return False, str(e.description or e.name)
+        if topic.admin_only:
+            return caller.admin, "this feed is for administrators"
+        return caller.may_read_tenant(topic.tenant_id), "not your tenant"
+
+    return topic_allowed
+
+
+def init_hub(app: Flask, config: Config, store: Store, topic_allowed: TopicAllowed | None = None) -> None:
+    """Register the hub on ``app``; ``topic_allowed`` says whether the requester may read a topic."""
+    app.register_blueprint(hub, hub_config=config, hub_store=store, topic_allowed=topic_allowed)
+
+
+@hub.record
+def _setup(state) -> None:
+    options = state.options
+    store = options["hub_store"]
+    state.app.extensions[EXTENSION] = HubSetup(
+        options["hub_config"],
+        Subscriptions(store.client, store.keys),
+        options.get("topic_allowed") or anyone_may_read,
+    )
+
+
+class BadRequest(Exception):
+    """A subscription request this hub cannot take; the text is the reason given."""
+
+
+def _text(body: str, status: int):
+    return body + "\n", status, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@hub.post("/hub")
+def websub():
+    setup: HubSetup = current_app.extensions[EXTENSION]
+    form = request.form
+    mode = form.get("hub.mode", "")
+    try:
+        if mode == "publish":
+            return _publish(setup, form.get("hub.url") or form.get("hub.topic") or "")
+        if mode not in (SUBSCRIBE, UNSUBSCRIBE):
+            raise BadRequest("hub.mode must be subscribe, unsubscribe or publish")
+        external = setup.config.hub.external_url
+        if external:  # WebSub 5.1.2: send the subscriber on to the hub we publish to
+            return redirect(external, 307)
+        intent = _intent(setup, mode, form)
+    except BadRequest as e:
+        return _text(str(e), 400)
+    setup.subscriptions.request(intent)
+    return _text(f"{mode} request accepted; verification of intent follows", 202)
+
+
+def _publish(setup: HubSetup, topic: str):
+    # We know our own content; a ping only has to name one of our topics.
+    try:
+        parse_topic(topic, setup.config.base_url)
+    except ValueError as e:
+        raise BadRequest(f"hub.url: {e}") from None
+    return _text("publish accepted", 202)
+
+
+def _intent(setup: HubSetup, mode: str, form) -> Intent:
+    hub_config = setup.config.hub
+    callback = form.get("hub.callback", "")
+    topic = form.get("hub.topic", "")
+    if not callback:
+        raise BadRequest("hub.callback is required")
+    if not topic:
+        raise BadRequest("hub.topic is required")
+    try:
+        check_callback(callback, hub_config.allowed_callback_networks)
+    except CallbackRefused as e:
+        raise BadRequest(f"hub.callback: {e}") from None
+    secret = form.get("hub.secret", "")
+    if len(secret.encode()) > MAX_SECRET_BYTES:
+        raise BadRequest("hub.secret must be less than 200 bytes")
+    lease = _lease_seconds(form.get("hub.lease_seconds"), hub_config)
+    try:
+        topic_path = parse_topic(topic, setup.config.base_url).path()
+    except ValueError as e:
+        if mode == UNSUBSCRIBE:  # nothing to check: verification, then nothing to remove
+            return Intent(UNSUBSCRIBE, topic, "", callback)
+        return Intent(DENIED, topic, "", callback, reason=f"unknown topic: {e}")
+    if mode == SUBSCRIBE:
+        allowed, reason = setup.topic_allowed(topic, request)
+        if not allowed:
+            return Intent(DENIED, topic, topic_path, callback, reason=reason or "not allowed")
+    return Intent(mode, topic, topic_path, callback, secret, lease)
+
+
+def _lease_seconds(value: str | None, hub_config) -> int:
+    if value is None or value == "":
+        value = str(hub_config.lease_seconds_default)
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise BadRequest("hub.lease_seconds must be a positive integer") from None
+    if seconds <= 0:
+        raise BadRequest("hub.lease_seconds must be a positive integer")
+    return max(hub_config.lease_seconds_min, min(seconds, hub_config.lease_seconds_max))

@@ -1,0 +1,86 @@
+"""What one WebSub delivery is made of: the Atom document, its signature, the retry delay.
+
+Pure functions and a cache of rendered entries; no HTTP (websub.py) and no
+loop (push.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from feeds.atom import FeedMeta, Link, entry_bytes, feed_document
+from yagi_meter.notification import Event
+from yagi_meter.store import Store
+
+ENTRY_CACHE_SIZE = 2000  # a few seconds of events at a few hundred a second
+
+
+def signature(algorithm: str, secret: str, body: bytes) -> str:
+    """The X-Hub-Signature value: ``<algorithm>=<hex HMAC of body>`` (WebSub 7.1)."""
+    return f"{algorithm}={hmac.new(secret.encode(), body, getattr(hashlib, algorithm)).hexdigest()}"
+
+
+def backoff(attempts: int, low: float, high: float) -> float:
+    """Delay before retry number ``attempts`` (1, 2, ...): doubling from ``low``,
+    capped at ``high``, with full jitter on the upper half."""
+    ceiling = min(high, low * 2 ** (attempts - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True)
+class RenderedEntry:
+    seq: int
+    updated: datetime
+    xml: bytes
+
+
+def entry_updated(event: Event) -> datetime:
+    """An entry's ``updated`` (as feeds.atom writes it): when it entered the archive."""
+    return max(event.timestamp, event.ingested_at or event.timestamp)
+
+
+def delivery_document(entries: Sequence[RenderedEntry], topic_url: str, title: str, hub: str) -> bytes:
+    """The Atom feed document POSTed to a subscriber: exactly ``entries`` (WebSub 7)."""
+    meta = FeedMeta(
+        feed_id=topic_url,
+        title=title,
+        updated=max(e.updated for e in entries),
+        links=(Link("self", topic_url), Link("hub", hub)),
+    )
+    return feed_document(meta, (e.xml for e in entries))
+
+
+class EntryCache:
+    """Events rendered as Atom entries, most recent kept: an event going to many
+    subscribers is read from Redis and rendered once."""
+
+    def __init__(self, store: Store, base_url: str, size: int = ENTRY_CACHE_SIZE) -> None:
+        self.store = store
+        self.base_url = base_url
+        self.size = size
+        self._entries: OrderedDict[int, RenderedEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, seqs: list[int]) -> list[RenderedEntry]:
+        """The entries of ``seqs`` in order; events retention removed are left out."""
+        with self._lock:
+            found = {seq: self._entries[seq] for seq in seqs if seq in self._entries}
+        missing = [seq for seq in seqs if seq not in found]
+        if missing:
+            loaded = {
+                e.seq: RenderedEntry(e.seq, entry_updated(e), entry_bytes(e, self.base_url))
+                for e in self.store.events.get_many(missing)
+            }
+            found.update(loaded)
+            with self._lock:
+                self._entries.update(loaded)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return [found[seq] for seq in seqs if seq in found]

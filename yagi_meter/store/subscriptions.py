@@ -1,0 +1,266 @@
+"""WebSub subscriptions, their pending verifications and their delivery queues.
+
+A subscription request becomes an *intent* (``hub:intent:<id>``, due in
+``hub:intents``); a push worker verifies it with the subscriber and only then
+stores, renews or removes the subscription.  Fan-out copies each new event's
+seq into the queue of every live subscription of its topics; delivery claims
+due subscriptions from ``hub:due`` with the same lease script as the
+outboxes (claim.lua) and settles each attempt in one script (settle.lua).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+
+import redis
+
+from yagi_meter.errors import StoreError
+from yagi_meter.store.keys import Keys
+from yagi_meter.store.outbox import Outbox, member
+
+SUBSCRIBE, UNSUBSCRIBE, DENIED = "subscribe", "unsubscribe", "denied"
+OK, RETRY, DROP = "ok", "retry", "drop"
+
+
+def subscription_id(topic_path: str, callback: str) -> str:
+    """The id of the subscription of ``callback`` to a topic (WebSub: one per pair)."""
+    return hashlib.sha256(f"{topic_path}\n{callback}".encode()).hexdigest()[:32]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A (un)subscription request waiting for verification, or a denial to send."""
+
+    mode: str
+    topic: str  # as the subscriber gave it: echoed in verification and in rel=self
+    topic_path: str  # canonical feed path (topics.py); "" when the topic names no feed
+    callback: str
+    secret: str = ""
+    lease_seconds: int = 0
+    reason: str = ""
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    @property
+    def id(self) -> str:
+        return subscription_id(self.topic_path or self.topic, self.callback)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A verified subscription and the state of its deliveries."""
+
+    id: str
+    topic: str
+    topic_path: str
+    callback: str
+    secret: str
+    expires_ms: int
+    attempts: int = 0  # failed attempts of the batch now at the head of its queue
+    first_failure_ms: int | None = None
+    failures: int = 0
+    dropped: int = 0
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_ms <= _now_ms()
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class Subscriptions:
+    """Every read and write of WebSub state; no other module touches the ``hub:`` keys."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        lua = resources.files("yagi_meter.store")
+        self._claim = client.register_script(lua.joinpath("claim.lua").read_text())
+        self._fan_out = client.register_script(lua.joinpath("fanout.lua").read_text())
+        self._settle = client.register_script(lua.joinpath("settle.lua").read_text())
+
+    # -- requests and verification --------------------------------------
+
+    def request(self, intent: Intent) -> str:
+        """Queue ``intent`` for the push worker; a newer request for the same
+        topic and callback replaces one not yet verified.  Returns its id."""
+        key = self.keys.hub_intent(intent.id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping={k: str(v) for k, v in asdict(intent).items()})
+        # NX: an intent being verified right now keeps its lease; finish_intent
+        # sees the new nonce and makes it due again.
+        pipe.zadd(self.keys.hub_intents, {intent.id: _now_ms()}, nx=True)
+        self._execute(pipe)
+        return intent.id
+
+    def claim_intents(self, count: int, lease_seconds: float) -> list[Intent]:
+        """Up to ``count`` due intents, leased to the caller."""
+        ids = self._call(self._claim, keys=[self.keys.hub_intents], args=[int(lease_seconds * 1000), count])
+        intents = []
+        for raw_id in ids:
+            raw = _decode(self._call(self.client.hgetall, self.keys.hub_intent(raw_id.decode())))
+            if not raw:
+                self._call(self.client.zrem, self.keys.hub_intents, raw_id)
+                continue
+            raw["lease_seconds"] = int(raw["lease_seconds"])
+            intents.append(Intent(**raw))
+        return intents
+
+    def finish_intent(self, intent: Intent) -> None:
+        """Forget a handled intent, unless a newer request replaced it meanwhile."""
+        key = self.keys.hub_intent(intent.id)
+
+        def finish(pipe: redis.client.Pipeline) -> None:
+            current = pipe.hget(key, "nonce")
+            pipe.multi()
+            if current is not None and current.decode() != intent.nonce:
+                pipe.zadd(self.keys.hub_intents, {intent.id: _now_ms()})
+            else:
+                pipe.delete(key)
+                pipe.zrem(self.keys.hub_intents, intent.id)
+
+        self._call(self.client.transaction, finish, key)
+
+    def activate(self, intent: Intent, expires_ms: int) -> None:
+        """Store or renew a verified subscription until ``expires_ms``."""
+        sid = intent.id
+        key = self.keys.hub_subscription(sid)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "topic": intent.topic,
+                "topic_path": intent.topic_path,
+                "callback": intent.callback,
+                "secret": intent.secret,
+                "expires": str(expires_ms),
+            },
+        )
+        pipe.sadd(self.keys.hub_topic(intent.topic_path), sid)
+        pipe.zadd(self.keys.hub_leases, {sid: expires_ms})
+        self._execute(pipe)
+
+    def remove(self, subscription_id: str) -> bool:
+        """Delete a subscription with its queue; False when there was none."""
+        key = self.keys.hub_subscription(subscription_id)
+        topic_path = self._call(self.client.hget, key, "topic_path")
+        pipe = self.client.pipeline(transaction=True)
+        if topic_path is not None:
+            pipe.srem(self.keys.hub_topic(topic_path.decode()), subscription_id)
+        pipe.delete(key, self.keys.hub_queue(subscription_id))
+        pipe.zrem(self.keys.hub_leases, subscription_id)
+        pipe.zrem(self.keys.hub_due, subscription_id)
+        self._execute(pipe)
+        return topic_path is not None
+
+    def expire(self, limit: int = 1000) -> int:
+        """Remove subscriptions whose lease has ended; return how many."""
+        ids = self._call(self.client.zrangebyscore, self.keys.hub_leases, "-inf", _now_ms(), 0, limit)
+        for raw_id in ids:
+            self.remove(raw_id.decode())
+        return len(ids)
+
+    # -- reading ----------------------------------------------------------
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        raw = self._call(self.client.hgetall, self.keys.hub_subscription(subscription_id))
+        return self._subscription(subscription_id, raw)
+
+    def with_pending(self, subscription_id: str, count: int) -> tuple[Subscription | None, list[int]]:
+        """A subscription and its oldest ``count`` waiting seqs, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.hub_subscription(subscription_id))
+        pipe.zrange(self.keys.hub_queue(subscription_id), 0, count - 1)
+        raw, seqs = self._execute(pipe)
+        return self._subscription(subscription_id, raw), [int(s) for s in seqs]
+
+    def _subscription(self, subscription_id: str, raw: dict[bytes, bytes]) -> Subscription | None:
+        raw = _decode(raw)
+        if "callback" not in raw:
+            return None
+        first = raw.get("first_failure")
+        return Subscription(
+            id=subscription_id,
+            topic=raw["topic"],
+            topic_path=raw["topic_path"],
+            callback=raw["callback"],
+            secret=raw.get("secret", ""),
+            expires_ms=int(raw["expires"]),
+            attempts=int(raw.get("attempts", 0)),
+            first_failure_ms=int(first) if first else None,
+            failures=int(raw.get("failures", 0)),
+            dropped=int(raw.get("dropped", 0)),
+        )
+
+    def ids(self) -> list[str]:
+        """Every subscription id, live or not yet swept."""
+        return [i.decode() for i in self._call(self.client.zrange, self.keys.hub_leases, 0, -1)]
+
+    def of_topic(self, topic_path: str) -> list[str]:
+        return sorted(i.decode() for i in self._call(self.client.smembers, self.keys.hub_topic(topic_path)))
+
+    def backlog(self, subscription_id: str) -> int:
+        """Entries waiting for delivery to one subscription."""
+        return self._call(self.client.zcard, self.keys.hub_queue(subscription_id))
+
+    # -- fan-out and delivery ----------------------------------------------
+
+    def fan_out(self, outbox: Outbox, entries: Sequence[tuple[int, Iterable[str]]]) -> int:
+        """Queue each (seq, topic paths) for every live subscription of those topics and
+        mark the outbox entries done, atomically; return the queue entries added."""
+        k = self.keys
+        keys = [outbox.due_key, outbox.seqs_key, outbox.attempts_key, k.hub_leases, k.hub_due]
+        args: list[str | int] = [k.hub_queue("")]
+        for seq, paths in entries:
+            paths = list(paths)
+            keys.extend(k.hub_topic(path) for path in paths)
+            args += [member(seq), seq, len(paths)]
+        return int(self._call(self._fan_out, keys=keys, args=args))
+
+    def claim_due(self, count: int, lease_seconds: float) -> list[str]:
+        """Up to ``count`` subscriptions due for delivery, leased to the caller."""
+        ids = self._call(self._claim, keys=[self.keys.hub_due], args=[int(lease_seconds * 1000), count])
+        return [i.decode() for i in ids]
+
+    def pending(self, subscription_id: str, count: int) -> list[int]:
+        """The oldest ``count`` seqs waiting for one subscription."""
+        seqs = self._call(self.client.zrange, self.keys.hub_queue(subscription_id), 0, count - 1)
+        return [int(s) for s in seqs]
+
+    def settle(
+        self, subscription_id: str, outcome: str, seqs: Sequence[int], delay_seconds: float = 0
+    ) -> None:
+        """Record a delivery attempt: OK or DROP take ``seqs`` off the queue, RETRY
+        makes the subscription due again in ``delay_seconds``."""
+        k = self.keys
+        keys = [
+            k.hub_subscription(subscription_id),
+            k.hub_queue(subscription_id),
+            k.hub_due,
+            k.hub_failures,
+            k.hub_dropped,
+        ]
+        args = [subscription_id, outcome, int(delay_seconds * 1000), *seqs]
+        self._call(self._settle, keys=keys, args=args)
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _call(self, method, *args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except redis.RedisError as e:
+            raise StoreError(f"hub state: {getattr(method, '__name__', 'script')} failed: {e}") from None
+
+    def _execute(self, pipe: redis.client.Pipeline) -> list:
+        return self._call(pipe.execute)
