@@ -55,6 +55,7 @@ from flask import Flask
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ingest import vhost  # noqa: E402
 from feeds.atom import entry_bytes  # noqa: E402
 from feeds.hub import init_hub  # noqa: E402
 from tests.servers.subscriber import Subscriber  # noqa: E402
@@ -80,21 +81,6 @@ def body(tenant: str, message_id: str) -> bytes:
 
 
 # -- infrastructure ----------------------------------------------------------------
-
-
-@contextmanager
-def vhost(host: str) -> Iterator[str]:
-    name = f"yagi-bench-push-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", name)
-    try:
-        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@{host}/{name}"
-    finally:
-        _rabbitmqctl("delete_vhost", name)
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 def declare(url: str) -> None:
