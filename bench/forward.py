@@ -20,6 +20,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -98,13 +99,17 @@ def bare_threads(url: str, documents: list[bytes], threads: int) -> float:
     return time.perf_counter() - started
 
 
-def forwarder(config: config_module.Config, limit: float) -> float:
-    """Seconds for a forwarder to drain the outbox."""
+def forwarder(config: config_module.Config, limit: float, processes: int = 1) -> float:
+    """Seconds for ``processes`` forwarders (one in this process, the others forked) to drain
+    the outbox, as an operator runs several ``yagi-meter forward`` on one machine."""
     store = open_store(config)
     outbox = Outbox(store.client, store.keys, "forward")
+    go_read, go_write = os.pipe()
+    children = [_fork_forwarder(config, go_read) for _ in range(processes - 1)]
     worker = Forwarder(config, store)
     thread = threading.Thread(target=worker.run)
     started = time.perf_counter()
+    os.write(go_write, b"g" * len(children))
     thread.start()
     try:
         while outbox.backlog():
@@ -115,6 +120,25 @@ def forwarder(config: config_module.Config, limit: float) -> float:
     finally:
         worker.stop()
         thread.join()
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+        os.close(go_read)
+        os.close(go_write)
+
+
+def _fork_forwarder(config: config_module.Config, go: int) -> int:
+    """A forked forwarder (no interpreter start-up to time) that starts on a byte from ``go``."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        worker = Forwarder(config, open_store(config))
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        os.read(go, 1)
+        worker.run()
+    finally:
+        os._exit(0)
 
 
 def one_round(args: argparse.Namespace, base: str, count: int, number: int) -> tuple[int, float, float]:
@@ -135,7 +159,7 @@ def one_round(args: argparse.Namespace, base: str, count: int, number: int) -> t
         documents = [entry_document(event, config.base_url) for event in events]
         bare = bare_loop(f"{base}/bare{number}/events", documents)
         threaded = bare_threads(f"{base}/threads{number}/events", documents, args.concurrency)
-        return len(documents), bare, threaded, forwarder(config, args.time_limit)
+        return len(documents), bare, threaded, forwarder(config, args.time_limit, args.processes)
     finally:
         client = redis.Redis.from_url(args.redis_url)
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
@@ -150,7 +174,8 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="bare and forwarder take turns, count/rounds each"
     )
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight per forwarder")
+    parser.add_argument("--processes", type=int, default=1, help="forwarder processes draining together")
     parser.add_argument(
         "--redis-url", default=os.environ.get("YAGI_BENCH_REDIS_URL", "redis://localhost:6379/15")
     )
@@ -185,7 +210,8 @@ def main() -> None:
     print(f"entries:                 {total} in {rounds} rounds, archive delay {args.archive_delay:g}s")
     print(f"bare requests loop:      {total / bare:8.0f} entries/s ({bare:.2f}s)")
     print(f"bare threads ({c:>2}):       {total / threaded:8.0f} entries/s ({threaded:.2f}s)")
-    print(f"forwarder ({c:>2} in flight): {total / forwarded:8.0f} entries/s ({forwarded:.2f}s)")
+    p = args.processes
+    print(f"forwarder ({p} x {c:>2} in flight): {total / forwarded:5.0f} entries/s ({forwarded:.2f}s)")
     print(f"ratio forwarder/bare:    {bare / forwarded:8.2f}")
 
 

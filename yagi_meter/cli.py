@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import configparser
+import ctypes
 import dataclasses
 import json
 import logging
@@ -35,6 +36,8 @@ from yagi_meter.store import Store, open_store
 from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 
 log = logging.getLogger("yagi_meter")
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
 DAEMONS = ("listen", "serve", "push", "forward")
@@ -197,9 +200,19 @@ def cmd_forward(args: argparse.Namespace, config: Config) -> int:
     if not config.forward.url:
         raise ConfigError("[forward] url: empty, so forwarding is off")
     store = _start("forward", config)
+    # One Python process posts on one core: the others are forwarders of their
+    # own (the outbox's leases keep them from posting the same event).
+    env = {**_child_env(args, store), "YAGI_FORWARD_PROCESSES": "1"}
+    helpers = [_spawn("forward", env, die_with_parent=True) for _ in range(config.forward.processes - 1)]
     forwarder = Forwarder(config, store)
     forwarder.install_signal_handlers()
-    forwarder.run()
+    try:
+        forwarder.run()
+    finally:
+        for helper in helpers:
+            helper.send_signal(signal.SIGTERM)
+        for helper in helpers:
+            helper.wait()
     return RET_OK
 
 
@@ -248,12 +261,7 @@ def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     """Start every daemon as a child, restart one that dies, stop all on SIGTERM."""
     store = _start("run", config)
-    env = dict(os.environ)
-    shared = socket_url(store.client)
-    if shared:  # children join the embedded Redis this process started
-        env["YAGI_REDIS_URL"] = shared
-    if args.config:
-        env["YAGI_CONFIG"] = str(Path(args.config).resolve())
+    env = _child_env(args, store)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -278,8 +286,25 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     return RET_OK
 
 
-def _spawn(name: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "yagi_meter", name], env=env)
+def _spawn(name: str, env: dict[str, str], die_with_parent: bool = False) -> subprocess.Popen:
+    preexec = _die_with_parent if die_with_parent and sys.platform == "linux" else None
+    return subprocess.Popen([sys.executable, "-m", "yagi_meter", name], env=env, preexec_fn=preexec)
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: SIGTERM when the parent dies, so none outlives a kill -9."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_env(args: argparse.Namespace, store: Store) -> dict[str, str]:
+    """The environment of a child daemon: the same configuration and the same Redis."""
+    env = dict(os.environ)
+    shared = socket_url(store.client)
+    if shared:  # children join the embedded Redis this process started
+        env["YAGI_REDIS_URL"] = shared
+    if args.config:
+        env["YAGI_CONFIG"] = str(Path(args.config).resolve())
+    return env
 
 
 # -- replay ----------------------------------------------------------------

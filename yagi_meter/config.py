@@ -500,7 +500,22 @@ OPTIONS: tuple[Option, ...] = (
         "  compute.* = http://archive:8080/nova/events\n"
         "  image.* = http://archive:8080/glance/events",
     ),
-    Option("forward", "concurrency", "8", _int_at_least(1), "Requests in flight at once per forwarder."),
+    Option(
+        "forward",
+        "concurrency",
+        "4",
+        _int_at_least(1),
+        "Requests in flight at once per forwarder process.",
+    ),
+    Option(
+        "forward",
+        "processes",
+        "2",
+        _int_at_least(1),
+        "Forwarder processes `yagi-meter forward` runs (it starts the others itself).\n"
+        "A Python process posts on one core: past a few requests in flight, more\n"
+        "processes forward faster than more threads (README, Performance).",
+    ),
     Option(
         "forward", "timeout", "10", _float_at_least(0.1), "Seconds to connect, and to wait for an answer."
     ),

@@ -45,6 +45,7 @@ IDLE_SECONDS = 0.2  # between claims while the outbox is empty
 # covers the wait.
 MIN_BATCH = 16
 REPORT_SECONDS = 60  # one summary line per minute
+STOP_CHECK_SECONDS = 0.1  # how soon the main loop notices SIGTERM
 ARCHIVED, DUPLICATE, RETRY, DEAD = "archived", "duplicate", "retry", "dead"
 
 
@@ -81,6 +82,7 @@ class Forwarder:
         self.dead_letters = DeadLetters(store.client, store.keys)
         self.archived = ArchivedLog(store.client, store.keys)
         self.stopping = threading.Event()
+        self._signalled = False  # set by the signal handler, read by run()
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._failures = 0  # consecutive rounds of archive trouble
@@ -94,8 +96,14 @@ class Forwarder:
         self._next_claim = 0.0  # monotonic; after an empty claim, wait a moment
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, *_: object) -> None:
+        # Only a flag: the handler runs in the main thread, which may be inside
+        # stopping.wait() holding that Event's lock, so stopping.set() here could
+        # deadlock.  The main loop looks at the flag every STOP_CHECK_SECONDS.
+        self._signalled = True
 
     def stop(self) -> None:
         """Finish the requests in flight, give back the rest, and return from ``run``."""
@@ -112,9 +120,10 @@ class Forwarder:
         log.info("forwarding to %s with %d requests in flight", self.routes.url, self.concurrency)
         started = time.monotonic()
         try:
-            while not self.stopping.wait(REPORT_SECONDS):
-                self._report(time.monotonic() - started)
-                started = time.monotonic()
+            while not self._signalled and not self.stopping.wait(STOP_CHECK_SECONDS):
+                if time.monotonic() - started >= REPORT_SECONDS:
+                    self._report(time.monotonic() - started)
+                    started = time.monotonic()
         finally:
             self._shut_down(threads)
 

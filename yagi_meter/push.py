@@ -82,8 +82,14 @@ class PushWorker:
         self._wake.set()
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, *_: object) -> None:
+        # Only a flag: the handler runs in the main thread, which may be inside
+        # _wake.wait() holding that Event's lock, so _wake.set() here could
+        # deadlock.  The main loop's waits are short enough to notice it.
+        self._stopping = True
 
     def run(self) -> None:
         log.info(
@@ -101,13 +107,20 @@ class PushWorker:
             except StoreError as e:
                 log.error("Redis unavailable (%s); retrying in %.1fs", e, backoff_seconds)
                 busy = False
-                self._wake.wait(backoff_seconds)
+                self._pause(backoff_seconds)
                 backoff_seconds = min(backoff_seconds * 2, self.config.amqp.reconnect_max_seconds)
             if not busy and not self._stopping:
                 self._wake.wait(poll)
             self._wake.clear()
         self.close()
         log.info("stopped")
+
+    def _pause(self, seconds: float) -> None:
+        """Wait up to ``seconds``, waking on new work, in steps short enough to see a stop."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            if self._wake.wait(min(0.1, deadline - time.monotonic())):
+                return
 
     def close(self) -> None:
         """Wait for the requests in flight; they settle their outcome in Redis."""

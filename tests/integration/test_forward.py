@@ -280,3 +280,32 @@ def test_an_archive_in_trouble_is_not_hammered_and_queued_events_are_given_back(
     assert len(due) == len(sent)
     leased = [member for member, score in due if score > (time.time() + 6) * 1000]
     assert leased == []  # the queued ones went back at once, not held for the 30 s lease
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(child) for child in handle.read().split()]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] == "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+def test_forward_runs_its_processes_together_and_they_die_with_it(archive, key_prefix, tmp_path):
+    config = forward_config(key_prefix, archive.url())
+    archive.delay = 0.01
+    sent = ingest(config, 200)
+    parent = spawn_forwarder(config, tmp_path / "forward.log", forward_processes="3")
+    try:
+        wait_until(lambda: len(_children(parent.pid)) == 2, what="two helper processes")
+        helpers = _children(parent.pid)
+        wait_until(drained(config), timeout=40, what="backlog to drain")
+    finally:
+        parent.kill()  # SIGKILL: the helpers must not outlive it
+        parent.wait()
+    wait_until(lambda: all(_gone(pid) for pid in helpers), timeout=20, what="helpers to exit")
+    assert_archived_once(archive, sent)
