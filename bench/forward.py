@@ -174,8 +174,19 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="bare and forwarder take turns, count/rounds each"
     )
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight per forwarder")
-    parser.add_argument("--processes", type=int, default=1, help="forwarder processes draining together")
+    defaults = config_module.load(environ={"YAGI_CONFIG": os.devnull}).forward
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=defaults.concurrency,
+        help=f"requests in flight per forwarder process (default as shipped: {defaults.concurrency})",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=defaults.processes,
+        help=f"forwarder processes draining together (default as shipped: {defaults.processes})",
+    )
     parser.add_argument(
         "--redis-url", default=os.environ.get("YAGI_BENCH_REDIS_URL", "redis://localhost:6379/15")
     )
