@@ -5,51 +5,29 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis
-
 from yagi_meter.amqp import queue_depths
 from yagi_meter.config import Config
-from yagi_meter.errors import ConnectionClosed, StoreError
+from yagi_meter.errors import ConnectionClosed
 from yagi_meter.store import Store
+from yagi_meter.store.outbox import Outbox
+from yagi_meter.store.stats import gauges, hub_counts
 from yagi_meter.store.subscriptions import Subscriptions
 
 
 def collect(store: Store, config: Config) -> dict[str, Any]:
     """One JSON-ready report; raises StoreError when Redis cannot be read."""
-    k = store.keys
-    try:
-        pipe = store.client.pipeline(transaction=False)
-        pipe.xlen(k.events)
-        pipe.xlen(k.quarantine)
-        pipe.zcard(k.outbox("push"))
-        pipe.zcard(k.outbox("forward"))
-        pipe.xlen(k.dead_letters)
-        pipe.get(k.duplicates)
-        pipe.get(k.conflicts)
-        pipe.get(k.seq)
-        pipe.get(k.quarantine_count)
-        events, quarantined, push, forward, dead, dups, conflicts, seq, ever = pipe.execute()
-        hub = hub_report(store)
-        forward_oldest = _oldest_pending_seconds(store, "forward")
-        errors = store.errors.recent(10)
-        recent_quarantine = store.quarantine.list(count=5, after="-") if quarantined else []
-    except redis.RedisError as e:
-        raise StoreError(f"reading status failed: {e}") from None
+    counts = gauges(store.client, store.keys)
+    hub = hub_report(store)
+    forward_oldest = _oldest_pending_seconds(store, "forward")
+    errors = store.errors.recent(10)
+    recent_quarantine = store.quarantine.list(count=5) if counts["quarantined"] else []
     try:
         queues: dict[str, Any] = queue_depths(config)
     except ConnectionClosed as e:
         queues = {"error": str(e)}
     return {
-        "events": events,
-        "quarantined": quarantined,
-        "quarantined_ever": int(ever or 0),
-        "push_backlog": push,
-        "forward_backlog": forward,
+        **counts,
         "forward_oldest_pending_seconds": forward_oldest,
-        "dead_letters": dead,
-        "duplicates": int(dups or 0),
-        "conflicts": int(conflicts or 0),
-        "last_seq": int(seq or 0),
         **hub,
         "queues": queues,
         "last_errors": [{"at": e.at.isoformat(), "component": e.component, "text": e.text} for e in errors],
@@ -61,14 +39,11 @@ def collect(store: Store, config: Config) -> dict[str, Any]:
 
 def _oldest_pending_seconds(store: Store, outbox: str) -> float | None:
     """How long ago the oldest event still waiting in ``outbox`` was ingested; None when empty."""
-    first = store.client.zrange(store.keys.outbox_seqs(outbox), 0, 0)
-    if not first:
+    seq = Outbox(store.client, store.keys, outbox).oldest()
+    events = store.events.get_many([seq]) if seq is not None else []
+    if not events or events[0].ingested_at is None:
         return None
-    seq = int(first[0])
-    entry = store.client.xrange(store.keys.events, f"{seq}-0", f"{seq}-0")
-    if not entry:
-        return None
-    return round(max(0.0, time.time() - int(entry[0][1][b"t"]) / 1000), 3)
+    return round(max(0.0, time.time() - events[0].ingested_at.timestamp()), 3)
 
 
 def _age(seconds: float | None) -> str:
@@ -110,44 +85,16 @@ def render(report: dict[str, Any]) -> str:
 
 def hub_report(store: Store, listed: int = 10) -> dict[str, Any]:
     """WebSub state: subscriptions, per-subscriber backlog and failures, the worst ``listed``."""
-    k = store.keys
-    subscriptions = Subscriptions(store.client, store.keys)
-    ids = subscriptions.ids()
-    pipe = store.client.pipeline(transaction=False)
-    for subscription_id in ids:
-        pipe.zcard(k.hub_queue(subscription_id))
-        pipe.hmget(
-            k.hub_subscription(subscription_id), "topic", "callback", "attempts", "failures", "dropped"
-        )
-    pipe.zcard(k.hub_intents)
-    pipe.get(k.hub_failures)
-    pipe.get(k.hub_dropped)
-    replies = pipe.execute()
-    intents, failures, dropped = replies[-3:]
-    rows = []
-    for i, subscription_id in enumerate(ids):
-        backlog, (topic, callback, attempts, failed, lost) = replies[2 * i], replies[2 * i + 1]
-        if callback is None:
-            continue
-        rows.append(
-            {
-                "id": subscription_id,
-                "topic": topic.decode(),
-                "callback": callback.decode(),
-                "backlog": backlog,
-                "attempts": int(attempts or 0),
-                "failures": int(failed or 0),
-                "dropped": int(lost or 0),
-            }
-        )
+    rows = Subscriptions(store.client, store.keys).standing()
+    counts = hub_counts(store.client, store.keys)
     behind = [r for r in rows if r["backlog"] or r["attempts"]]
     behind.sort(key=lambda r: (r["attempts"], r["backlog"]), reverse=True)
     return {
         "push_subscriptions": len(rows),
-        "push_pending_verifications": intents,
+        "push_pending_verifications": counts["pending_verifications"],
         "push_delivery_backlog": sum(r["backlog"] for r in rows),
         "push_subscribers_behind": len(behind),
-        "push_failed_deliveries": int(failures or 0),
-        "push_dropped": int(dropped or 0),
+        "push_failed_deliveries": counts["failed_deliveries"],
+        "push_dropped": counts["dropped"],
         "push_lagging": behind[:listed],
     }

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from yagi_meter.errors import StoreError
 from yagi_meter.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,10 @@ class ErrorLog:
 
     def recent(self, count: int = 10) -> list[RecordedError]:
         """The newest ``count`` errors, newest first."""
-        entries = self.client.xrevrange(self.keys.errors, "+", "-", count=count)
+        try:
+            entries = self.client.xrevrange(self.keys.errors, "+", "-", count=count)
+        except redis.RedisError as e:
+            raise StoreError(f"reading the error log failed: {e}") from None
         return [
             RecordedError(
                 datetime.fromtimestamp(int(f[b"at"]) / 1000, UTC),

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
+from typing import Any
 
 import redis
 
@@ -209,6 +210,39 @@ class Subscriptions:
 
     def of_topic(self, topic_path: str) -> list[str]:
         return sorted(i.decode() for i in self._call(self.client.smembers, self.keys.hub_topic(topic_path)))
+
+    def standing(self) -> list[dict[str, Any]]:
+        """Every subscription's topic, callback, queued entries and failures, in one round trip."""
+        ids = self.ids()
+        pipe = self.client.pipeline(transaction=False)
+        for subscription_id in ids:
+            pipe.zcard(self.keys.hub_queue(subscription_id))
+            pipe.hmget(
+                self.keys.hub_subscription(subscription_id),
+                "topic",
+                "callback",
+                "attempts",
+                "failures",
+                "dropped",
+            )
+        replies = self._execute(pipe)
+        rows = []
+        for i, subscription_id in enumerate(ids):
+            backlog, (topic, callback, attempts, failed, lost) = replies[2 * i], replies[2 * i + 1]
+            if callback is None:  # removed since ids() was read
+                continue
+            rows.append(
+                {
+                    "id": subscription_id,
+                    "topic": topic.decode(),
+                    "callback": callback.decode(),
+                    "backlog": backlog,
+                    "attempts": int(attempts or 0),
+                    "failures": int(failed or 0),
+                    "dropped": int(lost or 0),
+                }
+            )
+        return rows
 
     def backlog(self, subscription_id: str) -> int:
         """Entries waiting for delivery to one subscription."""
