@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import configparser
-import ctypes
 import dataclasses
 import json
 import logging
@@ -14,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,8 +34,6 @@ from yagi_meter.store import Store, open_store
 from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 
 log = logging.getLogger("yagi_meter")
-
-PR_SET_PDEATHSIG = 1  # prctl(2)
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
 DAEMONS = ("listen", "serve", "push", "forward")
@@ -177,17 +173,19 @@ def cmd_push(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Werkzeug's threaded server on [feeds] host:port; gunicorn runs feeds.wsgi:app in production."""
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server
 
     from feeds.app import create_app
 
     store = _start("serve", config)
     app = create_app(config, store)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(RET_OK))
+    # Werkzeug says "Port N is in use by another program" and exits 1 when it cannot bind.
+    server = make_server(config.feeds.host, config.feeds.port, app, threaded=True)
     log.info(
         "serving feeds on http://%s:%d (public URL %s)", config.feeds.host, config.feeds.port, config.base_url
     )
-    run_simple(config.feeds.host, config.feeds.port, app, threaded=True)
+    server.serve_forever()
     return RET_OK
 
 
@@ -196,6 +194,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_forward(args: argparse.Namespace, config: Config) -> int:
     from yagi_meter.forward import Forwarder
+    from yagi_meter.supervisor import spawn_daemon
 
     if not config.forward.url:
         raise ConfigError("[forward] url: empty, so forwarding is off")
@@ -203,7 +202,7 @@ def cmd_forward(args: argparse.Namespace, config: Config) -> int:
     # One Python process posts on one core: the others are forwarders of their
     # own (the outbox's leases keep them from posting the same event).
     env = {**_child_env(args, store), "YAGI_FORWARD_PROCESSES": "1"}
-    helpers = [_spawn("forward", env, die_with_parent=True) for _ in range(config.forward.processes - 1)]
+    helpers = [spawn_daemon("forward", env) for _ in range(config.forward.processes - 1)]
     forwarder = Forwarder(config, store)
     forwarder.install_signal_handlers()
     try:
@@ -259,41 +258,17 @@ def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    """Start every daemon as a child, restart one that dies, stop all on SIGTERM."""
+    """Start every daemon as a child, restart one that dies (with backoff), stop all on SIGTERM."""
+    from yagi_meter.supervisor import Supervisor, spawn_daemon
+
     store = _start("run", config)
     env = _child_env(args, store)
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     names = [name for name in DAEMONS if WANTED.get(name, lambda _: True)(config)]
-    children = {name: _spawn(name, env) for name in names}
-    while not stopping:
-        time.sleep(0.5)
-        for name, child in children.items():
-            if child.poll() is not None and not stopping:
-                log.error("%s exited with %s; restarting it", name, child.returncode)
-                children[name] = _spawn(name, env)
-    for child in children.values():
-        child.send_signal(signal.SIGTERM)
-    for name, child in children.items():
-        child.wait()
-        log.info("%s stopped (exit %s)", name, child.returncode)
+    supervisor = Supervisor(names, lambda name: spawn_daemon(name, env, stderr=subprocess.PIPE))
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    supervisor.run()
     return RET_OK
-
-
-def _spawn(name: str, env: dict[str, str], die_with_parent: bool = False) -> subprocess.Popen:
-    preexec = _die_with_parent if die_with_parent and sys.platform == "linux" else None
-    return subprocess.Popen([sys.executable, "-m", "yagi_meter", name], env=env, preexec_fn=preexec)
-
-
-def _die_with_parent() -> None:
-    """In a child, before exec: SIGTERM when the parent dies, so none outlives a kill -9."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _child_env(args: argparse.Namespace, store: Store) -> dict[str, str]:
