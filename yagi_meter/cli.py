@@ -128,9 +128,10 @@ def _configure_logging(config: Config) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    # pika logs every passive declare of a missing queue; we handle those.
-    logging.getLogger("pika.channel").setLevel(logging.ERROR)
+    # pika logs every connection failure with a traceback, and every passive
+    # declare of a missing queue; yagi_meter.amqp turns both into errors of its
+    # own that are logged (or printed as one line) where they are handled.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def _start(name: str, config: Config) -> Store:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, sample_paths
+from tests.conftest import ROOT, TEST_AMQP_HOST, TEST_REDIS_URL, as_sent, load_sample, sample_paths
 from yagi_meter.store.keys import Keys
 
 pytestmark = pytest.mark.integration
@@ -237,6 +237,45 @@ def test_unknown_option_in_the_config_file_is_named(cli: CLI, tmp_path: Path) ->
     assert result.stderr.splitlines() == [
         f"yagi-meter: configuration error: {conf}: unknown option [redis] retention"
     ]
+
+
+def test_unknown_yagi_variable_in_the_environment_exits_2_with_one_line(cli: CLI) -> None:
+    result = cli.run("status", redis_retention="30")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "yagi-meter: configuration error: environment: unknown variable YAGI_REDIS_RETENTION "
+        "(no such option; see yagi.conf.sample)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("amqp://guest:wrong@{host}/%2F", "RabbitMQ refused the login (user or password): ACCESS_REFUSED"),
+        ("amqp://guest:guest@{host}/no-such-vhost", "RabbitMQ refused access to the virtual host"),
+    ],
+)
+def test_refused_amqp_credentials_are_one_configuration_line_without_traceback(
+    cli: CLI, amqp_url: str, url: str, reason: str
+) -> None:
+    result = cli.run("listen", amqp_url=url.format(host=TEST_AMQP_HOST))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "pika" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "yagi-meter listen" not in line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"yagi-meter: configuration error: [amqp] url: {reason}")
+
+
+def test_status_with_refused_amqp_credentials_still_reports_redis(cli: CLI, amqp_url: str) -> None:
+    result = cli.run("status", amqp_url=f"amqp://guest:wrong@{TEST_AMQP_HOST}/%2F")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(r"^events\s+0 \(last seq 0\)$", result.stdout, re.MULTILINE)
+    assert re.search(r"^queues\s+could not be read: RabbitMQ refused the login", result.stdout, re.MULTILINE)
+    report = json.loads(
+        cli.run("status", "--json", amqp_url=f"amqp://guest:wrong@{TEST_AMQP_HOST}/%2F").stdout
+    )
+    assert report["events"] == 0 and "refused the login" in report["queues"]["error"]
 
 
 def unused_port() -> int:
