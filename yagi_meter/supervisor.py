@@ -95,6 +95,7 @@ class Supervisor:
         backoff_max: float = 60.0,
         stable_seconds: float = 60.0,
         poll_seconds: float = 0.5,
+        stop_seconds: float = 60.0,
     ) -> None:
         self.children = [Child(name) for name in names]
         self._spawn = spawn
@@ -102,6 +103,7 @@ class Supervisor:
         self.backoff_max = backoff_max
         self.stable_seconds = stable_seconds
         self.poll_seconds = poll_seconds
+        self.stop_seconds = stop_seconds
         self.stopping = False
         self._selector = selectors.DefaultSelector()
 
@@ -124,10 +126,14 @@ class Supervisor:
         self._stop_all()
 
     def _start(self, child: Child) -> None:
-        child.process = self._spawn(child.name)
         child.started = time.monotonic()
         child.restart_at = None
         child.tail.clear()
+        try:
+            child.process = self._spawn(child.name)
+        except OSError as e:  # no fork or exec (out of memory or processes): try again later
+            self._schedule_restart(child, child.started, f"could not start: {e}")
+            return
         if child.process.stderr is not None:
             os.set_blocking(child.process.stderr.fileno(), False)
             self._selector.register(child.process.stderr, selectors.EVENT_READ, child)
@@ -137,6 +143,13 @@ class Supervisor:
         assert process is not None
         self._drain(child)
         child.process = None
+        reason = f"exit code {process.returncode}"
+        if child.last_line():
+            reason += f", last words: {child.last_line()!r}"
+        self._schedule_restart(child, now, reason)
+
+    def _schedule_restart(self, child: Child, now: float, reason: str) -> None:
+        """Restart ``child`` after the backoff; log ``reason`` unless it was the last one logged."""
         uptime = now - child.started
         if uptime >= self.stable_seconds:
             child.failures = 0
@@ -144,22 +157,19 @@ class Supervisor:
         child.failures += 1
         delay = backoff_delay(child.failures, self.backoff_min, self.backoff_max)
         child.restart_at = now + delay
-        reason = f"exit code {process.returncode}"
-        if child.last_line():
-            reason += f", last words: {child.last_line()!r}"
-        if reason != child.reported:
-            log.error(
-                "%s died after %.1f s (%s); restarting it in %.1f s, backing off up to %.0f s "
-                "while it keeps dying (not logged again unless the reason changes)",
-                child.name,
-                uptime,
-                reason,
-                delay,
-                self.backoff_max,
-            )
-            child.reported = reason
-        else:
+        if reason == child.reported:
             log.debug("%s died again (%s); restarting it in %.1f s", child.name, reason, delay)
+            return
+        log.error(
+            "%s died after %.1f s (%s); restarting it in %.1f s, backing off up to %.0f s "
+            "while it keeps dying (not logged again unless the reason changes)",
+            child.name,
+            uptime,
+            reason,
+            delay,
+            self.backoff_max,
+        )
+        child.reported = reason
 
     def _pump(self, timeout: float) -> None:
         """Copy whatever children wrote on standard error to ours, keeping each one's tail."""
@@ -194,11 +204,24 @@ class Supervisor:
             pass
 
     def _stop_all(self) -> None:
+        """SIGTERM every child; SIGKILL one still running after ``stop_seconds``.
+
+        A SIGKILLed listener loses nothing: what it had not acknowledged is
+        redelivered to the next one.
+        """
         running = [c for c in self.children if c.process is not None]
         for child in running:
             child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_seconds
         for child in running:
             while child.process.poll() is None:
+                if time.monotonic() > deadline:
+                    log.error(
+                        "%s did not stop within %.0f s of SIGTERM; killing it", child.name, self.stop_seconds
+                    )
+                    child.process.kill()
+                    child.process.wait()
+                    break
                 self._pump(0.1)
             self._drain(child)
             log.info("%s stopped (exit %s)", child.name, child.process.returncode)

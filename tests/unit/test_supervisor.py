@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -81,3 +82,49 @@ def test_a_child_that_stayed_up_restarts_after_the_minimum_again() -> None:
     supervisor._died(child, now=child.started + 1)
     assert child.failures == 1
     assert child.restart_at is not None and child.restart_at - (child.started + 1) <= 1.0
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_stop_seconds(caplog: pytest.LogCaptureFixture) -> None:
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
+    processes: list[subprocess.Popen] = []
+
+    def spawn(name: str) -> subprocess.Popen:
+        processes.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE))
+        return processes[-1]
+
+    supervisor = Supervisor(["stubborn"], spawn, poll_seconds=0.02, stop_seconds=0.5)
+    try:
+        thread = threading.Thread(target=supervisor.run)
+        thread.start()
+        assert processes and processes[0].stdout.readline() == b"up\n"  # SIGTERM is ignored from here on
+        supervisor.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert processes[0].returncode == -9
+        assert any(
+            "did not stop within 0 s" in r.getMessage() or "did not stop" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+            process.stdout.close()
+
+
+def test_a_child_that_cannot_be_started_is_retried_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    attempts: list[float] = []
+
+    def spawn(name: str) -> subprocess.Popen:
+        attempts.append(time.monotonic())
+        return subprocess.Popen(["/nonexistent/yagi-meter", name])
+
+    supervisor = Supervisor(["listen"], spawn, backoff_min=0.1, backoff_max=0.4, poll_seconds=0.02)
+    with caplog.at_level(logging.ERROR, logger="yagi_meter.supervisor"):
+        supervise(supervisor, 1.5)
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1 and "could not start" in errors[0] and "/nonexistent/yagi-meter" in errors[0]
+    assert 3 <= len(attempts) <= 8, attempts
