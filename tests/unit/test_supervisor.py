@@ -99,7 +99,10 @@ def test_a_child_that_ignores_sigterm_is_killed_after_stop_seconds(caplog: pytes
     try:
         thread = threading.Thread(target=supervisor.run)
         thread.start()
-        assert processes and processes[0].stdout.readline() == b"up\n"  # SIGTERM is ignored from here on
+        deadline = time.monotonic() + 10
+        while not processes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert processes[0].stdout.readline() == b"up\n"  # SIGTERM is ignored from here on
         supervisor.stop()
         thread.join(10)
         assert not thread.is_alive()
@@ -109,6 +112,7 @@ def test_a_child_that_ignores_sigterm_is_killed_after_stop_seconds(caplog: pytes
             for r in caplog.records
         )
     finally:
+        supervisor.stop()
         for process in processes:
             process.kill()
             process.wait()
