@@ -140,12 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     forward.usage = "%(prog)s [-h] [ACTION ...]"  # the action is optional
     forward_actions = forward.add_subparsers(metavar="ACTION", title="actions")
-    dead = forward_actions.add_parser(
-        "dead-letters",
-        help="events the archive refused for good (4xx)",
-        description="events the archive refused for good (4xx)",
-    )
-    dead_actions = dead.add_subparsers(metavar="ACTION", title="actions", required=True)
+    dead_actions = _group(forward_actions, "dead-letters", "events the archive refused for good (4xx)")
     dead_list = _command(
         dead_actions, "list", cmd_dead_letters_list, "show dead letters with the archive's answer"
     )
@@ -164,12 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="one JSON object on one line")
 
-    quarantine = commands.add_parser(
-        "quarantine",
-        help="messages that could not become events",
-        description="messages that could not become events, kept whole with the reason",
+    actions = _group(
+        commands, "quarantine", "messages that could not become events, kept whole with the reason"
     )
-    actions = quarantine.add_subparsers(metavar="ACTION", title="actions", required=True)
     listing = _command(
         actions, "list", cmd_quarantine_list, "show quarantined messages with their reasons, oldest first"
     )
@@ -187,10 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("ids", nargs="*", default=[], metavar="ID", help="entries to delete")
     which.add_argument("--all", action="store_true", help="delete every quarantined message")
 
-    subscriptions = commands.add_parser(
-        "subscriptions", help="WebSub subscriptions", description="verified WebSub subscriptions of the hub"
-    )
-    sub_actions = subscriptions.add_subparsers(metavar="ACTION", title="actions", required=True)
+    sub_actions = _group(commands, "subscriptions", "verified WebSub subscriptions of the hub")
     sub_list = _command(
         sub_actions,
         "list",
@@ -213,6 +202,12 @@ def _command(commands, name: str, func, text: str) -> argparse.ArgumentParser:
     command = commands.add_parser(name, help=text, description=text)
     command.set_defaults(func=func)
     return command
+
+
+def _group(commands, name: str, text: str):
+    """A subcommand that only groups actions (one of which is required)."""
+    group = commands.add_parser(name, help=text, description=text)
+    return group.add_subparsers(metavar="ACTION", title="actions", required=True)
 
 
 def _limit(command: argparse.ArgumentParser, what: str) -> None:

@@ -100,12 +100,17 @@ def start_run(tmp_path: Path) -> Iterator:
         run.cleanup()
 
 
-def test_children_exit_when_the_run_parent_is_killed_with_sigkill(env: dict[str, str], start_run) -> None:
-    port = unused_port()
+def start_all(start_run, env: dict[str, str], port: int) -> tuple[Run, list[int]]:
+    """`run` serving on ``port``, once its three children are up; their pids."""
     run = start_run({**env, "YAGI_FEEDS_PORT": str(port)})
     wait_until(lambda: answers(port), 60, "the feed server of `run`", run.tail, interval=0.2)
     wait_until(lambda: len(children_of(run.process.pid)) == 3, 30, "listen, serve and push", run.tail)
-    children = children_of(run.process.pid)
+    return run, children_of(run.process.pid)
+
+
+def test_children_exit_when_the_run_parent_is_killed_with_sigkill(env: dict[str, str], start_run) -> None:
+    port = unused_port()
+    run, children = start_all(start_run, env, port)
 
     run.process.kill()
     run.process.wait(10)
@@ -147,10 +152,7 @@ def test_a_child_whose_port_is_taken_backs_off_logs_once_and_recovers(env: dict[
 
 def test_sigterm_stops_every_child_and_exits_0(env: dict[str, str], start_run) -> None:
     port = unused_port()
-    run = start_run({**env, "YAGI_FEEDS_PORT": str(port)})
-    wait_until(lambda: answers(port), 60, "the feed server of `run`", run.tail, interval=0.2)
-    wait_until(lambda: len(children_of(run.process.pid)) == 3, 30, "listen, serve and push", run.tail)
-    children = children_of(run.process.pid)
+    run, children = start_all(start_run, env, port)
     time.sleep(0.5)
     run.process.send_signal(signal.SIGTERM)
     assert run.process.wait(30) == 0, run.tail()
