@@ -47,12 +47,18 @@ def die_with_parent(parent_pid: int) -> Callable[[], None]:
 
 
 def spawn_daemon(name: str, env: dict[str, str], stderr: int | None = None) -> subprocess.Popen:
-    """``python -m yagi_meter <name>`` as a child that dies with this process."""
+    """``python -m yagi_meter <name>`` as a child that dies with this process.
+
+    The child gets a process group of its own, so Ctrl-C in a terminal
+    reaches only this process, which then stops the children with SIGTERM,
+    once and in order (a child hit by both would die mid-shutdown).
+    """
     return subprocess.Popen(
         [sys.executable, "-m", "yagi_meter", name],
         env=env,
         stdin=subprocess.DEVNULL,
         stderr=stderr,
+        process_group=0,
         preexec_fn=die_with_parent(os.getpid()),
     )
 

@@ -77,7 +77,9 @@ class Run:
         return "\n".join(self.log().splitlines()[-30:])
 
     def cleanup(self) -> None:
-        # The whole group: the children too, even when the parent is gone.
+        # The children first (each has a process group of its own), then run's group.
+        for pid in children_of(self.process.pid):
+            os.kill(pid, signal.SIGKILL)
         try:
             os.killpg(self.pgid, signal.SIGKILL)
         except ProcessLookupError:
@@ -150,11 +152,15 @@ def test_a_child_whose_port_is_taken_backs_off_logs_once_and_recovers(env: dict[
     assert re.search(r"serve stopped \(exit 0\)", run.log()), run.tail()
 
 
-def test_sigterm_stops_every_child_and_exits_0(env: dict[str, str], start_run) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM to run", "SIGINT to its process group (Ctrl-C)"])
+def test_stopping_run_stops_every_child_cleanly_and_exits_0(env: dict[str, str], start_run, how: str) -> None:
     port = unused_port()
     run, children = start_all(start_run, env, port)
     time.sleep(0.5)
-    run.process.send_signal(signal.SIGTERM)
+    if how.startswith("SIGTERM"):
+        run.process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(run.pgid, signal.SIGINT)
     assert run.process.wait(30) == 0, run.tail()
     assert not any(alive(pid) for pid in children)
     for name in ("listen", "serve", "push"):
