@@ -8,10 +8,17 @@ command-line flags still win, as gunicorn always allows.
 
 import multiprocessing
 import os
+import sys
 
 from yagi_meter import config as _config
+from yagi_meter.errors import RET_CONFIG, ConfigError
 
-_settings = _config.load()
+try:
+    _settings = _config.load()
+except ConfigError as _error:
+    # One line and exit 2, as the yagi-meter command does (systemd does not restart on 2).
+    print(f"yagi-meter: configuration error: {_error}", file=sys.stderr)
+    sys.exit(RET_CONFIG)
 
 bind = os.environ.get("GUNICORN_BIND", f"{_settings.feeds.host}:{_settings.feeds.port}")
 # Feed requests are short and mostly waiting on Redis or the client: sync

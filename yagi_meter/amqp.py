@@ -11,6 +11,7 @@ from __future__ import annotations
 import bz2
 import logging
 import lzma
+import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,9 +71,19 @@ def _translated(what: str) -> Iterator[None]:
     try:
         yield
     except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as e:
-        raise AccessRefused(f"{what}: RabbitMQ refused access: {e!r}") from None
+        raise AccessRefused(_refusal(e)) from None
     except (pika.exceptions.AMQPError, OSError) as e:
         raise ConnectionClosed(f"{what}: {e!r}") from None
+
+
+def _refusal(error: pika.exceptions.AMQPConnectionError) -> str:
+    """One line from pika's refusal: what was refused, in the broker's own words."""
+    if isinstance(error, pika.exceptions.ProbableAuthenticationError):
+        what = "RabbitMQ refused the login (user or password)"
+    else:
+        what = "RabbitMQ refused access to the virtual host (missing, or no permission)"
+    words = re.search(r"\(\d+\) '([^']*)'", repr(error))
+    return f"{what}: {words.group(1)}" if words else what
 
 
 class Consumer:

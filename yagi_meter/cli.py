@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import configparser
-import ctypes
 import dataclasses
 import json
 import logging
@@ -14,8 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from yagi_meter import __version__
@@ -27,6 +26,7 @@ from yagi_meter.errors import (
     RET_CONNECT,
     RET_ERROR,
     RET_OK,
+    RET_PIPE,
     AccessRefused,
     ConfigError,
     StoreError,
@@ -36,8 +36,6 @@ from yagi_meter.store import Store, open_store
 from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 
 log = logging.getLogger("yagi_meter")
-
-PR_SET_PDEATHSIG = 1  # prctl(2)
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
 DAEMONS = ("listen", "serve", "push", "forward")
@@ -54,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_module.load(args.config)
         _configure_logging(config)
-        return args.func(args, config)
+        code = args.func(args, config)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except ConfigError as e:
         print(f"yagi-meter: configuration error: {e}", file=sys.stderr)
         return RET_CONFIG
@@ -64,59 +64,160 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AccessRefused as e:
         print(f"yagi-meter: configuration error: [amqp] url: {e}", file=sys.stderr)
         return RET_CONFIG
+    except BrokenPipeError:
+        # The reader went away (`yagi-meter quarantine list | head -1`): stop
+        # quietly, with the status of a process killed by SIGPIPE, as other
+        # Unix tools do.  Python would otherwise complain again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return RET_PIPE
+
+
+EPILOG = """\
+configuration: -c PATH, else $YAGI_CONFIG, else ./yagi.conf, else /etc/yagi/yagi.conf,
+else the built-in defaults; any option can be set as YAGI_<SECTION>_<KEY>
+(yagi.conf.sample lists them all).
+
+exit codes: 0 done; 1 failed (the reason is printed); 2 bad configuration (one
+line naming the key) or bad command line; 3 Redis unreachable; 141 standard
+output closed by its reader (`yagi-meter quarantine list | head -1`).
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yagi-meter", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="yagi-meter",
+        description="Archive OpenStack notifications in Redis and serve them as Atom feeds.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
-        "-c", "--config", help="configuration file (else $YAGI_CONFIG, ./yagi.conf, /etc/yagi/yagi.conf)"
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="configuration file (else $YAGI_CONFIG, ./yagi.conf, /etc/yagi/yagi.conf)",
     )
     parser.add_argument("--version", action="version", version=f"yagi-meter {__version__}")
-    commands = parser.add_subparsers(metavar="COMMAND")
+    commands = parser.add_subparsers(metavar="COMMAND", title="commands")
 
-    listen = commands.add_parser("listen", help="consume the configured queues, persist, ack")
-    listen.set_defaults(func=cmd_listen)
+    _command(
+        commands,
+        "listen",
+        cmd_listen,
+        "consume the configured RabbitMQ queues, store each batch, then ack it",
+    )
+    _command(
+        commands,
+        "serve",
+        cmd_serve,
+        "the feed server and WebSub hub on [feeds] host:port (development server; "
+        "in production run gunicorn -c conf/gunicorn.conf.py feeds.wsgi:app)",
+    )
+    _command(commands, "push", cmd_push, "verify WebSub subscriptions and deliver new entries to subscribers")
+    _command(
+        commands,
+        "run",
+        cmd_run,
+        "every daemon (listen, serve, push, and forward when [forward] url is set) as a child "
+        "process, for one machine; a child that dies is restarted with backoff",
+    )
+    replay = _command(
+        commands,
+        "replay",
+        cmd_replay,
+        "store notifications from files through the listener's path (backfill, demo); "
+        "a message already stored is counted as a duplicate",
+    )
+    replay.add_argument(
+        "files", nargs="+", metavar="FILE", help="a JSON object, a JSON array of them, or JSON lines"
+    )
 
-    serve = commands.add_parser("serve", help="the feed server (development server; production: gunicorn)")
-    serve.set_defaults(func=cmd_serve)
-
-    push = commands.add_parser("push", help="deliver WebSub content to subscribers")
-    push.set_defaults(func=cmd_push)
-
-    run = commands.add_parser("run", help="every daemon in one process group")
-    run.set_defaults(func=cmd_run)
-
-    replay = commands.add_parser("replay", help="ingest notifications from JSON / JSON-lines files")
-    replay.add_argument("files", nargs="+", metavar="FILE")
-    replay.set_defaults(func=cmd_replay)
-
-    forward = commands.add_parser("forward", help="post events to the AtomPub archive")
-    forward.set_defaults(func=cmd_forward)
-    forward_actions = forward.add_subparsers(metavar="ACTION")
-    dead = forward_actions.add_parser("dead-letters", help="events the archive refused (4xx)")
-    dead_actions = dead.add_subparsers(metavar="ACTION", required=True)
-    dead_list = dead_actions.add_parser("list", help="show dead letters with the archive's answer")
-    dead_list.add_argument("--limit", type=int, default=100)
-    dead_list.add_argument("--json", action="store_true", help="one JSON object per line")
-    dead_list.set_defaults(func=cmd_dead_letters_list)
-    dead_retry = dead_actions.add_parser("retry", help="put dead letters back in the forward outbox")
+    forward = _command(
+        commands,
+        "forward",
+        cmd_forward,
+        "without an action: run the forwarder daemon, which posts events to the AtomPub archive "
+        "at [forward] url (it starts [forward] processes - 1 helper processes itself)",
+    )
+    forward.usage = "%(prog)s [-h] [ACTION ...]"  # the action is optional
+    forward_actions = forward.add_subparsers(metavar="ACTION", title="actions")
+    dead_actions = _group(forward_actions, "dead-letters", "events the archive refused for good (4xx)")
+    dead_list = _command(
+        dead_actions, "list", cmd_dead_letters_list, "show dead letters with the archive's answer"
+    )
+    _limit(dead_list, "dead letters")
+    dead_list.add_argument("--json", action="store_true", help="one JSON object per line, the answer whole")
+    dead_retry = _command(
+        dead_actions, "retry", cmd_dead_letters_retry, "put dead letters back in the forward outbox"
+    )
     dead_retry.add_argument("ids", nargs="*", metavar="ID", help="dead letters to retry (default: all)")
-    dead_retry.set_defaults(func=cmd_dead_letters_retry)
 
-    status = commands.add_parser("status", help="counts, queue depths, backlogs, last errors")
-    status.add_argument("--json", action="store_true", help="one JSON object")
-    status.set_defaults(func=cmd_status)
+    status = _command(
+        commands,
+        "status",
+        cmd_status,
+        "counts, RabbitMQ queue depths, outbox backlogs, dead letters, last errors",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object on one line")
 
-    quarantine = commands.add_parser("quarantine", help="messages that could not become events")
-    actions = quarantine.add_subparsers(metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="show quarantined messages with their reasons")
-    listing.add_argument("--limit", type=int, default=100)
+    actions = _group(
+        commands, "quarantine", "messages that could not become events, kept whole with the reason"
+    )
+    listing = _command(
+        actions, "list", cmd_quarantine_list, "show quarantined messages with their reasons, oldest first"
+    )
+    _limit(listing, "messages")
     listing.add_argument("--json", action="store_true", help="one JSON object per line, body included")
-    listing.set_defaults(func=cmd_quarantine_list)
-    requeue = actions.add_parser("requeue", help="ingest quarantined messages again")
+    requeue = _command(
+        actions,
+        "requeue",
+        cmd_quarantine_requeue,
+        "store quarantined messages again (after a fix); one still bad is quarantined anew",
+    )
     requeue.add_argument("ids", nargs="*", metavar="ID", help="entries to requeue (default: all)")
-    requeue.set_defaults(func=cmd_quarantine_requeue)
+    delete = _command(actions, "delete", cmd_quarantine_delete, "delete quarantined messages for good")
+    which = delete.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", default=[], metavar="ID", help="entries to delete")
+    which.add_argument("--all", action="store_true", help="delete every quarantined message")
+
+    sub_actions = _group(commands, "subscriptions", "verified WebSub subscriptions of the hub")
+    sub_list = _command(
+        sub_actions,
+        "list",
+        cmd_subscriptions_list,
+        "show subscriptions: id, lease end, queued entries, topic, callback",
+    )
+    sub_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub_remove = _command(
+        sub_actions,
+        "remove",
+        cmd_subscriptions_remove,
+        "remove subscriptions and their queued entries (the subscriber may subscribe again)",
+    )
+    sub_remove.add_argument("ids", nargs="+", metavar="ID", help="subscription ids, as `list` shows them")
     return parser
+
+
+def _command(commands, name: str, func, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose short help and description are the same text."""
+    command = commands.add_parser(name, help=text, description=text)
+    command.set_defaults(func=func)
+    return command
+
+
+def _group(commands, name: str, text: str):
+    """A subcommand that only groups actions (one of which is required)."""
+    group = commands.add_parser(name, help=text, description=text)
+    return group.add_subparsers(metavar="ACTION", title="actions", required=True)
+
+
+def _limit(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        metavar="N",
+        help=f"show at most N {what}, oldest first (default: 100)",
+    )
 
 
 def _configure_logging(config: Config) -> None:
@@ -132,9 +233,10 @@ def _configure_logging(config: Config) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    # pika logs every passive declare of a missing queue; we handle those.
-    logging.getLogger("pika.channel").setLevel(logging.ERROR)
+    # pika logs every connection failure with a traceback, and every passive
+    # declare of a missing queue; yagi_meter.amqp turns both into errors of its
+    # own that are logged (or printed as one line) where they are handled.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def _start(name: str, config: Config) -> Store:
@@ -177,17 +279,19 @@ def cmd_push(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Werkzeug's threaded server on [feeds] host:port; gunicorn runs feeds.wsgi:app in production."""
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server
 
     from feeds.app import create_app
 
     store = _start("serve", config)
     app = create_app(config, store)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(RET_OK))
+    # Werkzeug says "Port N is in use by another program" and exits 1 when it cannot bind.
+    server = make_server(config.feeds.host, config.feeds.port, app, threaded=True)
     log.info(
         "serving feeds on http://%s:%d (public URL %s)", config.feeds.host, config.feeds.port, config.base_url
     )
-    run_simple(config.feeds.host, config.feeds.port, app, threaded=True)
+    server.serve_forever()
     return RET_OK
 
 
@@ -196,6 +300,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_forward(args: argparse.Namespace, config: Config) -> int:
     from yagi_meter.forward import Forwarder
+    from yagi_meter.supervisor import spawn_daemon
 
     if not config.forward.url:
         raise ConfigError("[forward] url: empty, so forwarding is off")
@@ -203,7 +308,7 @@ def cmd_forward(args: argparse.Namespace, config: Config) -> int:
     # One Python process posts on one core: the others are forwarders of their
     # own (the outbox's leases keep them from posting the same event).
     env = {**_child_env(args, store), "YAGI_FORWARD_PROCESSES": "1"}
-    helpers = [_spawn("forward", env, die_with_parent=True) for _ in range(config.forward.processes - 1)]
+    helpers = [spawn_daemon("forward", env) for _ in range(config.forward.processes - 1)]
     forwarder = Forwarder(config, store)
     forwarder.install_signal_handlers()
     try:
@@ -259,41 +364,17 @@ def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    """Start every daemon as a child, restart one that dies, stop all on SIGTERM."""
+    """Start every daemon as a child, restart one that dies (with backoff), stop all on SIGTERM."""
+    from yagi_meter.supervisor import Supervisor, spawn_daemon
+
     store = _start("run", config)
     env = _child_env(args, store)
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     names = [name for name in DAEMONS if WANTED.get(name, lambda _: True)(config)]
-    children = {name: _spawn(name, env) for name in names}
-    while not stopping:
-        time.sleep(0.5)
-        for name, child in children.items():
-            if child.poll() is not None and not stopping:
-                log.error("%s exited with %s; restarting it", name, child.returncode)
-                children[name] = _spawn(name, env)
-    for child in children.values():
-        child.send_signal(signal.SIGTERM)
-    for name, child in children.items():
-        child.wait()
-        log.info("%s stopped (exit %s)", name, child.returncode)
+    supervisor = Supervisor(names, lambda name: spawn_daemon(name, env, stderr=subprocess.PIPE))
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    supervisor.run()
     return RET_OK
-
-
-def _spawn(name: str, env: dict[str, str], die_with_parent: bool = False) -> subprocess.Popen:
-    preexec = _die_with_parent if die_with_parent and sys.platform == "linux" else None
-    return subprocess.Popen([sys.executable, "-m", "yagi_meter", name], env=env, preexec_fn=preexec)
-
-
-def _die_with_parent() -> None:
-    """In a child, before exec: SIGTERM when the parent dies, so none outlives a kill -9."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _child_env(args: argparse.Namespace, store: Store) -> dict[str, str]:
@@ -427,6 +508,53 @@ def cmd_quarantine_requeue(args: argparse.Namespace, config: Config) -> int:
     return RET_ERROR if wanted - found else RET_OK
 
 
+def cmd_quarantine_delete(args: argparse.Namespace, config: Config) -> int:
+    store = open_store(config)
+    if args.all:
+        last = store.quarantine.last_id()
+        deleted = store.quarantine.delete_through(last) if last is not None else 0
+        print(f"deleted {deleted} quarantined messages")
+        return RET_OK
+    ids = list(dict.fromkeys(args.ids))
+    deleted = store.quarantine.delete(ids)
+    print(f"deleted {len(deleted)} quarantined messages")
+    for missing in [entry_id for entry_id in ids if entry_id not in deleted]:
+        print(f"yagi-meter: no quarantined message {missing}", file=sys.stderr)
+    return RET_ERROR if len(deleted) < len(ids) else RET_OK
+
+
 def _entry_seq(entry_id: str) -> tuple[int, int]:
     ms, _, n = entry_id.partition("-")
     return int(ms), int(n or 0)
+
+
+# -- subscriptions ---------------------------------------------------------
+
+
+def cmd_subscriptions_list(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.store.subscriptions import Subscriptions
+
+    store = open_store(config)
+    for row in Subscriptions(store.client, store.keys).standing():
+        expires = datetime.fromtimestamp(row["expires_ms"] / 1000, UTC)
+        if args.json:
+            print(json.dumps({**row, "expires": expires.isoformat()}))
+        else:
+            print(
+                f"{row['id']}  until {expires:%Y-%m-%d %H:%M:%S}  {row['backlog']} queued  "
+                f"{row['failures']} failed  {row['topic']}\n    -> {row['callback']}"
+            )
+    return RET_OK
+
+
+def cmd_subscriptions_remove(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.store.subscriptions import Subscriptions
+
+    store = open_store(config)
+    subscriptions = Subscriptions(store.client, store.keys)
+    ids = list(dict.fromkeys(args.ids))
+    missing = [sid for sid in ids if not subscriptions.remove(sid)]
+    print(f"removed {len(ids) - len(missing)} subscriptions")
+    for sid in missing:
+        print(f"yagi-meter: no subscription {sid}", file=sys.stderr)
+    return RET_ERROR if missing else RET_OK

@@ -21,6 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 from yagi_meter.errors import ConfigError
 
 SEARCH_PATH = ("./yagi.conf", "/etc/yagi/yagi.conf")
+# YAGI_* environment variables that are not options: the configuration file's
+# path, and the test suite's and benchmarks' own settings.
+NOT_OPTIONS = frozenset({"YAGI_CONFIG"})
+NOT_OPTION_PREFIXES = ("YAGI_TEST_", "YAGI_BENCH_")
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -694,12 +698,23 @@ def _read_ini(file: Path) -> dict[tuple[str, str], str]:
 
 
 def _read_environ(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Options set as ``YAGI_<SECTION>_<KEY>``; any other ``YAGI_*`` name is refused.
+
+    A misspelt variable is refused like a misspelt key in the file, rather
+    than silently ignored, except the names in NOT_OPTIONS.
+    """
+    by_variable = {f"YAGI_{o.section}_{o.key}".upper(): (o.section, o.key) for o in OPTIONS}
     raw = {}
-    for option in OPTIONS:
-        name = f"YAGI_{option.section}_{option.key}".upper()
-        if name in environ:
-            raw[(option.section, option.key)] = environ[name]
+    for name, value in environ.items():
+        if name in by_variable:
+            raw[by_variable[name]] = value
+        elif name.startswith("YAGI_") and not _not_an_option(name):
+            raise ConfigError(f"environment: unknown variable {name} (no such option; see yagi.conf.sample)")
     return raw
+
+
+def _not_an_option(name: str) -> bool:
+    return name in NOT_OPTIONS or name.startswith(NOT_OPTION_PREFIXES)
 
 
 def _check_together(config: Config) -> None:
@@ -757,6 +772,9 @@ _SAMPLE_HEADER = """\
 # /etc/yagi/yagi.conf, else the built-in defaults shown here.  Any key can be
 # overridden by an environment variable YAGI_<SECTION>_<KEY>, e.g.
 #   YAGI_REDIS_URL=redis://localhost:6379/9 yagi-meter listen
+# Any other YAGI_* variable is refused as unknown, except YAGI_CONFIG (the
+# file to read) and YAGI_TEST_* / YAGI_BENCH_* (the test suite's and the
+# benchmarks' own settings).
 """
 
 

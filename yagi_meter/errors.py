@@ -42,3 +42,4 @@ RET_OK = 0
 RET_ERROR = 1
 RET_CONFIG = 2
 RET_CONNECT = 3
+RET_PIPE = 141  # standard output closed by its reader, as a shell reports SIGPIPE (128 + 13)

@@ -7,7 +7,7 @@ from typing import Any
 
 from yagi_meter.amqp import queue_depths
 from yagi_meter.config import Config
-from yagi_meter.errors import ConnectionClosed
+from yagi_meter.errors import BrokerError
 from yagi_meter.store import Store
 from yagi_meter.store.outbox import Outbox
 from yagi_meter.store.stats import gauges, hub_counts
@@ -23,7 +23,7 @@ def collect(store: Store, config: Config) -> dict[str, Any]:
     recent_quarantine = store.quarantine.list(count=5) if counts["quarantined"] else []
     try:
         queues: dict[str, Any] = queue_depths(config)
-    except ConnectionClosed as e:
+    except BrokerError as e:  # unreachable, or refusing our credentials: report the rest anyway
         queues = {"error": str(e)}
     return {
         **counts,
@@ -68,7 +68,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     queues = report["queues"]
     if "error" in queues:
-        lines.append(f"queues            RabbitMQ unreachable: {queues['error']}")
+        lines.append(f"queues            could not be read: {queues['error']}")
     for name, depth in sorted(q for q in queues.items() if q[0] != "error"):
         lines.append(f"queue {name:<24} {depth['messages']} waiting, {depth['consumers']} consumers")
     for sub in report["push_lagging"]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, sample_paths
+from tests.conftest import ROOT, TEST_AMQP_HOST, TEST_REDIS_URL, as_sent, load_sample, sample_paths
 from yagi_meter.store.keys import Keys
 
 pytestmark = pytest.mark.integration
@@ -239,6 +239,45 @@ def test_unknown_option_in_the_config_file_is_named(cli: CLI, tmp_path: Path) ->
     ]
 
 
+def test_unknown_yagi_variable_in_the_environment_exits_2_with_one_line(cli: CLI) -> None:
+    result = cli.run("status", redis_retention="30")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "yagi-meter: configuration error: environment: unknown variable YAGI_REDIS_RETENTION "
+        "(no such option; see yagi.conf.sample)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("amqp://guest:wrong@{host}/%2F", "RabbitMQ refused the login (user or password): ACCESS_REFUSED"),
+        ("amqp://guest:guest@{host}/no-such-vhost", "RabbitMQ refused access to the virtual host"),
+    ],
+)
+def test_refused_amqp_credentials_are_one_configuration_line_without_traceback(
+    cli: CLI, amqp_url: str, url: str, reason: str
+) -> None:
+    result = cli.run("listen", amqp_url=url.format(host=TEST_AMQP_HOST))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "pika" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "yagi-meter listen" not in line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"yagi-meter: configuration error: [amqp] url: {reason}")
+
+
+def test_status_with_refused_amqp_credentials_still_reports_redis(cli: CLI, amqp_url: str) -> None:
+    result = cli.run("status", amqp_url=f"amqp://guest:wrong@{TEST_AMQP_HOST}/%2F")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(r"^events\s+0 \(last seq 0\)$", result.stdout, re.MULTILINE)
+    assert re.search(r"^queues\s+could not be read: RabbitMQ refused the login", result.stdout, re.MULTILINE)
+    report = json.loads(
+        cli.run("status", "--json", amqp_url=f"amqp://guest:wrong@{TEST_AMQP_HOST}/%2F").stdout
+    )
+    assert report["events"] == 0 and "refused the login" in report["queues"]["error"]
+
+
 def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -261,3 +300,86 @@ def test_replay_of_a_file_starting_with_a_utf8_bom(cli: CLI, tmp_path: Path, for
     path = tmp_path / "bom.json"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert cli.replay(path) == {"stored": len(messages), "duplicates": 0, "conflicts": 0, "quarantined": 0}
+
+
+# -- quarantine delete, subscriptions, pipes ------------------------------------
+
+
+def quarantined_ids(cli: CLI) -> list[str]:
+    return [json.loads(line)["id"] for line in cli.ok("quarantine", "list", "--json").splitlines()]
+
+
+def test_quarantine_delete_by_id_reports_an_unknown_id(cli: CLI, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("first bad\nsecond bad\nthird bad\n")
+    cli.replay(path)
+    first, second, third = quarantined_ids(cli)
+    result = cli.run("quarantine", "delete", first, third, "1-1")
+    assert result.returncode == 1
+    assert result.stdout == "deleted 2 quarantined messages\n"
+    assert result.stderr == "yagi-meter: no quarantined message 1-1\n"
+    assert quarantined_ids(cli) == [second]
+    status = cli.status()
+    assert (status["quarantined"], status["quarantined_ever"]) == (1, 3)
+
+
+def test_quarantine_delete_all_empties_it_and_needs_ids_or_all(cli: CLI, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(f"bad {n}\n" for n in range(2500)))
+    cli.replay(path)
+    assert cli.ok("quarantine", "delete", "--all") == "deleted 2500 quarantined messages\n"
+    assert cli.status()["quarantined"] == 0
+    assert cli.run("quarantine", "delete").returncode == 2
+
+
+def test_quarantine_list_into_a_closed_pipe_ends_quietly_with_141(cli: CLI, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(f"bad {n} {'x' * 200}\n" for n in range(3000)))
+    cli.replay(path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YAGI_")}
+    env.update(YAGI_CONFIG=os.devnull, YAGI_REDIS_URL=TEST_REDIS_URL, YAGI_REDIS_KEY_PREFIX=cli.key_prefix)
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"set -o pipefail; {sys.executable} -m yagi_meter quarantine list --json --limit 3000 | head -1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 141
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["body"].startswith("bad 0 ")
+
+
+def subscribe(redis_server: redis.Redis, key_prefix: str, topic_path: str, callback: str) -> str:
+    from yagi_meter.store.subscriptions import SUBSCRIBE, Intent, Subscriptions
+
+    subscriptions = Subscriptions(redis_server, Keys(key_prefix))
+    intent = Intent(SUBSCRIBE, f"http://127.0.0.1:8080{topic_path}", topic_path, callback, lease_seconds=3600)
+    subscriptions.activate(intent, expires_ms=4102444800000)  # 2100-01-01
+    return intent.id
+
+
+def test_subscriptions_list_and_remove(cli: CLI, redis_server: redis.Redis) -> None:
+    alpha = subscribe(redis_server, cli.key_prefix, "/tenants/alpha/events", "http://127.0.0.1:9/alpha")
+    beta = subscribe(redis_server, cli.key_prefix, "/events", "http://127.0.0.1:9/beta")
+    rows = [json.loads(line) for line in cli.ok("subscriptions", "list", "--json").splitlines()]
+    assert {(r["id"], r["topic"], r["callback"], r["backlog"]) for r in rows} == {
+        (alpha, "http://127.0.0.1:8080/tenants/alpha/events", "http://127.0.0.1:9/alpha", 0),
+        (beta, "http://127.0.0.1:8080/events", "http://127.0.0.1:9/beta", 0),
+    }
+    assert {r["expires"] for r in rows} == {"2100-01-01T00:00:00+00:00"}
+    text = cli.ok("subscriptions", "list")
+    assert f"{alpha}  until 2100-01-01 00:00:00  0 queued" in text and "-> http://127.0.0.1:9/beta" in text
+
+    result = cli.run("subscriptions", "remove", alpha, "nope")
+    assert result.returncode == 1
+    assert result.stdout == "removed 1 subscriptions\n"
+    assert result.stderr == "yagi-meter: no subscription nope\n"
+    assert [json.loads(line)["id"] for line in cli.ok("subscriptions", "list", "--json").splitlines()] == [
+        beta
+    ]
+    assert cli.status()["push_subscriptions"] == 1

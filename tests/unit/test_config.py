@@ -65,3 +65,14 @@ def test_describe_masks_passwords():
     line = make_config(amqp_url="amqp://user:s3cret@rabbit:5672/%2F").describe()
     assert "s3cret" not in line
     assert "amqp://user:***@rabbit:5672/%2F" in line
+
+
+def test_unknown_yagi_variable_in_the_environment_is_refused_like_an_unknown_key():
+    with pytest.raises(ConfigError, match=r"^environment: unknown variable YAGI_REDIS_URLL "):
+        config_module.load(environ={"YAGI_CONFIG": "/dev/null", "YAGI_REDIS_URLL": "redis://x"})
+
+
+@pytest.mark.parametrize("name", ["YAGI_CONFIG", "YAGI_TEST_REDIS_URL", "YAGI_BENCH_REDIS_URL"])
+def test_the_yagi_variables_that_are_not_options_are_allowed(name):
+    environ = {"YAGI_CONFIG": "/dev/null", name: "/dev/null", "OTHER_VARIABLE": "x"}
+    assert config_module.load(environ=environ).redis.url == "redis://localhost:6379/0"

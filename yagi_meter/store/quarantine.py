@@ -61,6 +61,32 @@ class Quarantine:
         except redis.RedisError as e:
             raise StoreError(f"removing quarantined {entry_id} failed: {e}") from None
 
+    def delete(self, entry_ids: list[str]) -> list[str]:
+        """Remove the given entries; return the ids that were there (the others are unknown)."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xdel(self.keys.quarantine, entry_id)
+        try:
+            removed = pipe.execute()
+        except redis.RedisError as e:
+            raise StoreError(f"deleting quarantined messages failed: {e}") from None
+        return [entry_id for entry_id, n in zip(entry_ids, removed, strict=True) if n]
+
+    def delete_through(self, last: str, batch: int = 1000) -> int:
+        """Remove every entry up to and including ``last``, ``batch`` at a time; return how many.
+
+        Entries quarantined after ``last`` (while this runs) are kept.
+        """
+        deleted = 0
+        while True:
+            try:
+                entries = self.client.xrange(self.keys.quarantine, "-", last, count=batch)
+            except redis.RedisError as e:
+                raise StoreError(f"reading the quarantine failed: {e}") from None
+            if not entries:
+                return deleted
+            deleted += len(self.delete([entry_id.decode() for entry_id, _ in entries]))
+
     def count(self) -> int:
         try:
             return self.client.xlen(self.keys.quarantine)

@@ -212,7 +212,8 @@ class Subscriptions:
         return sorted(i.decode() for i in self._call(self.client.smembers, self.keys.hub_topic(topic_path)))
 
     def standing(self) -> list[dict[str, Any]]:
-        """Every subscription's topic, callback, queued entries and failures, in one round trip."""
+        """Every subscription's id, topic, callback, queued entries, failures and lease end
+        (``expires_ms``), in one round trip."""
         ids = self.ids()
         pipe = self.client.pipeline(transaction=False)
         for subscription_id in ids:
@@ -224,11 +225,12 @@ class Subscriptions:
                 "attempts",
                 "failures",
                 "dropped",
+                "expires",
             )
         replies = self._execute(pipe)
         rows = []
         for i, subscription_id in enumerate(ids):
-            backlog, (topic, callback, attempts, failed, lost) = replies[2 * i], replies[2 * i + 1]
+            backlog, (topic, callback, attempts, failed, lost, expires) = replies[2 * i], replies[2 * i + 1]
             if callback is None:  # removed since ids() was read
                 continue
             rows.append(
@@ -240,6 +242,7 @@ class Subscriptions:
                     "attempts": int(attempts or 0),
                     "failures": int(failed or 0),
                     "dropped": int(lost or 0),
+                    "expires_ms": int(expires or 0),
                 }
             )
         return rows

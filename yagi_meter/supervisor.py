@@ -1,0 +1,241 @@
+"""``yagi-meter run``: every daemon as a child process, restarted with backoff when it dies.
+
+A child that dies is started again after a delay that doubles with each
+quick death (``backoff_min`` to ``backoff_max`` seconds, with jitter) and
+falls back to ``backoff_min`` once the child has stayed up ``stable_seconds``.
+The supervisor says why a child died once, with its exit code and the last
+line it wrote on standard error, and again only when that reason changes.
+
+Every child gets a parent-death signal (Linux ``PR_SET_PDEATHSIG``): when the
+supervisor dies, even by ``kill -9``, its children get SIGTERM, so a new
+``run`` never finds the old listeners still consuming or the port still taken.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+# Only the tail of a child's standard error is kept, to name why it died.
+_TAIL_BYTES = 4096
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when ``parent_pid`` dies, so none outlives a kill -9."""
+
+    def arm() -> None:
+        if sys.platform != "linux":
+            return
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        # The parent may have died between fork and prctl: then no signal comes.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return arm
+
+
+def spawn_daemon(name: str, env: dict[str, str], stderr: int | None = None) -> subprocess.Popen:
+    """``python -m yagi_meter <name>`` as a child that dies with this process.
+
+    The child gets a process group of its own, so Ctrl-C in a terminal
+    reaches only this process, which then stops the children with SIGTERM,
+    once and in order (a child hit by both would die mid-shutdown).
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "yagi_meter", name],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=stderr,
+        process_group=0,
+        preexec_fn=die_with_parent(os.getpid()),
+    )
+
+
+def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
+    """Seconds to wait before restart number ``failures`` (1, 2, ...): doubling, capped, jittered.
+
+    The jitter (75-100 % of the doubled delay) keeps several supervisors
+    restarted together from hammering a shared broker or Redis in step.
+    """
+    delay = min(maximum, minimum * 2 ** (failures - 1))
+    return delay * random.uniform(0.75, 1.0)
+
+
+@dataclass
+class Child:
+    """One supervised daemon: its process, its standard error tail, its restart state."""
+
+    name: str
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    failures: int = 0  # quick deaths in a row
+    restart_at: float | None = None
+    reported: str = ""  # the last reason logged, so each is logged once
+    tail: bytearray = field(default_factory=bytearray)
+
+    def last_line(self) -> str:
+        lines = [line for line in bytes(self.tail).splitlines() if line.strip()]
+        return lines[-1].decode("utf-8", errors="replace").strip() if lines else ""
+
+
+class Supervisor:
+    """Starts ``names`` with ``spawn``, restarts the ones that die, stops all on ``stop()``."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        spawn: Callable[[str], subprocess.Popen],
+        backoff_min: float = 1.0,
+        backoff_max: float = 60.0,
+        stable_seconds: float = 60.0,
+        poll_seconds: float = 0.5,
+        stop_seconds: float = 60.0,
+    ) -> None:
+        self.children = [Child(name) for name in names]
+        self._spawn = spawn
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.stable_seconds = stable_seconds
+        self.poll_seconds = poll_seconds
+        self.stop_seconds = stop_seconds
+        self.stopping = False
+        self._selector = selectors.DefaultSelector()
+
+    def stop(self, *_: object) -> None:
+        """Ask the loop to end (a signal handler)."""
+        self.stopping = True
+
+    def run(self) -> None:
+        """Supervise until ``stop()``, then SIGTERM every child and wait for it."""
+        for child in self.children:
+            self._start(child)
+        while not self.stopping:
+            self._pump(self.poll_seconds)
+            now = time.monotonic()
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None:
+                    self._died(child, now)
+                elif child.process is None and child.restart_at is not None and now >= child.restart_at:
+                    self._start(child)
+        self._stop_all()
+
+    def _start(self, child: Child) -> None:
+        child.started = time.monotonic()
+        child.restart_at = None
+        child.tail.clear()
+        try:
+            child.process = self._spawn(child.name)
+        except OSError as e:  # no fork or exec (out of memory or processes): try again later
+            self._schedule_restart(child, child.started, f"could not start: {e}")
+            return
+        if child.process.stderr is not None:
+            os.set_blocking(child.process.stderr.fileno(), False)
+            self._selector.register(child.process.stderr, selectors.EVENT_READ, child)
+
+    def _died(self, child: Child, now: float) -> None:
+        process = child.process
+        assert process is not None
+        self._drain(child)
+        child.process = None
+        reason = f"exit code {process.returncode}"
+        if child.last_line():
+            reason += f", last words: {child.last_line()!r}"
+        self._schedule_restart(child, now, reason)
+
+    def _schedule_restart(self, child: Child, now: float, reason: str) -> None:
+        """Restart ``child`` after the backoff; log ``reason`` unless it was the last one logged."""
+        uptime = now - child.started
+        if uptime >= self.stable_seconds:
+            child.failures = 0
+            child.reported = ""
+        child.failures += 1
+        delay = backoff_delay(child.failures, self.backoff_min, self.backoff_max)
+        child.restart_at = now + delay
+        if reason == child.reported:
+            log.debug("%s died again (%s); restarting it in %.1f s", child.name, reason, delay)
+            return
+        log.error(
+            "%s died after %.1f s (%s); restarting it in %.1f s, backing off up to %.0f s "
+            "while it keeps dying (not logged again unless the reason changes)",
+            child.name,
+            uptime,
+            reason,
+            delay,
+            self.backoff_max,
+        )
+        child.reported = reason
+
+    def _pump(self, timeout: float) -> None:
+        """Copy whatever children wrote on standard error to ours, keeping each one's tail."""
+        if not self._selector.get_map():
+            time.sleep(timeout)
+            return
+        for key, _ in self._selector.select(timeout):
+            self._read(key.data, key.fileobj)
+
+    def _read(self, child: Child, stream) -> bool:
+        """Copy what ``stream`` holds now; False when nothing more is there for the moment or ever.
+
+        At end of file the stream is unregistered and closed.  A stream can
+        outlive its process for a moment (forward's helpers share it).
+        """
+        try:
+            data = os.read(stream.fileno(), 65536)
+        except BlockingIOError:
+            return False
+        if not data:
+            self._selector.unregister(stream)
+            stream.close()
+            return False
+        _write_stderr(data)
+        child.tail += data
+        del child.tail[:-_TAIL_BYTES]
+        return True
+
+    def _drain(self, child: Child) -> None:
+        stream = child.process.stderr if child.process is not None else None
+        while stream is not None and not stream.closed and self._read(child, stream):
+            pass
+
+    def _stop_all(self) -> None:
+        """SIGTERM every child; SIGKILL one still running after ``stop_seconds``.
+
+        A SIGKILLed listener loses nothing: what it had not acknowledged is
+        redelivered to the next one.
+        """
+        running = [c for c in self.children if c.process is not None]
+        for child in running:
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_seconds
+        for child in running:
+            while child.process.poll() is None:
+                if time.monotonic() > deadline:
+                    log.error(
+                        "%s did not stop within %.0f s of SIGTERM; killing it", child.name, self.stop_seconds
+                    )
+                    child.process.kill()
+                    child.process.wait()
+                    break
+                self._pump(0.1)
+            self._drain(child)
+            log.info("%s stopped (exit %s)", child.name, child.process.returncode)
+
+
+def _write_stderr(data: bytes) -> None:
+    try:
+        sys.stderr.buffer.write(data)
+        sys.stderr.buffer.flush()
+    except (OSError, ValueError):
+        pass  # our own standard error is gone; the children's lines cannot go anywhere
