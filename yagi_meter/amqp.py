@@ -21,6 +21,7 @@ import pika.exceptions
 
 from yagi_meter.config import Config
 from yagi_meter.errors import AccessRefused, ConnectionClosed
+from yagi_meter.ingest import Message, bounded
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,15 @@ _DECOMPRESSORS = {
 
 @dataclass(frozen=True)
 class Delivery:
-    """One received message: its tag for acking, body and source exchange/routing key."""
+    """One received message: its tag for acking, and the message (body and source).
+
+    A body larger than ``[amqp] max_message_bytes`` is cut to its head on
+    arrival (``ingest.bounded``): it is held until acked, so only its head,
+    size and digest are.
+    """
 
     tag: int
-    body: bytes
-    source: str
+    message: Message
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class Consumer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.received: list[Delivery] = []
+        self.received_bytes = 0  # of the bodies in ``received``; the caller subtracts what it takes
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
         self._queue_by_tag: dict[str, str] = {}
@@ -141,7 +147,9 @@ class Consumer:
         compression = (properties.headers or {}).get("compression")
         if compression:
             body = _decompressed(body, compression, self.config.amqp.max_body_bytes, source)
-        self.received.append(Delivery(method.delivery_tag, body, source))
+        message = bounded(body, source, self.config.amqp.max_message_bytes)
+        self.received.append(Delivery(method.delivery_tag, message))
+        self.received_bytes += len(message.body)
 
     def _on_cancel(self, method_frame) -> None:
         # RabbitMQ cancels a consumer when its queue is deleted or the node
@@ -173,6 +181,7 @@ class Consumer:
     def close(self) -> None:
         """Close the connection; unacknowledged messages go back to their queues."""
         self.received.clear()
+        self.received_bytes = 0
         connection, self._connection = self._connection, None
         if connection is not None and connection.is_open:
             try:
