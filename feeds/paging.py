@@ -32,6 +32,9 @@ from yagi_meter.store.pages import BACKWARD, FORWARD, HEAD, LAST, Page, PageQuer
 ENTRY_ID_PREFIX = "urn:uuid:"
 _PARAMS = ("limit", "marker", "direction", "start", "end", "event_type")
 MAX_MARKER_LENGTH = 300
+# An event_type glob is matched in linear time whatever its stars (page.lua);
+# the cap only keeps silly patterns out.
+MAX_STARS = 8
 _ASCII_NUMBER = re.compile("[0-9]{1,9}")
 
 
@@ -63,6 +66,8 @@ def parse_request(args: MultiDict, page_size: int, max_page_size: int, scan_limi
     event_type = args.get("event_type", "").strip()
     if len(event_type) > 255:
         raise BadRequest("event_type is longer than 255 characters")
+    if event_type.count("*") > MAX_STARS:
+        raise BadRequest(f"event_type has more than {MAX_STARS} '*'")
     query = PageQuery(
         direction=direction,
         marker=marker,

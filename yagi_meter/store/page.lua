@@ -12,8 +12,9 @@
 -- ARGV[4]: limit, ARGV[5]: budget (most index entries examined)
 -- ARGV[6], ARGV[7]: notification time window in ms, start inclusive, end
 --          exclusive ("" for none)
--- ARGV[8]: event type, exact ("" for none); ARGV[9]: the same as a Lua
---          pattern when it had a '*' ("" for none)
+-- ARGV[8]: event type, exact ("" for none); ARGV[9]: a glob whose only
+--          special character is '*' ("" for none), matched in linear time
+--          (never a Lua pattern: a client's text must not backtrack in Redis)
 -- ARGV[10]: "1" when the marker must be an entry of this index (tenant
 --          feeds: a marker from elsewhere must not tell that it exists)
 -- ARGV[11], ARGV[12]: newest and oldest seq of a rendering the caller holds
@@ -152,12 +153,53 @@ local function in_window(seq)
   return (not start_ms or ts >= start_ms) and (not end_ms or ts < end_ms)
 end
 
+-- The glob's literal parts, split at each '*' (plain finds, no patterns).
+local glob_parts = {}
+if type_pattern ~= "" then
+  local from = 1
+  while true do
+    local star = string.find(type_pattern, "*", from, true)
+    if not star then
+      glob_parts[#glob_parts + 1] = string.sub(type_pattern, from)
+      break
+    end
+    glob_parts[#glob_parts + 1] = string.sub(type_pattern, from, star - 1)
+    from = star + 1
+  end
+end
+
+-- Does `text` match the glob?  The first part is a prefix, the last a
+-- suffix, and each part between is found, leftmost, after the one before:
+-- taking the leftmost place never loses a match, so there is no
+-- backtracking; each plain find is bounded by the lengths of text and part.
+local function glob_matches(text)
+  local first, last = glob_parts[1], glob_parts[#glob_parts]
+  if #text < #first + #last then
+    return false
+  end
+  if string.sub(text, 1, #first) ~= first or string.sub(text, #text - #last + 1) ~= last then
+    return false
+  end
+  local pos, stop = #first + 1, #text - #last  -- middle parts must fit in text[pos..stop]
+  for i = 2, #glob_parts - 1 do
+    local part = glob_parts[i]
+    if part ~= "" then
+      local at = string.find(text, part, pos, true)
+      if not at or at + #part - 1 > stop then
+        return false
+      end
+      pos = at + #part
+    end
+  end
+  return true
+end
+
 local function type_matches(event_type)
   if exact_type ~= "" then
     return event_type == exact_type
   end
   if type_pattern ~= "" then
-    return string.match(event_type, type_pattern) ~= nil
+    return glob_matches(event_type)
   end
   return true
 end
