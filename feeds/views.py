@@ -114,8 +114,9 @@ def one_event(message_id: str) -> Response:
     # Another tenant's event is answered exactly like a missing one.
     if event is None or not caller.may_read_tenant(event.tenant_id):
         raise NotFound(f"no event {message_id}")
-    etag = etag_for("entry", srv.base_url, event.seq, version[1], html_wanted())
     changed_ms = int(event.ingested_at.timestamp() * 1000) if event.ingested_at else 0
+    # seq and digest alone could come back after Redis lost data; the ingest time does not.
+    etag = etag_for("entry", srv.base_url, event.seq, version[1], changed_ms, html_wanted())
     # An entry never changes: its second is over for good once it is stored.
     headers = validators(etag, last_modified(changed_ms, changed_ms + 1000))
     if not_modified(request, etag, changed_ms):
@@ -134,10 +135,9 @@ def parse() -> FeedRequest:
 
 @dataclass(frozen=True)
 class CachedPage:
-    """A rendered page and the feed state it was rendered from."""
+    """A rendered page and the version of the feed it was rendered from (FeedState.version)."""
 
-    newest: int
-    oldest: int
+    version: str
     etag: str
     body: bytes
 
@@ -176,7 +176,7 @@ def answer_feed(
         raise NotFound(f"unknown {what}: no events")
     if state.empty and query.marker:
         raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed")
-    etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
+    etag = etag_for(srv.base_url, *key, state.version)
     headers = feed_headers(srv, path, etag, state)
     if conditional and not_modified(request, etag, state.newest_ingested_ms):
         return Response(status=304, headers=headers)
@@ -185,12 +185,12 @@ def answer_feed(
     else:
         if page is None:  # a conditional request that did not match
             state, page = read_page(srv, index, query, None)
-            etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
+            etag = etag_for(srv.base_url, *key, state.version)
             headers = feed_headers(srv, path, etag, state)
         body = render_page(srv, page, feed, srv.base_url + path, title, state)
         if html:
             body = browser.to_html(body)
-        srv.pages_cache.put(key, CachedPage(state.newest, state.oldest, etag, body))
+        srv.pages_cache.put(key, CachedPage(state.version, etag, body))
     content_type = "text/html; charset=utf-8" if html else atom.FEED_TYPE
     return Response(body, 200, headers, content_type=content_type)
 
@@ -198,7 +198,7 @@ def answer_feed(
 def read_page(
     srv: FeedServer, index: FeedIndex, query: PageQuery, cached: CachedPage | None
 ) -> tuple[FeedState, Page | None]:
-    known = (cached.newest, cached.oldest) if cached is not None else None
+    known = cached.version if cached is not None else None
     try:
         return srv.pages.read(index, query, known)
     except UnknownMarker:
@@ -231,8 +231,9 @@ def render_page(
 
 
 def entry_bytes(srv: FeedServer, stored: StoredEvent) -> tuple[bytes, datetime]:
-    """An entry's rendering and its atom:updated, from the cache when there (entries never change)."""
-    key = (stored.seq, srv.base_url)
+    """An entry's rendering and its atom:updated, from the cache when there (entries never change;
+    the key is the event's identity, not its seq, which Redis losing data gives out again)."""
+    key = (stored.identity, srv.base_url)
     cached = srv.entries_cache.get(key)
     if cached is None:
         event = stored.decode()
