@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
@@ -75,8 +75,49 @@ def all_events() -> Response:
     return answer_feed(index, feed, "/events", "all events")
 
 
-@bp.get("/tenants/<tenant_id>/events")
+NO_SUCH_FEED = "no such feed (percent-encode a '/' in an id as %2F)"
+TENANT_FEED = ("tenants", "", "events")
+RESOURCE_FEED = ("tenants", "", "resources", "", "events")
+
+
+def raw_ids(shape: tuple[str, ...], decoded: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The ids in the request path, each as the client percent-encoded it.
+
+    The server decodes %2F into "/" before routing, so a tenant or resource
+    id holding "/" (swift objects: "account/container/object") reaches the
+    route split at its slashes.  The raw URI (RAW_URI from gunicorn and
+    werkzeug, REQUEST_URI from others) still has the client's segments:
+    ``shape`` names the literal segments and "" where an id goes.  Without a
+    raw URI, the router's ``decoded`` values are used.  None: the raw path
+    does not have this shape.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if not raw:
+        return decoded
+    path = urlsplit(raw).path
+    root = request.script_root
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    segments = path.split("/")[1:]
+    if len(segments) != len(shape) or any(
+        lit and seg != lit for lit, seg in zip(shape, segments, strict=True)
+    ):
+        return None
+    return tuple(unquote(seg) for lit, seg in zip(shape, segments, strict=True) if not lit)
+
+
+# A path converter, so an id with an encoded "/" reaches the view; raw_ids
+# then takes the ids from the raw URI.  werkzeug tries the rule with more
+# static parts first, so .../resources/<r>/events is never a tenant id.
+@bp.get("/tenants/<path:tenant_id>/events")
 def tenant_events(tenant_id: str) -> Response:
+    ids = raw_ids(TENANT_FEED, (tenant_id,))
+    if ids is None:
+        raise NotFound(NO_SUCH_FEED)
+    return tenant_feed(ids[0])
+
+
+def tenant_feed(tenant_id: str) -> Response:
     caller = principal()
     require_tenant(caller, tenant_id)
     path = f"/tenants/{quote(tenant_id, safe='')}/events"
@@ -85,8 +126,16 @@ def tenant_events(tenant_id: str) -> Response:
     return answer_feed(index, parse(), path, f"events of tenant {tenant_id}", known=own, what="tenant")
 
 
-@bp.get("/tenants/<tenant_id>/resources/<resource_id>/events")
+@bp.get("/tenants/<path:tenant_id>/resources/<path:resource_id>/events")
 def resource_events(tenant_id: str, resource_id: str) -> Response:
+    ids = raw_ids(RESOURCE_FEED, (tenant_id, resource_id))
+    if ids is None:
+        # e.g. /tenants/x%2Fresources%2Fy/events: one tenant, decoded into this rule's shape
+        tenant = raw_ids(TENANT_FEED, (f"{tenant_id}/resources/{resource_id}",))
+        if tenant is None:
+            raise NotFound(NO_SUCH_FEED)
+        return tenant_feed(tenant[0])
+    tenant_id, resource_id = ids
     require_tenant(principal(), tenant_id)
     path = f"/tenants/{quote(tenant_id, safe='')}/resources/{quote(resource_id, safe='')}/events"
     index = server().pages.resource(tenant_id, resource_id)
