@@ -155,5 +155,9 @@ def test_big_messages_are_held_in_bounded_form_and_the_others_stored(
         assert len(entry.sha256) == 64
     assert sorted(e.sha256 for e in entries) == sorted(hashlib.sha256(b).hexdigest() for b in big)
     assert redis_server.memory_usage(stored.keys.quarantine) < 1024 * 1024
+    listed = [json.loads(line) for line in run_cli(env, "quarantine", "list", "--json").splitlines()]
+    assert [(e["size"], e["truncated"]) for e in listed] == [(52428820, True)] * 8
+    run_cli(env, "quarantine", "requeue")  # cannot restore them: they stay, listed and counted
+    assert quarantine.count() == 8
     assert peak_kb < 400 * 1024, f"listener peak RSS {peak_kb / 1024:.0f} MB"
     assert listener.stop() == 0
