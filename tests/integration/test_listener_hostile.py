@@ -25,6 +25,25 @@ from yagi_meter.store.quarantine import Quarantine
 pytestmark = pytest.mark.integration
 
 
+def publish(vhost: str, bodies: list[bytes]) -> None:
+    publisher = Publisher(vhost)
+    try:
+        publisher.publish_all(bodies)
+    finally:
+        publisher.close()
+
+
+def drained(vhost, stored, quarantine, listener, events: int, quarantined: int, timeout: float) -> None:
+    """Wait for ``events`` stored, ``quarantined`` in the quarantine and an empty queue."""
+    wait_until(
+        lambda: stored.count() == events and quarantine.count() == quarantined,
+        timeout,
+        f"{events} events and {quarantined} quarantined",
+        lambda: f"stored {stored.count()}, quarantined {quarantine.count()}\n{listener.log_tail()}",
+    )
+    wait_until(lambda: messages_in(vhost) == 0, 30, "an empty queue (everything acked)", listener.log_tail)
+
+
 def poison(tenant_id: str) -> bytes:
     """A message whose priority is a lone surrogate, as a JSON escape: it parses, it cannot be encoded."""
     return json.dumps(dict(notification(tenant_id, 0), priority="\ud800")).encode()
@@ -51,20 +70,9 @@ def test_a_poison_message_among_thousands_is_quarantined_once_and_all_others_are
     declare_like_oslo(vhost)
     listener = start_listener(env)
     listener.wait_consuming()
-    publisher = Publisher(vhost)
-    try:
-        publisher.publish_all(bodies)
-    finally:
-        publisher.close()
-
+    publish(vhost, bodies)
     quarantine = Quarantine(redis_server, stored.keys)
-    wait_until(
-        lambda: stored.count() == 2000 and quarantine.count() == 2,
-        60,
-        "2000 events and 2 quarantined",
-        lambda: f"stored {stored.count()}, quarantined {quarantine.count()}\n{listener.log_tail()}",
-    )
-    wait_until(lambda: messages_in(vhost) == 0, 20, "an empty queue (everything acked)", listener.log_tail)
+    drained(vhost, stored, quarantine, listener, 2000, 2, 60)
     stored.assert_exactly_once(good_ids, tenant_id)
     reasons = sorted(entry.reason for entry in quarantine.list())
     assert reasons == [
@@ -102,11 +110,7 @@ def test_bad_messages_redelivered_after_a_crash_are_quarantined_once(
     path.write_bytes(b"\n".join(bad))
     assert "quarantined 100" in run_cli(env, "replay", str(path))
     declare_like_oslo(vhost)
-    publisher = Publisher(vhost)
-    try:
-        publisher.publish_all(bad)
-    finally:
-        publisher.close()
+    publish(vhost, bad)
     listener = start_listener(env)
     wait_until(lambda: messages_in(vhost) == 0, 30, "an empty queue", listener.log_tail)
     quarantine = Quarantine(redis_server, stored.keys)
@@ -129,20 +133,10 @@ def test_big_messages_are_held_in_bounded_form_and_the_others_stored(
     big = [json.dumps({"i": i, "blob": "x" * (50 * 1024 * 1024)}).encode() for i in range(8)]
     mixed = bodies[:100] + big[:6] + bodies[100:200] + [big[6]] + bodies[200:] + [big[7]]
     declare_like_oslo(vhost)
-    publisher = Publisher(vhost)
-    try:
-        publisher.publish_all(mixed)  # a backlog: RabbitMQ may send all of it at once
-    finally:
-        publisher.close()
+    publish(vhost, mixed)  # a backlog: RabbitMQ may send all of it at once
     listener = start_listener(env)
     quarantine = Quarantine(redis_server, stored.keys)
-    wait_until(
-        lambda: stored.count() == 300 and quarantine.count() == 8,
-        120,
-        "300 events and 8 quarantined",
-        lambda: f"stored {stored.count()}, quarantined {quarantine.count()}\n{listener.log_tail()}",
-    )
-    wait_until(lambda: messages_in(vhost) == 0, 30, "an empty queue (everything acked)", listener.log_tail)
+    drained(vhost, stored, quarantine, listener, 300, 8, 120)
     status = Path(f"/proc/{listener.pid}/status").read_text()
     peak_kb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
     print(f"listener peak RSS (VmHWM): {peak_kb / 1024:.0f} MB")
