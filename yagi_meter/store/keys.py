@@ -18,7 +18,8 @@
 | ``outbox:<name>:attempts`` | hash | seq -> failed attempts so far |
 | ``conflicts`` | string | count of reused message_ids whose body differed |
 | ``duplicates`` | string | count of redelivered or replayed messages already stored |
-| ``quarantine`` | stream | messages that could not become events, with the reason |
+| ``quarantine`` | stream | messages that could not become events: ``reason``, ``source``, ``at`` ms, |
+|                |        | ``body`` (its first 4 KiB when ``truncated`` is 1), ``sha256``, ``size`` |
 | ``quarantine:count`` | string | messages ever quarantined |
 | ``quarantine:digests`` | hash | sha256 of a quarantined raw message -> entry id (a repeat is not added) |
 | ``errors`` | stream | last run-time errors of every component, capped (``yagi-meter status``) |
