@@ -4,10 +4,13 @@ Sequence numbers are only unique while Redis keeps the ``seq`` key.  After a
 restart without persistence, a FLUSHDB, an RDB restore or a failover to a
 lagging replica they are given out again, to other events.  ingest.lua
 creates a random epoch together with ``seq`` whenever ``seq`` does not exist,
-so a complete loss changes the epoch; a partial loss (RDB restore, lagging
-replica) keeps the epoch but makes ``seq`` lower than a process saw before.
-Either is logged once per change, as a WARNING with both values, and bumps
-``generation``, which caches keyed by seq include in their keys.
+so a complete loss changes the epoch.  A partial loss (RDB restore, lagging
+replica) keeps the epoch but makes ``seq`` lower than a process saw before:
+each write passes the (epoch, seq) its process saw, and ingest.lua then
+makes a new epoch before giving out a seq again.  A reader notices either
+(a new epoch, or a seq lower than it saw): logged once per change, as a
+WARNING with both values, and ``generation`` is bumped, for caches to drop
+what they hold.
 """
 
 from __future__ import annotations

@@ -235,6 +235,8 @@ class EventStore:
             len(rejected),
             int(time.time() * 1000),
             uuid.uuid4().hex,
+            self.watch.epoch,
+            self.watch.seq,
         ]
         for encoded in events:
             keys.extend(encoded.keys)

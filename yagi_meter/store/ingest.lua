@@ -9,7 +9,10 @@
 --              resource when known), as many as the event's nkeys says
 -- ARGV[1]: "1" to write push outbox entries; ARGV[2]: number of events;
 -- ARGV[3]: number of rejected messages; ARGV[4]: quarantine entry time (ms)
--- ARGV[5]: a fresh random store epoch, used only when seq does not exist
+-- ARGV[5]: a fresh random store epoch, used when seq does not exist or went back
+-- ARGV[6], ARGV[7]: the epoch and the highest seq the writer saw before ("" and 0
+--          when none): a seq now lower under that same epoch means Redis lost
+--          writes (RDB restore, lagging replica) and seqs would be given out again
 -- then per event (7): message_id, digest, event_type, timestamp ms, nkeys,
 --                     forward ("1"/"0"), body
 -- then per rejected message (6): reason, source, body, sha256 of the whole
@@ -38,7 +41,12 @@ local n_events, n_rejected = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = redis.call("TIME")
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 
-if redis.call("EXISTS", seq_key) == 0 then
+-- A new epoch before any seq is given out again, in the same atomic step:
+-- no reader ever sees a reused seq under the epoch it had with its old event.
+local current_seq = redis.call("GET", seq_key)
+if not current_seq then
+  redis.call("SET", epoch_key, ARGV[5])
+elseif ARGV[6] ~= "" and redis.call("GET", epoch_key) == ARGV[6] and tonumber(current_seq) < tonumber(ARGV[7]) then
   redis.call("SET", epoch_key, ARGV[5])
 else
   redis.call("SET", epoch_key, ARGV[5], "NX")  -- a store written before epochs existed
@@ -46,7 +54,7 @@ end
 
 -- Requeued entries go first, with their digests: a message still bad is
 -- then quarantined anew instead of being taken for a repeat.
-for i = 6 + n_events * 7 + n_rejected * 6, #ARGV do
+for i = 8 + n_events * 7 + n_rejected * 6, #ARGV do
   local entry = redis.call("XRANGE", quarantine, ARGV[i], ARGV[i])[1]
   if entry then
     for f = 1, #entry[2], 2 do
@@ -61,7 +69,7 @@ end
 local results = {}
 local indexed = {}
 local k = 14
-local a = 6
+local a = 8
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
