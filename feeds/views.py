@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
@@ -103,7 +103,20 @@ def raw_ids(shape: tuple[str, ...], decoded: tuple[str, ...]) -> tuple[str, ...]
         lit and seg != lit for lit, seg in zip(shape, segments, strict=True)
     ):
         return None
-    return tuple(unquote(seg) for lit, seg in zip(shape, segments, strict=True) if not lit)
+    return tuple(_segment_text(seg) for lit, seg in zip(shape, segments, strict=True) if not lit)
+
+
+def _segment_text(segment: str) -> str:
+    """A raw path segment as text: percent-decoded, its bytes read as UTF-8.
+
+    WSGI servers give the raw URI as a "WSGI string" (each byte one latin-1
+    character); some give real text.
+    """
+    try:
+        raw = segment.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = segment.encode("utf-8")
+    return unquote_to_bytes(raw).decode("utf-8", errors="replace")
 
 
 # A path converter, so an id with an encoded "/" reaches the view; raw_ids

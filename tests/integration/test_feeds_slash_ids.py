@@ -26,6 +26,7 @@ def slashed(ingestor) -> dict[str, str]:
         ("a", "a", "vm-2"),
         ("object", "t/x", "acct/cont/obj"),
         ("resources", "x/resources/y", "vm-3"),
+        ("café", "café/1", "vm-4"),
     ):
         message_id, message = tenant_message(tenant, 0, resource_id=resource)
         assert ingestor.ingest([message]).stored == 1
@@ -40,6 +41,8 @@ def test_an_encoded_slash_names_one_tenant_or_resource_in_the_test_client(client
     assert client.get("/tenants/a/b/events").status_code == 404  # an unencoded "/" is no tenant
     resource = client.get("/tenants/t%2Fx/resources/acct%2Fcont%2Fobj/events")
     assert resource.status_code == 200 and atom_ids(resource.data) == [slashed["object"]]
+    accented = client.get("/tenants/caf%C3%A9%2F1/events")
+    assert accented.status_code == 200 and atom_ids(accented.data) == [slashed["café"]]
     tricky = client.get("/tenants/x%2Fresources%2Fy/events")
     assert tricky.status_code == 200 and atom_ids(tricky.data) == [slashed["resources"]]
     # The feed's own links lead back to it.
@@ -69,6 +72,8 @@ def test_an_encoded_slash_names_one_tenant_or_resource_through_gunicorn(key_pref
         assert requests.get(url + "/tenants/a/b/events", timeout=5).status_code == 404
         resource = requests.get(url + "/tenants/t%2Fx/resources/acct%2Fcont%2Fobj/events", timeout=5)
         assert resource.status_code == 200 and atom_ids(resource.content) == [slashed["object"]]
+        accented = requests.get(url + "/tenants/caf%C3%A9%2F1/events", timeout=5)
+        assert accented.status_code == 200 and atom_ids(accented.content) == [slashed["café"]]
         self_href = links(feed.content)["self"]
         parts = urlsplit(self_href)
         again = requests.get(url + parts.path + "?" + parts.query, timeout=5)
