@@ -34,7 +34,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.extensions["yagi_meter"] = views.FeedServer(
         config=config,
         store=store,
-        pages=Pages(store.client, store.keys),
+        pages=Pages(store.client, store.keys, store.events.watch),
         authenticate=authenticator(config),
         pages_cache=RenderCache(
             PAGE_CACHE_SIZE if config.feeds.cache_entries else 0,

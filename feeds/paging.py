@@ -32,6 +32,10 @@ from yagi_meter.store.pages import BACKWARD, FORWARD, HEAD, LAST, Page, PageQuer
 ENTRY_ID_PREFIX = "urn:uuid:"
 _PARAMS = ("limit", "marker", "direction", "start", "end", "event_type")
 MAX_MARKER_LENGTH = 300
+# An event_type glob is matched in linear time whatever its stars (page.lua);
+# the cap only keeps silly patterns out.
+MAX_STARS = 8
+_ASCII_NUMBER = re.compile("[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ def parse_request(args: MultiDict, page_size: int, max_page_size: int, scan_limi
     event_type = args.get("event_type", "").strip()
     if len(event_type) > 255:
         raise BadRequest("event_type is longer than 255 characters")
+    if event_type.count("*") > MAX_STARS:
+        raise BadRequest(f"event_type has more than {MAX_STARS} '*'")
     query = PageQuery(
         direction=direction,
         marker=marker,
@@ -77,7 +83,8 @@ def parse_request(args: MultiDict, page_size: int, max_page_size: int, scan_limi
 def _limit(text: str | None, page_size: int, max_page_size: int) -> int:
     if text is None:
         return page_size
-    if not text.isdigit() or len(text) > 9:
+    # str.isdigit() and int() take any Unicode digit ("²", "١"): ASCII only.
+    if not _ASCII_NUMBER.fullmatch(text):
         raise BadRequest(f"limit must be a whole number from 1 to {max_page_size}")
     limit = int(text)
     if not 1 <= limit <= max_page_size:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
@@ -75,8 +75,62 @@ def all_events() -> Response:
     return answer_feed(index, feed, "/events", "all events")
 
 
-@bp.get("/tenants/<tenant_id>/events")
+NO_SUCH_FEED = "no such feed (percent-encode a '/' in an id as %2F)"
+TENANT_FEED = ("tenants", "", "events")
+RESOURCE_FEED = ("tenants", "", "resources", "", "events")
+
+
+def raw_ids(shape: tuple[str, ...], decoded: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The ids in the request path, each as the client percent-encoded it.
+
+    The server decodes %2F into "/" before routing, so a tenant or resource
+    id holding "/" (swift objects: "account/container/object") reaches the
+    route split at its slashes.  The raw URI (RAW_URI from gunicorn and
+    werkzeug, REQUEST_URI from others) still has the client's segments:
+    ``shape`` names the literal segments and "" where an id goes.  Without a
+    raw URI, the router's ``decoded`` values are used.  None: the raw path
+    does not have this shape.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if not raw:
+        return decoded
+    path = urlsplit(raw).path
+    root = request.script_root
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    segments = path.split("/")[1:]
+    if len(segments) != len(shape) or any(
+        lit and seg != lit for lit, seg in zip(shape, segments, strict=True)
+    ):
+        return None
+    return tuple(_segment_text(seg) for lit, seg in zip(shape, segments, strict=True) if not lit)
+
+
+def _segment_text(segment: str) -> str:
+    """A raw path segment as text: percent-decoded, its bytes read as UTF-8.
+
+    WSGI servers give the raw URI as a "WSGI string" (each byte one latin-1
+    character); some give real text.
+    """
+    try:
+        raw = segment.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = segment.encode("utf-8")
+    return unquote_to_bytes(raw).decode("utf-8", errors="replace")
+
+
+# A path converter, so an id with an encoded "/" reaches the view; raw_ids
+# then takes the ids from the raw URI.  werkzeug tries the rule with more
+# static parts first, so .../resources/<r>/events is never a tenant id.
+@bp.get("/tenants/<path:tenant_id>/events")
 def tenant_events(tenant_id: str) -> Response:
+    ids = raw_ids(TENANT_FEED, (tenant_id,))
+    if ids is None:
+        raise NotFound(NO_SUCH_FEED)
+    return tenant_feed(ids[0])
+
+
+def tenant_feed(tenant_id: str) -> Response:
     caller = principal()
     require_tenant(caller, tenant_id)
     path = f"/tenants/{quote(tenant_id, safe='')}/events"
@@ -85,8 +139,16 @@ def tenant_events(tenant_id: str) -> Response:
     return answer_feed(index, parse(), path, f"events of tenant {tenant_id}", known=own, what="tenant")
 
 
-@bp.get("/tenants/<tenant_id>/resources/<resource_id>/events")
+@bp.get("/tenants/<path:tenant_id>/resources/<path:resource_id>/events")
 def resource_events(tenant_id: str, resource_id: str) -> Response:
+    ids = raw_ids(RESOURCE_FEED, (tenant_id, resource_id))
+    if ids is None:
+        # e.g. /tenants/x%2Fresources%2Fy/events: one tenant, decoded into this rule's shape
+        tenant = raw_ids(TENANT_FEED, (f"{tenant_id}/resources/{resource_id}",))
+        if tenant is None:
+            raise NotFound(NO_SUCH_FEED)
+        return tenant_feed(tenant[0])
+    tenant_id, resource_id = ids
     require_tenant(principal(), tenant_id)
     path = f"/tenants/{quote(tenant_id, safe='')}/resources/{quote(resource_id, safe='')}/events"
     index = server().pages.resource(tenant_id, resource_id)
@@ -114,8 +176,9 @@ def one_event(message_id: str) -> Response:
     # Another tenant's event is answered exactly like a missing one.
     if event is None or not caller.may_read_tenant(event.tenant_id):
         raise NotFound(f"no event {message_id}")
-    etag = etag_for("entry", srv.base_url, event.seq, version[1], html_wanted())
     changed_ms = int(event.ingested_at.timestamp() * 1000) if event.ingested_at else 0
+    # seq and digest alone could come back after Redis lost data; the ingest time does not.
+    etag = etag_for("entry", srv.base_url, event.seq, version[1], changed_ms, html_wanted())
     # An entry never changes: its second is over for good once it is stored.
     headers = validators(etag, last_modified(changed_ms, changed_ms + 1000))
     if not_modified(request, etag, changed_ms):
@@ -134,10 +197,9 @@ def parse() -> FeedRequest:
 
 @dataclass(frozen=True)
 class CachedPage:
-    """A rendered page and the feed state it was rendered from."""
+    """A rendered page and the version of the feed it was rendered from (FeedState.version)."""
 
-    newest: int
-    oldest: int
+    version: str
     etag: str
     body: bytes
 
@@ -176,7 +238,7 @@ def answer_feed(
         raise NotFound(f"unknown {what}: no events")
     if state.empty and query.marker:
         raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed")
-    etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
+    etag = etag_for(srv.base_url, *key, state.version)
     headers = feed_headers(srv, path, etag, state)
     if conditional and not_modified(request, etag, state.newest_ingested_ms):
         return Response(status=304, headers=headers)
@@ -185,12 +247,12 @@ def answer_feed(
     else:
         if page is None:  # a conditional request that did not match
             state, page = read_page(srv, index, query, None)
-            etag = etag_for(srv.base_url, *key, state.newest, state.oldest)
+            etag = etag_for(srv.base_url, *key, state.version)
             headers = feed_headers(srv, path, etag, state)
         body = render_page(srv, page, feed, srv.base_url + path, title, state)
         if html:
             body = browser.to_html(body)
-        srv.pages_cache.put(key, CachedPage(state.newest, state.oldest, etag, body))
+        srv.pages_cache.put(key, CachedPage(state.version, etag, body))
     content_type = "text/html; charset=utf-8" if html else atom.FEED_TYPE
     return Response(body, 200, headers, content_type=content_type)
 
@@ -198,7 +260,7 @@ def answer_feed(
 def read_page(
     srv: FeedServer, index: FeedIndex, query: PageQuery, cached: CachedPage | None
 ) -> tuple[FeedState, Page | None]:
-    known = (cached.newest, cached.oldest) if cached is not None else None
+    known = cached.version if cached is not None else None
     try:
         return srv.pages.read(index, query, known)
     except UnknownMarker:
@@ -231,8 +293,9 @@ def render_page(
 
 
 def entry_bytes(srv: FeedServer, stored: StoredEvent) -> tuple[bytes, datetime]:
-    """An entry's rendering and its atom:updated, from the cache when there (entries never change)."""
-    key = (stored.seq, srv.base_url)
+    """An entry's rendering and its atom:updated, from the cache when there (entries never change;
+    the key is the event's identity, not its seq, which Redis losing data gives out again)."""
+    key = (stored.identity, srv.base_url)
     cached = srv.entries_cache.get(key)
     if cached is None:
         event = stored.decode()

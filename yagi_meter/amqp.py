@@ -22,6 +22,7 @@ import pika.exceptions
 
 from yagi_meter.config import Config
 from yagi_meter.errors import AccessRefused, ConnectionClosed
+from yagi_meter.ingest import Message, bounded
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,20 @@ _DECOMPRESSORS = {
 }
 
 
+POLL_SLICE_SECONDS = 0.01
+
+
 @dataclass(frozen=True)
 class Delivery:
-    """One received message: its tag for acking, body and source exchange/routing key."""
+    """One received message: its tag for acking, and the message (body and source).
+
+    A body larger than ``[amqp] max_message_bytes`` is cut to its head on
+    arrival (``ingest.bounded``): it is held until acked, so only its head,
+    size and digest are.
+    """
 
     tag: int
-    body: bytes
-    source: str
+    message: Message
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,7 @@ class Consumer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.received: list[Delivery] = []
+        self.received_bytes = 0  # of the bodies in ``received``; the caller subtracts what it takes
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
         self._queue_by_tag: dict[str, str] = {}
@@ -118,7 +127,31 @@ class Consumer:
             self._queue_by_tag.clear()
             self._channel.add_on_cancel_callback(self._on_cancel)
             for queue in dict.fromkeys(b.queue for b in links):
-                self._queue_by_tag[self._channel.basic_consume(queue, self._on_message)] = queue
+                self._queue_by_tag[self._consume(queue)] = queue
+
+    def _consume(self, queue: str) -> str:
+        """Start consuming ``queue``; each delivery reaches ``_on_message`` as soon as pika has it.
+
+        BlockingChannel.basic_consume would park deliveries, bodies whole, until
+        the next dispatch, and none comes while connect() waits for the next
+        queue's consume-ok: with a backlog of big messages, a prefetch window
+        of them (GBs) piled up there.  The event sink pika's own consume()
+        generator uses hands each one over at once, to be cut to its bounded
+        form (max_message_bytes) before the next is read.
+        """
+        return self._channel._basic_consume_impl(
+            queue=queue,
+            auto_ack=False,
+            exclusive=False,
+            consumer_tag=None,
+            alternate_event_sink=self._on_event,
+        )
+
+    def _on_event(self, event) -> None:
+        if hasattr(event, "body"):
+            self._on_message(self._channel, event.method, event.properties, event.body)
+        else:  # cancelled by the broker
+            self._cancelled.append(event.method_frame.method.consumer_tag)
 
     def _ensure(self, kind: str, name: str) -> None:
         """Use an existing exchange or queue as it is; declare it if missing.
@@ -152,7 +185,9 @@ class Consumer:
         compression = (properties.headers or {}).get("compression")
         if compression:
             body = _decompressed(body, compression, self.config.amqp.max_body_bytes, source)
-        self.received.append(Delivery(method.delivery_tag, body, source))
+        message = bounded(body, source, self.config.amqp.max_message_bytes)
+        self.received.append(Delivery(method.delivery_tag, message))
+        self.received_bytes += len(message.body)
 
     def _on_cancel(self, method_frame) -> None:
         # RabbitMQ cancels a consumer when its queue is deleted or the node
@@ -165,9 +200,13 @@ class Consumer:
             raise ConnectionClosed(f"the broker cancelled the consumer of {queues} (queue deleted?)")
 
     def poll(self, seconds: float) -> None:
-        """Receive for up to ``seconds``; new messages are appended to ``received``."""
+        """Receive for up to ``seconds``; new messages are appended to ``received``.
+
+        At most POLL_SLICE_SECONDS at a time: pika reads on until the time is
+        up, and the caller stops receiving once a batch's bytes are held.
+        """
         with _translated("receive"):
-            self._connection.process_data_events(time_limit=seconds)
+            self._connection.process_data_events(time_limit=min(seconds, POLL_SLICE_SECONDS))
         self._check_consumers()
 
     def sleep(self, seconds: float) -> None:
@@ -184,6 +223,7 @@ class Consumer:
     def close(self) -> None:
         """Close the connection; unacknowledged messages go back to their queues."""
         self.received.clear()
+        self.received_bytes = 0
         connection, self._connection = self._connection, None
         if connection is not None and connection.is_open:
             try:

@@ -463,6 +463,9 @@ def cmd_quarantine_list(args: argparse.Namespace, config: Config) -> int:
                         "source": entry.source,
                         "reason": entry.reason,
                         "body": entry.body.decode("utf-8", errors="replace"),
+                        "size": entry.size,
+                        "sha256": entry.sha256,
+                        "truncated": entry.truncated,
                     }
                 )
             )
@@ -470,7 +473,7 @@ def cmd_quarantine_list(args: argparse.Namespace, config: Config) -> int:
             preview = entry.body[:120].decode("utf-8", errors="replace").replace("\n", " ")
             print(
                 f"{entry.id}  {entry.at:%Y-%m-%d %H:%M:%S}  {entry.source}  {entry.reason}\n"
-                f"    {len(entry.body)} bytes: {preview}"
+                f"    {entry.size} bytes{' (head kept)' if entry.truncated else ''}: {preview}"
             )
     return RET_OK
 
@@ -497,6 +500,9 @@ def cmd_quarantine_requeue(args: argparse.Namespace, config: Config) -> int:
             if wanted and entry.id not in wanted:
                 continue
             found.add(entry.id)
+            if entry.truncated:
+                print(f"yagi-meter: {entry.id} kept only its head (too large): not requeued", file=sys.stderr)
+                continue
             # One entry at a time: each is removed in the same write that stores it.
             total.add(ingestor.ingest([Message(entry.body, entry.source)], requeued=[entry.id]))
     print(

@@ -240,7 +240,27 @@ OPTIONS: tuple[Option, ...] = (
         "max_body_bytes",
         "4194304",
         _int_at_least(1024),
-        "A larger message is not parsed; it is quarantined whole with the reason.",
+        "A larger message is not parsed; it is quarantined whole with the reason\n"
+        "(up to max_message_bytes), so it can be requeued after raising this limit.",
+    ),
+    Option(
+        "amqp",
+        "max_message_bytes",
+        "8388608",
+        _int_at_least(1024),
+        "A larger message is never held whole: on arrival it is cut to its first\n"
+        '4 KiB, and quarantined with reason "too large", its size and the sha256\n'
+        "of the whole (it cannot be requeued).",
+    ),
+    Option(
+        "amqp",
+        "max_batch_bytes",
+        "33554432",
+        _int_at_least(1024),
+        "Most bytes of message bodies in one batch: a batch is stored as soon as\n"
+        "it holds this many, and no more is received while two batches are held\n"
+        "(the one being stored and the next), so the listener holds at most about\n"
+        "twice this plus one message being received, whatever prefetch allows.",
     ),
     Option(
         "amqp",

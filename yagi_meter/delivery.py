@@ -59,19 +59,29 @@ def delivery_document(entries: Sequence[RenderedEntry], topic_url: str, title: s
 
 class EntryCache:
     """Events rendered as Atom entries, most recent kept: an event going to many
-    subscribers is read from Redis and rendered once."""
+    subscribers is read from Redis and rendered once.
+
+    Keyed by (store epoch, seq), and emptied when the store's seq goes back
+    (epoch.py): after Redis loses data a seq names another event.
+    """
 
     def __init__(self, store: Store, base_url: str, size: int = ENTRY_CACHE_SIZE) -> None:
         self.store = store
         self.base_url = base_url
         self.size = size
-        self._entries: OrderedDict[int, RenderedEntry] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int], RenderedEntry] = OrderedDict()
+        self._generation = 0
         self._lock = threading.Lock()
 
     def get_many(self, seqs: list[int]) -> list[RenderedEntry]:
         """The entries of ``seqs`` in order; events retention removed are left out."""
+        epoch, _ = self.store.events.position()  # one cheap call; notices a seq gone back
+        generation = self.store.events.watch.generation
         with self._lock:
-            found = {seq: self._entries[seq] for seq in seqs if seq in self._entries}
+            if generation != self._generation:
+                self._entries.clear()
+                self._generation = generation
+            found = {seq: self._entries[(epoch, seq)] for seq in seqs if (epoch, seq) in self._entries}
         missing = [seq for seq in seqs if seq not in found]
         if missing:
             loaded = {
@@ -80,7 +90,7 @@ class EntryCache:
             }
             found.update(loaded)
             with self._lock:
-                self._entries.update(loaded)
+                self._entries.update(((epoch, seq), entry) for seq, entry in loaded.items())
                 while len(self._entries) > self.size:
                     self._entries.popitem(last=False)
         return [found[seq] for seq in seqs if seq in found]

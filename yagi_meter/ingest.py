@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,17 +13,46 @@ from yagi_meter.errors import BadNotification
 from yagi_meter.notification import Event, parse
 from yagi_meter.ownership import parse_mapping
 from yagi_meter.store import Store
-from yagi_meter.store.events import CONFLICT, DUPLICATE, STORED, Outcome, Rejected, WriteCall
+from yagi_meter.store.events import (
+    CONFLICT,
+    DUPLICATE,
+    STORED,
+    EncodedEvent,
+    Rejected,
+    WriteCall,
+    WriteResult,
+)
 
 log = logging.getLogger(__name__)
+
+# How much of a too large message the quarantine keeps: enough to see what it was.
+HEAD_BYTES = 4096
 
 
 @dataclass(frozen=True)
 class Message:
-    """A raw message body and where it came from (``exchange/routing_key`` or a file)."""
+    """A raw message body and where it came from (``exchange/routing_key`` or a file).
+
+    A message larger than ``[amqp] max_message_bytes`` is held in bounded form
+    from arrival on (see ``bounded``): ``body`` is its head, ``size`` its
+    whole length and ``sha256`` the digest of the whole.
+    """
 
     body: bytes
     source: str
+    size: int | None = None
+    sha256: str | None = None
+
+    @property
+    def too_large(self) -> bool:
+        return self.size is not None and self.size > len(self.body)
+
+
+def bounded(body: bytes, source: str, limit: int) -> Message:
+    """A message of ``body``, cut to its head with size and digest when longer than ``limit``."""
+    if len(body) <= limit:
+        return Message(body, source)
+    return Message(body[:HEAD_BYTES], source, len(body), hashlib.sha256(body).hexdigest())
 
 
 @dataclass
@@ -30,7 +60,7 @@ class Summary:
     """Counts of what one ingest call did."""
 
     stored: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # events already stored, and messages already in the quarantine
     conflicts: int = 0
     quarantined: int = 0
 
@@ -56,6 +86,7 @@ class Ingestor:
         self.store = store
         self.rules = parse_mapping(config.notifications.mapping)
         self.max_body_bytes = config.amqp.max_body_bytes
+        self.max_message_bytes = config.amqp.max_message_bytes
 
     def ingest(self, messages: Sequence[Message], requeued: Sequence[str] = ()) -> Summary:
         """Store every message as an event or in quarantine; raise StoreError if Redis fails.
@@ -70,18 +101,23 @@ class Ingestor:
     def prepare(self, messages: Sequence[Message], requeued: Sequence[str] = ()) -> Batch:
         """Parse and encode a batch for one write (CPU only, nothing is stored yet)."""
         received_at = datetime.now(UTC)
-        events: list[Event] = []
+        events: list[EncodedEvent] = []
         rejected: list[Rejected] = []
         for message in messages:
-            try:
-                events.append(
-                    parse(
-                        message.body,
-                        received_at=received_at,
-                        rules=self.rules,
-                        max_body_bytes=self.max_body_bytes,
-                    )
+            if len(message.body) > self.max_message_bytes:  # replay and requeue; the listener cuts on arrival
+                message = bounded(message.body, message.source, self.max_message_bytes)
+            if message.too_large:
+                reason = f"too large: {message.size} bytes > max_message_bytes {self.max_message_bytes}"
+                log.warning(
+                    "quarantined message from %s: %s (sha256 %s)", message.source, reason, message.sha256
                 )
+                rejected.append(Rejected(message.body, reason, message.source, message.size, message.sha256))
+                continue
+            # Everything that turns one message into an event is in here, the
+            # encoding for Redis included: whatever fails, only this message
+            # goes to the quarantine and the rest of the batch is stored.
+            try:
+                events.append(self.store.events.encode(self._parse(message, received_at)))
             except BadNotification as e:
                 log.warning("quarantined message from %s: %s", message.source, e)
                 rejected.append(Rejected(message.body, str(e), message.source))
@@ -90,10 +126,20 @@ class Ingestor:
                 rejected.append(Rejected(message.body, f"parser failed: {e!r}", message.source))
         return Batch(self.store.events.prepare(events, rejected, requeued), len(rejected))
 
-    def summarize(self, batch: Batch, outcomes: Sequence[Outcome]) -> Summary:
-        """Count what a finished write did, and log each reused message_id."""
-        summary = Summary(quarantined=batch.quarantined)
-        for outcome in outcomes:
+    def _parse(self, message: Message, received_at: datetime) -> Event:
+        return parse(
+            message.body, received_at=received_at, rules=self.rules, max_body_bytes=self.max_body_bytes
+        )
+
+    def summarize(self, batch: Batch, result: WriteResult) -> Summary:
+        """Count what a finished write did, and log each reused message_id.
+
+        A rejected message already in the quarantine (the same raw bytes) is
+        counted as a duplicate, not as quarantined.
+        """
+        repeats = result.quarantine_repeats
+        summary = Summary(quarantined=batch.quarantined - repeats, duplicates=repeats)
+        for outcome in result.outcomes:
             if outcome.status == STORED:
                 summary.stored += 1
             elif outcome.status == DUPLICATE:

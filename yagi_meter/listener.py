@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from yagi_meter.amqp import Consumer
+from yagi_meter.amqp import Consumer, Delivery
 from yagi_meter.config import Config
 from yagi_meter.errors import AccessRefused, ConnectionClosed, StoreError
-from yagi_meter.ingest import Batch, Ingestor, Message, Summary
+from yagi_meter.ingest import Batch, Ingestor, Summary
 from yagi_meter.store.events import PendingWrite
 
 log = logging.getLogger(__name__)
@@ -101,21 +101,26 @@ class Listener:
     def _consume(self) -> None:
         """Receive batch N+1 while Redis stores batch N; ack N once Redis has it."""
         batch_size = self.config.amqp.batch_size
+        max_bytes = self.config.amqp.max_batch_bytes
         wait = self.config.amqp.batch_wait_ms / 1000
-        received = self.consumer.received
+        consumer = self.consumer
+        received = consumer.received
         flight: _InFlight | None = None
         try:
             while True:
                 deadline = time.monotonic() + wait
-                while len(received) < batch_size and not self._stopping:
+                # Not receiving while a batch's worth of bytes is held: pika
+                # then reads no more from the socket, and RabbitMQ waits.
+                while (
+                    len(received) < batch_size and consumer.received_bytes < max_bytes and not self._stopping
+                ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    self.consumer.poll(remaining)
+                    consumer.poll(remaining)
                 if received:
-                    taken = received[:batch_size]
-                    del received[: len(taken)]
-                    batch = self.ingestor.prepare([Message(d.body, d.source) for d in taken])
+                    taken = self._take(received, batch_size, max_bytes)
+                    batch = self.ingestor.prepare([d.message for d in taken])
                     if flight is not None:
                         self._finish(flight)
                     flight = self._send(batch, taken[-1].tag)
@@ -132,6 +137,21 @@ class Listener:
             if flight is not None and flight.pending is not None:
                 flight.pending.abandon()  # not acknowledged: the broker redelivers it
 
+    def _take(self, received: list[Delivery], count: int, max_bytes: int) -> list[Delivery]:
+        """The oldest deliveries up to ``count`` and ``max_bytes`` of bodies (at least one)."""
+        size = 0
+        end = 0
+        while end < min(count, len(received)):
+            size += len(received[end].message.body)
+            if end and size > max_bytes:
+                size -= len(received[end].message.body)
+                break
+            end += 1
+        taken = received[:end]
+        del received[:end]
+        self.consumer.received_bytes -= size
+        return taken
+
     def _send(self, batch: Batch, last_tag: int) -> _InFlight:
         try:
             pending = self.ingestor.store.events.send(batch.call)
@@ -146,7 +166,7 @@ class Listener:
             try:
                 if flight.pending is None:
                     flight.pending = self.ingestor.store.events.send(flight.batch.call)
-                outcomes = flight.pending.result()
+                result = flight.pending.result()
                 break
             except StoreError as e:
                 flight.pending = None
@@ -168,7 +188,7 @@ class Listener:
                 backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
         flight.pending = None
         self.consumer.ack_through(flight.last_tag)
-        self.totals.add(self.ingestor.summarize(flight.batch, outcomes))
+        self.totals.add(self.ingestor.summarize(flight.batch, result))
 
     def _wait(self, seconds: float, sleep: Callable[[float], None]) -> None:
         """Back off for ``seconds`` in short steps; return early once stopping.

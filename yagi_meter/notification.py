@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,7 +121,7 @@ def _load_object(text: str, what: str) -> tuple[dict, bool]:
         value, strict = _DECODER.decode(text), True
     except msgspec.DecodeError:
         try:
-            value, strict = json.loads(text), False
+            value, strict = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float), False
         except ValueError as e:
             raise BadNotification(f"{what} is not JSON: {e}") from None
     if not isinstance(value, dict):
@@ -128,11 +129,23 @@ def _load_object(text: str, what: str) -> tuple[dict, bool]:
     return value, strict
 
 
+def _no_constant(name: str) -> float:
+    # json.loads takes NaN and Infinity, which no JSON reader of ours would.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: Python makes it inf, which is no JSON
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
 def canonical_json(message: dict, strict: bool = True) -> str:
     """Sorted keys, no spaces, ASCII only: the same text for the same content.
 
     ``strict``: ``message`` was read from strict JSON.  Otherwise it may hold
-    NaN or Infinity, which only the json module writes back as they were.
+    lone surrogates, which only the json module writes (as ``\\u`` escapes).
     """
     if strict:
         text = _ENCODER.encode(message)
@@ -151,13 +164,15 @@ def _to_event(
     raw_timestamp = "" if raw_timestamp is None else str(raw_timestamp)
     timestamp = parse_timestamp(raw_timestamp) if raw_timestamp.strip() else received_at
     owner = find_owner(event_type, publisher_id, message, rules)
-    for field in ("tenant_id", "user_id", "resource_id"):
+    for field in ("tenant_id", "user_id", "resource_id", "initiator_project_id", "initiator_user_id"):
         _check_id(field, getattr(owner, field))
+    priority = str(message.get("priority") or "INFO").upper()
+    _check_id("priority", priority)
     return Event(
         message_id=message_id,
         event_type=event_type,
         publisher_id=publisher_id,
-        priority=str(message.get("priority") or "INFO").upper(),
+        priority=priority,
         timestamp=timestamp,
         timestamp_raw=raw_timestamp,
         service=owner.service,

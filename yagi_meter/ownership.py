@@ -12,6 +12,8 @@ import fnmatch
 from dataclasses import dataclass, replace
 from typing import Any
 
+from yagi_meter.errors import BadNotification
+
 # First segment of the event type -> service.  Legacy nova events start with
 # "compute.", versioned ones with the object name.
 SERVICE_BY_PREFIX = {
@@ -288,7 +290,14 @@ def _context_user(context: dict) -> str | None:
 
 
 def _text(value: Any) -> str | None:
+    """An id as text: strings and whole numbers; other JSON values name no id.
+
+    A fractional number (1.5, 1e300) has no one true text (Python would write
+    1e+300), so a message giving one as an id is quarantined instead.
+    """
     if value is None or isinstance(value, (dict, list, bool)):
         return None
+    if isinstance(value, float):
+        raise BadNotification(f"an id is a fractional number: {value!r}")
     text = str(value).strip()
     return text or None

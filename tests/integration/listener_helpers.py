@@ -366,8 +366,15 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of a test's own (append-only, so its data survives a kill)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        persistence: tuple[str, ...] = ("--save", "", "--appendonly", "yes"),
+    ) -> None:
+        """``persistence``: redis-server options; the default is append-only, no snapshots."""
         self.directory = directory
+        self.persistence = persistence
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
@@ -380,10 +387,7 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
+                *self.persistence,
                 "--dir",
                 str(self.directory),
                 "--logfile",

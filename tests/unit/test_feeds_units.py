@@ -16,7 +16,7 @@ from tests.conftest import make_config
 from tests.feeds_support import assert_valid_atom
 from yagi_meter.cli import DAEMONS
 from yagi_meter.errors import ConfigError
-from yagi_meter.store.pages import Page, type_pattern
+from yagi_meter.store.pages import Page
 
 
 def parse(**args: str):
@@ -74,11 +74,6 @@ def test_oldest_page_has_no_next_link():
     page = Page([], first_id="a", last_id="b", reached_end=True)
     rels = [link.rel for link in feed_links("http://h/e", parse(), page, "http://h/hub")]
     assert "next" not in rels and "previous" in rels
-
-
-def test_type_pattern_is_an_anchored_lua_pattern_with_everything_else_literal():
-    assert type_pattern("compute.instance.*") == "^compute%.instance%..*$"
-    assert type_pattern("a-b%c*") == "^a%-b%%c.*$"
 
 
 def test_last_modified_holds_back_a_second_that_is_still_running():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -13,6 +15,7 @@ import redis
 from yagi_meter.errors import StoreError
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
+from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
 
 log = logging.getLogger(__name__)
@@ -23,11 +26,39 @@ _SCAN_BATCH = 1000
 
 @dataclass(frozen=True)
 class Rejected:
-    """A message that could not become an event, on its way to quarantine."""
+    """A message that could not become an event, on its way to quarantine.
+
+    ``body`` is the whole raw message, or only its head when ``size`` says it
+    was larger (then ``sha256`` is the digest of the whole, computed on arrival).
+    The quarantine holds a raw message once: ``sha256`` says which.
+    """
 
     body: bytes
     reason: str
     source: str
+    size: int | None = None
+    sha256: str | None = None
+
+    @property
+    def whole_size(self) -> int:
+        return len(self.body) if self.size is None else self.size
+
+    @property
+    def digest(self) -> str:
+        return self.sha256 or hashlib.sha256(self.body).hexdigest()
+
+    @property
+    def truncated(self) -> bool:
+        return self.whole_size > len(self.body)
+
+
+@dataclass(frozen=True)
+class EncodedEvent:
+    """One event as the ingest script takes it: its index keys and its arguments."""
+
+    event: Event
+    keys: list[str]
+    args: list[str | bytes | int]
 
 
 @dataclass(frozen=True)
@@ -46,6 +77,15 @@ class WriteCall:
     keys: list[str]
     args: list[str | bytes | int]
     events: list[Event]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write did: an outcome per event, and how many rejected messages
+    were already in the quarantine (repeats, not added again)."""
+
+    outcomes: list[Outcome]
+    quarantine_repeats: int
 
 
 class PendingWrite:
@@ -69,7 +109,7 @@ class PendingWrite:
             self._release(broken=True)
             raise StoreError(f"write of {len(call.events)} events failed: {e}") from None
 
-    def result(self) -> list[Outcome]:
+    def result(self) -> WriteResult:
         """The outcome of each event; raise StoreError if the write may not have happened.
 
         Retrying a write that did happen is safe: every event is then a duplicate.
@@ -84,10 +124,13 @@ class PendingWrite:
             raise StoreError(f"write of {len(self._call.events)} events failed: {e}") from None
         else:
             self._release(broken=False)
-        return [
+        results, repeats, epoch, last_seq = replies
+        self._store.watch.observe(epoch, last_seq, "ingest")
+        outcomes = [
             Outcome(status, seq, event)
-            for (status, seq), event in zip(replies, self._call.events, strict=True)
+            for (status, seq), event in zip(results, self._call.events, strict=True)
         ]
+        return WriteResult(outcomes, repeats)
 
     def abandon(self) -> None:
         """Forget the reply (the caller gave up the batch); the connection is dropped."""
@@ -126,6 +169,7 @@ class EventStore:
         self.forward = forward
         self._ingest = client.register_script(_script("ingest.lua"))
         self._trim_index = client.register_script(_script("trim_index.lua"))
+        self.watch = SeqWatch()
 
     # -- writing -----------------------------------------------------------
 
@@ -138,12 +182,37 @@ class EventStore:
         in the same step.  One script call: one round trip, all of it or none.
         Raises StoreError when Redis cannot be reached; the caller retries.
         """
-        return self.send(self.prepare(events, rejected, requeued)).result()
+        encoded = [self.encode(event) for event in events]
+        return self.send(self.prepare(encoded, rejected, requeued)).result().outcomes
+
+    def encode(self, event: Event) -> EncodedEvent:
+        """One event's index keys and script arguments (CPU only, no I/O).
+
+        Raises whatever encoding the event raises (e.g. UnicodeEncodeError):
+        the caller quarantines that one message and goes on with the others.
+        """
+        k = self.keys
+        index_keys = [k.event_type(event.event_type)]
+        if event.tenant_id:
+            index_keys.append(k.tenant(event.tenant_id))
+            if event.resource_id:
+                index_keys.append(k.resource(event.tenant_id, event.resource_id))
+        forward = self.forward is not None and self.forward(event.event_type)
+        args: list[str | bytes | int] = [
+            event.message_id.encode(),
+            event.digest,
+            event.event_type.encode(),
+            int(event.timestamp.timestamp() * 1000),
+            len(index_keys),
+            "1" if forward else "0",
+            codec.encode(event, self.compress),
+        ]
+        return EncodedEvent(event, index_keys, args)
 
     def prepare(
-        self, events: Sequence[Event], rejected: Sequence[Rejected] = (), requeued: Sequence[str] = ()
+        self, events: Sequence[EncodedEvent], rejected: Sequence[Rejected] = (), requeued: Sequence[str] = ()
     ) -> WriteCall:
-        """Encode a batch into one call of the ingest script (CPU only, no I/O)."""
+        """Put encoded events and rejected messages into one call of the ingest script (no I/O)."""
         k = self.keys
         keys = [
             k.seq,
@@ -157,34 +226,32 @@ class EventStore:
             k.duplicates,
             k.quarantine,
             k.quarantine_count,
+            k.quarantine_digests,
+            k.epoch,
         ]
         args: list[str | bytes | int] = [
             "1" if self.push else "0",
             len(events),
             len(rejected),
             int(time.time() * 1000),
+            uuid.uuid4().hex,
+            self.watch.epoch,
+            self.watch.seq,
         ]
-        for event in events:
-            index_keys = [k.event_type(event.event_type)]
-            if event.tenant_id:
-                index_keys.append(k.tenant(event.tenant_id))
-                if event.resource_id:
-                    index_keys.append(k.resource(event.tenant_id, event.resource_id))
-            keys.extend(index_keys)
-            forward = self.forward is not None and self.forward(event.event_type)
-            args += [
-                event.message_id,
-                event.digest,
-                event.event_type,
-                int(event.timestamp.timestamp() * 1000),
-                len(index_keys),
-                "1" if forward else "0",
-                codec.encode(event, self.compress),
-            ]
+        for encoded in events:
+            keys.extend(encoded.keys)
+            args.extend(encoded.args)
         for reject in rejected:
-            args += [reject.reason, reject.source, reject.body]
+            args += [
+                reject.reason.encode("utf-8", "backslashreplace"),
+                reject.source.encode("utf-8", "backslashreplace"),
+                reject.body,
+                reject.digest,
+                reject.whole_size,
+                "1" if reject.truncated else "0",
+            ]
         args += list(requeued)
-        return WriteCall(keys, args, list(events))
+        return WriteCall(keys, args, [encoded.event for encoded in events])
 
     def send(self, call: WriteCall) -> PendingWrite:
         """Send a prepared write without waiting for Redis; ``result()`` waits.
@@ -226,6 +293,13 @@ class EventStore:
 
     def last_seq(self) -> int:
         return int(self._call(self.client.get, self.keys.seq) or 0)
+
+    def position(self) -> tuple[str, int]:
+        """The store's epoch ("" before the first write) and last seq, checked by ``watch``."""
+        epoch, seq = self._call(self.client.mget, [self.keys.epoch, self.keys.seq])
+        position = (epoch.decode() if epoch else "", int(seq or 0))
+        self.watch.observe(*position, "read")
+        return position
 
     # -- retention ---------------------------------------------------------
 

@@ -2,19 +2,31 @@
 -- each rejected message in the quarantine, and remove requeued quarantine
 -- entries.  One EVALSHA is one round trip and one atomic step.
 --
--- KEYS[1..11]: seq, ids, events, by_time, indexes, outbox:push, outbox:forward,
---              conflicts, duplicates, quarantine, quarantine:count
--- KEYS[12..]:  for each event, its index zsets (event type, then tenant and
+-- KEYS[1..13]: seq, ids, events, by_time, indexes, outbox:push, outbox:forward,
+--              conflicts, duplicates, quarantine, quarantine:count,
+--              quarantine:digests, epoch
+-- KEYS[14..]:  for each event, its index zsets (event type, then tenant and
 --              resource when known), as many as the event's nkeys says
 -- ARGV[1]: "1" to write push outbox entries; ARGV[2]: number of events;
 -- ARGV[3]: number of rejected messages; ARGV[4]: quarantine entry time (ms)
+-- ARGV[5]: a fresh random store epoch, used when seq does not exist or went back
+-- ARGV[6], ARGV[7]: the epoch and the highest seq the writer saw before ("" and 0
+--          when none): a seq now lower under that same epoch means Redis lost
+--          writes (RDB restore, lagging replica) and seqs would be given out again
 -- then per event (7): message_id, digest, event_type, timestamp ms, nkeys,
 --                     forward ("1"/"0"), body
--- then per rejected message (3): reason, source, body
+-- then per rejected message (6): reason, source, body, sha256 of the whole
+--                     raw message, its size in bytes, "1" when body is only its head
 -- then the quarantine entry ids to remove (requeued messages)
 --
--- Returns, per event, a pair {status, seq}: 1 stored, 2 already stored with
--- the same body, 3 message_id already stored with a different body.
+-- Returns {results, repeats, epoch, seq}: results has, per event, a pair
+-- {status, seq}: 1 stored, 2 already stored with the same body, 3 message_id
+-- already stored with a different body; repeats: rejected messages whose
+-- sha256 was already in the quarantine (counted as duplicates, not added
+-- again); epoch and seq: the store's epoch and last seq after the write.
+-- The epoch is created with seq, in this script: when Redis loses seq (no
+-- persistence, FLUSHDB, ...) sequence numbers start again at 1 under a new
+-- epoch, so nothing keyed by (epoch, seq) can mistake new events for old.
 -- An outbox entry is its seq in two zsets: <outbox> scored by when it is due
 -- (see outbox.py) and <outbox>:seqs scored by seq (oldest pending, retention).
 -- Sequence numbers are taken inside the script, so a reader never sees seq
@@ -22,17 +34,42 @@
 
 local seq_key, ids, events, by_time, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local push_outbox, forward_outbox, conflicts, duplicates = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local quarantine, quarantine_count = KEYS[10], KEYS[11]
+local quarantine, quarantine_count, quarantine_digests, epoch_key = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local push_on = ARGV[1] == "1"
 local n_events, n_rejected = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local now = redis.call("TIME")
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 
+-- A new epoch before any seq is given out again, in the same atomic step:
+-- no reader ever sees a reused seq under the epoch it had with its old event.
+local current_seq = redis.call("GET", seq_key)
+if not current_seq then
+  redis.call("SET", epoch_key, ARGV[5])
+elseif ARGV[6] ~= "" and redis.call("GET", epoch_key) == ARGV[6] and tonumber(current_seq) < tonumber(ARGV[7]) then
+  redis.call("SET", epoch_key, ARGV[5])
+else
+  redis.call("SET", epoch_key, ARGV[5], "NX")  -- a store written before epochs existed
+end
+
+-- Requeued entries go first, with their digests: a message still bad is
+-- then quarantined anew instead of being taken for a repeat.
+for i = 8 + n_events * 7 + n_rejected * 6, #ARGV do
+  local entry = redis.call("XRANGE", quarantine, ARGV[i], ARGV[i])[1]
+  if entry then
+    for f = 1, #entry[2], 2 do
+      if entry[2][f] == "sha256" then
+        redis.call("HDEL", quarantine_digests, entry[2][f + 1])
+      end
+    end
+    redis.call("XDEL", quarantine, ARGV[i])
+  end
+end
+
 local results = {}
 local indexed = {}
-local k = 12
-local a = 5
+local k = 14
+local a = 8
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
@@ -77,14 +114,20 @@ for _ = 1, n_events do
   k = k + nkeys
 end
 
+local repeats = 0
 for _ = 1, n_rejected do
-  redis.call("XADD", quarantine, "*", "reason", ARGV[a], "source", ARGV[a + 1], "at", ARGV[4],
-             "body", ARGV[a + 2])
-  redis.call("INCR", quarantine_count)
-  a = a + 3
+  local sha256 = ARGV[a + 3]
+  if redis.call("HEXISTS", quarantine_digests, sha256) == 1 then
+    -- The same raw message again (redelivery after a crash, a second replay).
+    redis.call("INCR", duplicates)
+    repeats = repeats + 1
+  else
+    local id = redis.call("XADD", quarantine, "*", "reason", ARGV[a], "source", ARGV[a + 1], "at", ARGV[4],
+                          "body", ARGV[a + 2], "sha256", sha256, "size", ARGV[a + 4], "truncated", ARGV[a + 5])
+    redis.call("HSET", quarantine_digests, sha256, id)
+    redis.call("INCR", quarantine_count)
+  end
+  a = a + 6
 end
 
-if a <= #ARGV then
-  redis.call("XDEL", quarantine, unpack(ARGV, a))
-end
-return results
+return {results, repeats, redis.call("GET", epoch_key), tonumber(redis.call("GET", seq_key) or "0")}

@@ -3,6 +3,8 @@
 | key | type | holds |
 | --- | --- | --- |
 | ``seq`` | string | last ingest sequence number (INCR) |
+| ``epoch`` | string | random id made by ingest.lua whenever ``seq`` does not exist: a lost ``seq`` |
+|           |        | (Redis lost its data) gives a new epoch; caches and ETags include it (epoch.py) |
 | ``events`` | stream | an entry per event, id ``<seq>-0``: ``t`` ingest ms, ``e`` type, |
 |            |        | ``m`` message_id, ``d`` body (codec.py) |
 | ``ids`` | hash | message_id -> ``"<seq> <digest>"`` (dedup, lookup by entry id) |
@@ -16,8 +18,10 @@
 | ``outbox:<name>:attempts`` | hash | seq -> failed attempts so far |
 | ``conflicts`` | string | count of reused message_ids whose body differed |
 | ``duplicates`` | string | count of redelivered or replayed messages already stored |
-| ``quarantine`` | stream | messages that could not become events, with the reason |
+| ``quarantine`` | stream | messages that could not become events: ``reason``, ``source``, ``at`` ms, |
+|                |        | ``body`` (its first 4 KiB when ``truncated`` is 1), ``sha256``, ``size`` |
 | ``quarantine:count`` | string | messages ever quarantined |
+| ``quarantine:digests`` | hash | sha256 of a quarantined raw message -> entry id (a repeat is not added) |
 | ``errors`` | stream | last run-time errors of every component, capped (``yagi-meter status``) |
 | ``dead_letters`` | stream | forwards the archive refused for good, with its response |
 | ``forwarded`` | stream | recent forwards the archive accepted, with its Location (capped) |
@@ -61,6 +65,8 @@ class Keys:
         self.duplicates = prefix + "duplicates"
         self.quarantine = prefix + "quarantine"
         self.quarantine_count = prefix + "quarantine:count"
+        self.quarantine_digests = prefix + "quarantine:digests"
+        self.epoch = prefix + "epoch"
         self.errors = prefix + "errors"
         self.dead_letters = prefix + "dead_letters"
         self.forwarded = prefix + "forwarded"

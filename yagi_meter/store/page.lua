@@ -3,7 +3,8 @@
 -- feed's index in sequence order, filter, and return the matching events.
 --
 -- KEYS[1]: the feed's index: a zset (member = score = seq) or the events stream
--- KEYS[2]: events stream, KEYS[3]: ids hash, KEYS[4]: by_time zset
+-- KEYS[2]: events stream, KEYS[3]: ids hash, KEYS[4]: by_time zset,
+-- KEYS[5]: seq, KEYS[6]: epoch (see epoch.py)
 -- ARGV[1]: "zset" or "stream" (what KEYS[1] is)
 -- ARGV[2]: "head" (newest first), "last" (oldest first), "forward" (after the
 --          marker, oldest first), "backward" (before the marker, newest
@@ -12,25 +13,30 @@
 -- ARGV[4]: limit, ARGV[5]: budget (most index entries examined)
 -- ARGV[6], ARGV[7]: notification time window in ms, start inclusive, end
 --          exclusive ("" for none)
--- ARGV[8]: event type, exact ("" for none); ARGV[9]: the same as a Lua
---          pattern when it had a '*' ("" for none)
+-- ARGV[8]: event type, exact ("" for none); ARGV[9]: a glob whose only
+--          special character is '*' ("" for none), matched in linear time
+--          (never a Lua pattern: a client's text must not backtrack in Redis)
 -- ARGV[10]: "1" when the marker must be an entry of this index (tenant
 --          feeds: a marker from elsewhere must not tell that it exists)
--- ARGV[11], ARGV[12]: newest and oldest seq of a rendering the caller holds
---          ("" for none): when the feed is still there, no page is read
+-- ARGV[11]: the version of a rendering the caller holds ("" for none):
+--          while the feed still has that version, no page is read
 --
--- Returns {status, newest, oldest, newest ingest ms, now ms, ...}: the
--- feed's state (0s when empty) and Redis' clock, then for status 0 (a page)
+-- Returns {status, newest, oldest, newest ingest ms, now ms, epoch, last
+-- seq, newest message_id, ...}: the feed's state (0s when empty), Redis'
+-- clock, the store's epoch and last seq, then for status 0 (a page)
 -- {reached_end, first_seq, first_id, last_seq, last_id, n, seq, ingest ms,
--- body, ...}; status 1: unknown marker; status 2: state only (asked for,
--- unchanged since the caller's rendering, or an empty feed).
+-- message_id, body, ...}; status 1: unknown marker; status 2: state only
+-- (asked for, unchanged since the caller's rendering, or an empty feed).
+-- A feed's version is "epoch:newest:oldest:newest ingest ms:newest
+-- message_id": seqs are given out again after Redis loses data, the epoch
+-- or the newest entry's ingest time and id are not (pages.FeedState.version).
 -- first/last: the first and last entry examined (0 and "" when none);
 -- reached_end 1 when the scan ran off the end of the index.
 -- Running as one script means a reader sees every index as of one instant:
 -- seqs are given out inside ingest.lua, so no later seq is ever visible
 -- before an earlier one and a forward reader never skips.
 
-local index, events, ids, by_time = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local index, events, ids, by_time, seq_key, epoch_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local kind, direction, marker = ARGV[1], ARGV[2], ARGV[3]
 local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local start_ms, end_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -60,14 +66,19 @@ else
   newest = tonumber(redis.call("ZREVRANGE", index, 0, 0)[1])
   oldest_entry = tonumber(redis.call("ZRANGE", index, 0, 0)[1])
 end
-local ingested = 0
+local ingested, newest_id = "0", ""
 if newest then
   local entry = redis.call("XRANGE", events, newest .. "-0", newest .. "-0")[1]
-  ingested = entry and tonumber(field(entry[2], "t")) or 0
+  if entry then
+    ingested, newest_id = field(entry[2], "t"), field(entry[2], "m")
+  end
 end
-local state = {newest or 0, oldest_entry or 0, ingested, now_ms}
+local epoch = redis.call("GET", epoch_key) or ""
+local last_seq = redis.call("GET", seq_key) or "0"
+local state = {newest or 0, oldest_entry or 0, tonumber(ingested), now_ms}
+local version = epoch .. ":" .. string.format("%d:%d", state[1], state[2]) .. ":" .. ingested .. ":" .. newest_id
 local function reply_with(status, rest)
-  local reply = {status, state[1], state[2], state[3], state[4]}
+  local reply = {status, state[1], state[2], state[3], state[4], epoch, tonumber(last_seq), newest_id}
   for _, value in ipairs(rest or {}) do
     reply[#reply + 1] = value
   end
@@ -76,7 +87,7 @@ end
 if direction == "state" or not newest then
   return reply_with(2)
 end
-if ARGV[11] == tostring(state[1]) and ARGV[12] == tostring(state[2]) then
+if ARGV[11] == version then
   return reply_with(2)
 end
 
@@ -152,12 +163,53 @@ local function in_window(seq)
   return (not start_ms or ts >= start_ms) and (not end_ms or ts < end_ms)
 end
 
+-- The glob's literal parts, split at each '*' (plain finds, no patterns).
+local glob_parts = {}
+if type_pattern ~= "" then
+  local from = 1
+  while true do
+    local star = string.find(type_pattern, "*", from, true)
+    if not star then
+      glob_parts[#glob_parts + 1] = string.sub(type_pattern, from)
+      break
+    end
+    glob_parts[#glob_parts + 1] = string.sub(type_pattern, from, star - 1)
+    from = star + 1
+  end
+end
+
+-- Does `text` match the glob?  The first part is a prefix, the last a
+-- suffix, and each part between is found, leftmost, after the one before:
+-- taking the leftmost place never loses a match, so there is no
+-- backtracking; each plain find is bounded by the lengths of text and part.
+local function glob_matches(text)
+  local first, last = glob_parts[1], glob_parts[#glob_parts]
+  if #text < #first + #last then
+    return false
+  end
+  if string.sub(text, 1, #first) ~= first or string.sub(text, #text - #last + 1) ~= last then
+    return false
+  end
+  local pos, stop = #first + 1, #text - #last  -- middle parts must fit in text[pos..stop]
+  for i = 2, #glob_parts - 1 do
+    local part = glob_parts[i]
+    if part ~= "" then
+      local at = string.find(text, part, pos, true)
+      if not at or at + #part - 1 > stop then
+        return false
+      end
+      pos = at + #part
+    end
+  end
+  return true
+end
+
 local function type_matches(event_type)
   if exact_type ~= "" then
     return event_type == exact_type
   end
   if type_pattern ~= "" then
-    return string.match(event_type, type_pattern) ~= nil
+    return glob_matches(event_type)
   end
   return true
 end
@@ -186,6 +238,7 @@ while n < limit and scanned < budget do
         n = n + 1
         found[#found + 1] = seq
         found[#found + 1] = field(fields, "t")
+        found[#found + 1] = field(fields, "m")
         found[#found + 1] = field(fields, "d")
         if n == limit then
           stopped = true

@@ -9,7 +9,6 @@ call, and a caller holding a rendering of the current state gets no page.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -19,6 +18,7 @@ import redis
 from yagi_meter.errors import StoreError
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
+from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import Keys
 
 HEAD, LAST, FORWARD, BACKWARD = "head", "last", "forward", "backward"
@@ -41,16 +41,25 @@ class FeedIndex:
 
 @dataclass(frozen=True)
 class FeedState:
-    """Newest and oldest seq of a feed (0 when empty), newest's ingest time, Redis' clock."""
+    """Newest and oldest seq of a feed (0 when empty), newest's ingest time, Redis' clock,
+    and the store's epoch and newest message_id, which tell a version apart after Redis
+    lost data and gave the same seqs out again (epoch.py)."""
 
     newest: int
     oldest: int
     newest_ingested_ms: int
     now_ms: int
+    epoch: str = ""
+    newest_id: str = ""
 
     @property
     def empty(self) -> bool:
         return self.newest == 0
+
+    @property
+    def version(self) -> str:
+        """What a rendering of this feed depends on; page.lua builds the same text."""
+        return f"{self.epoch}:{self.newest}:{self.oldest}:{self.newest_ingested_ms}:{self.newest_id}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,15 @@ class StoredEvent:
 
     seq: int
     ingested_ms: int
+    message_id: str
     body: bytes
+    epoch: str = ""
+
+    @property
+    def identity(self) -> tuple[str, int, int, str]:
+        """What a cached rendering of this event is keyed by: never the seq alone, which
+        Redis losing data gives out again."""
+        return (self.epoch, self.seq, self.ingested_ms, self.message_id)
 
     def decode(self) -> Event:
         return codec.decode(self.body, self.seq, self.ingested_ms)
@@ -93,18 +110,13 @@ class Page:
     reached_end: bool
 
 
-def type_pattern(pattern: str) -> str:
-    """A ``*`` glob as an anchored Lua pattern (every other character literal)."""
-    parts = [re.sub(r"([^A-Za-z0-9])", r"%\1", part) for part in pattern.split("*")]
-    return "^" + ".*".join(parts) + "$"
-
-
 class Pages:
     """Every read of a feed's index goes through here."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, watch: SeqWatch | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.watch = watch or SeqWatch()
         script = resources.files("yagi_meter.store")
         self._page = client.register_script(script.joinpath("page.lua").read_text())
 
@@ -130,19 +142,19 @@ class Pages:
         return self.read(index, PageQuery(direction=STATE))[0]
 
     def read(
-        self, index: FeedIndex, query: PageQuery, known: tuple[int, int] | None = None
+        self, index: FeedIndex, query: PageQuery, known: str | None = None
     ) -> tuple[FeedState, Page | None]:
         """The feed's state and one page of it, in one call.
 
-        ``known``: (newest, oldest) of a rendering the caller holds; while the
-        feed still has them, no page is read and None comes back instead.
+        ``known``: the ``FeedState.version`` of a rendering the caller holds;
+        while the feed still has it, no page is read and None comes back instead.
         Raises UnknownMarker when the marker is not an entry of this feed.
         """
         if query.direction not in (*DIRECTIONS, STATE):
             raise ValueError(f"no direction {query.direction!r}")
         exact, pattern = query.event_type, ""
-        if "*" in exact:
-            exact, pattern = "", type_pattern(exact)
+        if "*" in exact:  # a glob: page.lua matches it in linear time, never as a Lua pattern
+            exact, pattern = "", exact
         k = self.keys
         args = [
             index.kind,
@@ -155,15 +167,16 @@ class Pages:
             exact,
             pattern,
             "1" if index.strict else "0",
-            "" if known is None else known[0],
-            "" if known is None else known[1],
+            known or "",
         ]
         try:
-            reply = self._page(keys=[index.key, k.events, k.ids, k.by_time], args=args)
+            reply = self._page(keys=[index.key, k.events, k.ids, k.by_time, k.seq, k.epoch], args=args)
         except redis.RedisError as e:
             raise StoreError(f"reading a page failed: {e}") from None
-        status, newest, oldest, ingested, now = reply[:5]
-        state = FeedState(int(newest), int(oldest), int(ingested), int(now))
+        status, newest, oldest, ingested, now, epoch, last_seq, newest_id = reply[:8]
+        epoch = _text(epoch)
+        state = FeedState(int(newest), int(oldest), int(ingested), int(now), epoch, _text(newest_id))
+        self.watch.observe(epoch, last_seq, "feed read")
         if status == 1:
             raise UnknownMarker(f"unknown marker {query.marker!r}")
         if status == 2:
@@ -172,12 +185,12 @@ class Pages:
             if state.empty and query.direction != STATE:
                 return state, Page([], "", "", reached_end=True)
             return state, None
-        reached_end, _, first_id, _, last_id, count = reply[5:11]
+        reached_end, _, first_id, _, last_id, count = reply[8:14]
         events = []
-        rest = reply[11:]
+        rest = reply[14:]
         for i in range(count):
-            seq, ingested_ms, body = rest[3 * i : 3 * i + 3]
-            events.append(StoredEvent(int(seq), int(ingested_ms), body))
+            seq, ingested_ms, message_id, body = rest[4 * i : 4 * i + 4]
+            events.append(StoredEvent(int(seq), int(ingested_ms), _text(message_id), body, epoch))
         return state, Page(events, _text(first_id), _text(last_id), bool(reached_end))
 
     def entry_version(self, message_id: str) -> tuple[int, str] | None:

@@ -19,7 +19,14 @@ class QuarantinedMessage:
     reason: str
     source: str
     at: datetime
-    body: bytes
+    body: bytes  # the whole message, or its head when truncated
+    size: int  # bytes of the whole message
+    sha256: str  # of the whole message ("" for entries older than digests)
+
+    @property
+    def truncated(self) -> bool:
+        """Only the head is kept (the message was too large): it cannot be requeued."""
+        return self.size > len(self.body)
 
 
 class Quarantine:
@@ -43,6 +50,8 @@ class Quarantine:
                 source=fields[b"source"].decode(),
                 at=datetime.fromtimestamp(int(fields[b"at"]) / 1000, UTC),
                 body=fields[b"body"],
+                size=int(fields.get(b"size", len(fields[b"body"]))),
+                sha256=fields.get(b"sha256", b"").decode(),
             )
             for entry_id, fields in entries
         ]
@@ -56,8 +65,14 @@ class Quarantine:
         return newest[0][0].decode() if newest else None
 
     def remove(self, entry_id: str) -> None:
+        """Remove one entry and its digest (the same message may then be quarantined again)."""
         try:
-            self.client.xdel(self.keys.quarantine, entry_id)
+            found = self.client.xrange(self.keys.quarantine, entry_id, entry_id)
+            pipe = self.client.pipeline(transaction=True)
+            if found and b"sha256" in found[0][1]:
+                pipe.hdel(self.keys.quarantine_digests, found[0][1][b"sha256"])
+            pipe.xdel(self.keys.quarantine, entry_id)
+            pipe.execute()
         except redis.RedisError as e:
             raise StoreError(f"removing quarantined {entry_id} failed: {e}") from None
 
