@@ -66,7 +66,7 @@ from yagi_meter.push import hub_url  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 from yagi_meter.store.subscriptions import Subscriptions  # noqa: E402
 
-SAMPLE = ROOT.parent / "shared" / "notifications" / "nova-versioned" / "instance-create-end.json"
+SAMPLE = ROOT / "tests" / "fixtures" / "notifications" / "nova-versioned" / "instance-create-end.json"
 SAMPLE_TENANT = "6f70656e737461636b20342065766572"
 EXCHANGE, ROUTING_KEY = "nova", "notifications.info"
 ENTRY_ID = re.compile(rb"<id>urn:uuid:([0-9a-f-]{36})</id>")

@@ -21,7 +21,8 @@ from yagi_meter.config import Config
 
 CI = bool(os.environ.get("CI"))
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "notifications"
+# Real nova notifications (doc/notification_samples), shipped with the tests.
+SAMPLES = ROOT / "tests" / "fixtures" / "notifications" / "nova-versioned"
 TEST_REDIS_URL = os.environ.get("YAGI_TEST_REDIS_URL", "redis://localhost:6379/15")
 TEST_AMQP_HOST = os.environ.get("YAGI_TEST_AMQP_HOST", "localhost:5672")
 
@@ -33,8 +34,15 @@ def unavailable(what: str, error: Exception) -> None:
 
 
 def sample_paths() -> list[Path]:
-    """Every real notification sample shipped in ../shared/notifications."""
-    return sorted(SAMPLES.rglob("*.json"))
+    """Every real nova notification sample in SAMPLES, sorted by name.
+
+    Raises (at collection, so the run fails) when there are none: a test
+    over no samples would pass without testing anything.
+    """
+    paths = sorted(SAMPLES.glob("*.json"))
+    if not paths:
+        raise RuntimeError(f"no notification samples in {SAMPLES}: the test fixtures are missing")
+    return paths
 
 
 def as_sent(
