@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 import pika
 import redis
 
+from tests.processes import spawn
 from yagi_meter.config import Config
 from yagi_meter.store import codec
 from yagi_meter.store.keys import Keys
@@ -273,7 +274,7 @@ class ListenerProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # closed in cleanup()
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [sys.executable, "-m", "yagi_meter", "listen"],
             env=env,
             stdout=self._log,
@@ -373,7 +374,7 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10) -> None:
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 "redis-server",
                 "--port",
