@@ -222,6 +222,10 @@ def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) ->
         YAGI_REDIS_KEY_PREFIX=prefix,
         YAGI_REDIS_COMPRESS="true" if compress else "false",
     )
+    # The queue the bare consumer reads, as oslo.messaging declares it (non-durable): not
+    # the listener's own default queues, which a pre-filled vhost would leave empty.
+    env.setdefault("YAGI_AMQP_QUEUE", "{topic}.{priority}")
+    env.setdefault("YAGI_AMQP_DURABLE", "false")
     with tempfile.TemporaryFile() as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "yagi_meter", "listen"], env=env, stdout=log, stderr=log

@@ -323,6 +323,9 @@ def environment(amqp_url: str, redis_url: str, prefix: str) -> dict[str, str]:
         YAGI_HUB_ALLOWED_CALLBACK_NETWORKS="127.0.0.0/8",
     )
     env.setdefault("YAGI_LOGGING_LEVEL", "warning")
+    # The queue declare() makes before the daemons start, as oslo.messaging declares it.
+    env.setdefault("YAGI_AMQP_QUEUE", "{topic}.{priority}")
+    env.setdefault("YAGI_AMQP_DURABLE", "false")
     return env
 
 

@@ -44,7 +44,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_sep("=", f"{len(left)} processes started by the tests outlived them (killed)", red=True)
+        title = f"{len(left)} processes started by the tests outlived them (killed)"
+        reporter.write_sep("=", title, red=True)
         for process in left:
             reporter.write_line(f"pid {process.pid}: {process.command[:200]}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
