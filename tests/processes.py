@@ -73,6 +73,8 @@ def kill_marked(processes: list[Marked], sig: int) -> None:
 
 def stop_started(timeout: float = 10) -> None:
     """SIGTERM each started process group still alive (marked members only), SIGKILL after ``timeout``."""
+    if not _started:
+        return
     run_id = os.environ.get(MARKER)
     groups = {process.pid for process in _started}
     for process in _started:
@@ -94,6 +96,24 @@ def stop_started(timeout: float = 10) -> None:
     if run_id:
         kill_marked([p for p in marked(run_id) if p.pgid in groups], signal.SIGKILL)
     _started.clear()
+
+
+def wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    """Wait until ``url``/health answers 200; fail with ``log`` when ``process`` exits or time runs out."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args} exited {process.returncode}\n{log.read_text()}")
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url}/health did not answer 200 in {timeout}s\n{log.read_text()}")
+        time.sleep(0.1)
 
 
 def leftovers(run_id: str, grace: float = 3) -> list[Marked]:

@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, TEST_REDIS_URL
-from tests.integration.listener_helpers import free_port, wait_until
-from tests.processes import spawn
+from tests.integration.listener_helpers import free_port
+from tests.processes import spawn, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.package]
 
@@ -93,17 +93,8 @@ def test_installed_package_runs_from_anywhere(
             [str(yagi_meter), "serve"], cwd=elsewhere, env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
-    def healthy() -> bool:
-        assert server.poll() is None, f"serve exited {server.returncode}\n{log_path.read_text()}"
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        wait_until(
-            healthy, 30, "yagi-meter serve from the installed package", log_path.read_text, interval=0.1
-        )
+        wait_healthy(server, f"http://127.0.0.1:{port}", log_path, timeout=30)
         feed = requests.get(f"http://127.0.0.1:{port}/events", timeout=5)
         assert feed.status_code == 200 and b"<feed" in feed.content
         assert requests.get(f"http://127.0.0.1:{port}/static/atom.xsl", timeout=5).status_code == 200

