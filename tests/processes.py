@@ -35,7 +35,8 @@ class Marked:
 
 
 def spawn(args: list[str], **popen: object) -> subprocess.Popen:
-    """``subprocess.Popen(args)`` in a new session, stopped (with its group) after the test."""
+    """``subprocess.Popen(args)`` in a new session, stopped (with its group) after the current
+    test: for a process of one test, not one a session- or module-scoped fixture shares."""
     process = subprocess.Popen(args, start_new_session=True, **popen)
     _started.append(process)
     return process
