@@ -46,18 +46,20 @@ from yagi_meter.notification import Event, parse  # noqa: E402
 from yagi_meter.store.events import EventStore  # noqa: E402
 from yagi_meter.store.keys import Keys  # noqa: E402
 
-SAMPLES = ROOT.parent / "shared" / "notifications"
+SAMPLES = ROOT / "tests" / "fixtures" / "notifications" / "nova-versioned"
 TENANTS = 10
 BATCH = 5000
 
 
 def sample_events() -> list[Event]:
     events = []
-    for number, path in enumerate(sorted(SAMPLES.rglob("*.json"))):
+    for number, path in enumerate(sorted(SAMPLES.glob("*.json"))):
         message = json.loads(path.read_text())
         message["message_id"] = f"sample-{number}"
         message.setdefault("timestamp", "2026-11-24 09:00:00.000000")
         events.append(parse(json.dumps(message).encode(), received_at=datetime.now(UTC)))
+    if not events:
+        raise SystemExit(f"no notification samples in {SAMPLES}")
     return events
 
 

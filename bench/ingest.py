@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--messages 20000] [--rounds 3]
 
-Builds realistic nova notifications from ../shared/notifications/nova-versioned
+Builds realistic nova notifications from tests/fixtures/notifications/nova-versioned
 (unique message_id and timestamp, tenants spread over --tenants projects, a
 nova request context), wrapped in the oslo.messaging 2.0 envelope exactly as
 the messagingv2 driver publishes them, to exchange ``nova`` with routing key
@@ -52,7 +52,7 @@ import redis
 from yagi_meter import config as config_module
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "notifications" / "nova-versioned"
+SAMPLES = ROOT / "tests" / "fixtures" / "notifications" / "nova-versioned"
 EXCHANGE = "nova"
 ROUTING_KEY = "notifications.info"
 # Ids the samples use for the project and the instance; replaced per message.
@@ -116,6 +116,8 @@ def build_bodies(count: int, tenants: int, seed: int = 1) -> list[bytes]:
     """``count`` message bodies as oslo.messaging's messagingv2 driver publishes them."""
     rng = random.Random(seed)
     samples = [json.dumps(json.loads(p.read_text())) for p in sorted(SAMPLES.glob("*.json"))]
+    if not samples:
+        raise SystemExit(f"no notification samples in {SAMPLES}")
     projects = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(tenants)]
     users = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(tenants)]
     start = datetime.now(UTC).replace(tzinfo=None)
@@ -220,6 +222,10 @@ def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) ->
         YAGI_REDIS_KEY_PREFIX=prefix,
         YAGI_REDIS_COMPRESS="true" if compress else "false",
     )
+    # The queue the bare consumer reads, as oslo.messaging declares it (non-durable): not
+    # the listener's own default queues, which a pre-filled vhost would leave empty.
+    env.setdefault("YAGI_AMQP_QUEUE", "{topic}.{priority}")
+    env.setdefault("YAGI_AMQP_DURABLE", "false")
     with tempfile.TemporaryFile() as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "yagi_meter", "listen"], env=env, stdout=log, stderr=log

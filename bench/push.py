@@ -66,7 +66,7 @@ from yagi_meter.push import hub_url  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 from yagi_meter.store.subscriptions import Subscriptions  # noqa: E402
 
-SAMPLE = ROOT.parent / "shared" / "notifications" / "nova-versioned" / "instance-create-end.json"
+SAMPLE = ROOT / "tests" / "fixtures" / "notifications" / "nova-versioned" / "instance-create-end.json"
 SAMPLE_TENANT = "6f70656e737461636b20342065766572"
 EXCHANGE, ROUTING_KEY = "nova", "notifications.info"
 ENTRY_ID = re.compile(rb"<id>urn:uuid:([0-9a-f-]{36})</id>")
@@ -323,6 +323,9 @@ def environment(amqp_url: str, redis_url: str, prefix: str) -> dict[str, str]:
         YAGI_HUB_ALLOWED_CALLBACK_NETWORKS="127.0.0.0/8",
     )
     env.setdefault("YAGI_LOGGING_LEVEL", "warning")
+    # The queue declare() makes before the daemons start, as oslo.messaging declares it.
+    env.setdefault("YAGI_AMQP_QUEUE", "{topic}.{priority}")
+    env.setdefault("YAGI_AMQP_DURABLE", "false")
     return env
 
 

@@ -1,5 +1,6 @@
-# Sourced by scripts/run and scripts/test: make .venv with yagi-meter and its
-# test tools installed, reinstalling only when a requirements file changed.
+# Sourced by scripts/run and scripts/test: make .venv with yagi-meter installed
+# (and its test tools, for scripts/test), reinstalling only when pyproject.toml,
+# setup.py or a requirements file changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
@@ -19,10 +20,24 @@ if [ ! -x .venv/bin/python ]; then
         fi
     fi
 fi
-stamp=.venv/.yagi-installed
-want=$(cat setup.py requirements.txt requirements-test.txt | sha256sum | cut -c1-16)
+# venv_extras: "test" (set by scripts/test) installs the test tools too; unset
+# (scripts/run) installs only what a deployment needs.  Each kind of install
+# has its own stamp, the hash of the files it was made from; an install with
+# the test tools also satisfies scripts/run.
+extras=${venv_extras:-}
+hash_of() { cat pyproject.toml setup.py "$@" | sha256sum | cut -c1-16; }
+run_want=$(hash_of requirements.txt)
+test_want=$(hash_of requirements.txt requirements-test.txt)
+if [ "$extras" = test ]; then
+    stamp=.venv/.yagi-installed-test want=$test_want spec='.[test]'
+else
+    stamp=.venv/.yagi-installed want=$run_want spec='.'
+fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[test]'
+    .venv/bin/pip install -q -e "$spec"
     echo "$want" > "$stamp"
+    if [ "$extras" = test ]; then
+        echo "$run_want" > .venv/.yagi-installed
+    fi
 fi

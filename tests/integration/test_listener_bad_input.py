@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.listener_helpers import (
     Publisher,
-    declare_like_oslo,
+    declare_listener_queue,
     messages_in,
     notification,
     notifications,
@@ -69,7 +69,7 @@ def test_each_bad_message_is_quarantined_with_its_reason_and_good_ones_around_it
     for (body, _), good_body in zip(bad.values(), good_bodies[1:], strict=True):
         interleaved += [body, good_body]
 
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     env = dict(env, YAGI_AMQP_MAX_BODY_BYTES=str(MAX_BODY_BYTES))
     listener = start_listener(env)
     listener.wait_consuming()
@@ -120,7 +120,7 @@ def test_compressed_bodies_that_cannot_be_undone_are_quarantined_as_received(
         (zlib.compress(good_bodies[0]), {"compression": "application/x-snappy"}),
         (zlib.compress(huge), {"compression": "application/x-gzip"}),
     ]
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     listener = start_listener(dict(env, YAGI_AMQP_MAX_BODY_BYTES=str(MAX_BODY_BYTES)))
     listener.wait_consuming()
     publisher = Publisher(vhost)

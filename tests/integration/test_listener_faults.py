@@ -1,10 +1,10 @@
 """The listener under faults: killed, stopped, Redis or RabbitMQ lost, a second listener beside it.
 
-Each test publishes with confirms into the queue oslo.messaging would
-declare, runs real ``yagi-meter listen`` processes and ends with every
-published message_id stored exactly once.  "Acknowledged" is read from the
-broker: messages published minus messages still in the queue (ready or
-delivered and unacknowledged).
+Each test publishes with confirms into the listener's own queue (declared
+before the listener first starts, as it declares it), runs real ``yagi-meter
+listen`` processes and ends with every published message_id stored exactly
+once.  "Acknowledged" is read from the broker: messages published minus
+messages still in the queue (ready or delivered and unacknowledged).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import pytest
 
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.listener_helpers import (
-    ROUTING_KEY,
+    QUEUE,
     BackgroundPublisher,
     Publisher,
     RedisServer,
     StoredEvents,
     close_connections,
-    declare_like_oslo,
+    declare_listener_queue,
     free_port,
     listener_env,
     messages_in,
@@ -47,7 +47,7 @@ def test_kill_9_in_the_middle_of_10000_messages_then_restart_stores_each_once(
     vhost, env, stored, start_listener
 ):
     tenant_id, message_ids, bodies = notifications(10_000)
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     first = start_listener(env)
     first.wait_consuming()
     publisher = BackgroundPublisher(vhost, bodies)
@@ -79,7 +79,7 @@ def test_redis_stopped_and_restarted_under_load_nothing_acked_while_down_nothing
         env = listener_env(vhost, server.url, key_prefix, redis_socket_timeout="1")
         stored = StoredEvents(server.client(), key_prefix)
         tenant_id, message_ids, bodies = notifications(4000)
-        declare_like_oslo(vhost)
+        declare_listener_queue(vhost)
         listener = start_listener(env)
         listener.wait_consuming()
         publisher = BackgroundPublisher(vhost, bodies, rate=600)
@@ -114,7 +114,7 @@ def test_rabbitmq_closing_the_connection_twice_listener_reconnects_and_loses_not
     vhost, env, stored, start_listener
 ):
     tenant_id, message_ids, bodies = notifications(3000)
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     listener = start_listener(env)
     listener.wait_consuming()
     publisher = BackgroundPublisher(vhost, bodies, rate=600)
@@ -137,7 +137,7 @@ def test_sigterm_while_messages_flow_exits_0_having_acked_exactly_what_it_stored
     vhost, env, stored, start_listener
 ):
     tenant_id, message_ids, bodies = notifications(5000)
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     first = start_listener(env)
     first.wait_consuming()
     publisher = BackgroundPublisher(vhost, bodies, rate=1500)
@@ -163,7 +163,7 @@ def test_sigterm_while_messages_flow_exits_0_having_acked_exactly_what_it_stored
 
 def test_two_listeners_on_the_same_queue_store_each_message_once(vhost, env, stored, start_listener):
     tenant_id, message_ids, bodies = notifications(6000)
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     # A small window, so the broker hands each listener a share.
     env = dict(env, YAGI_AMQP_PREFETCH="200", YAGI_AMQP_BATCH_SIZE="100")
     listeners = [start_listener(env), start_listener(env)]
@@ -187,20 +187,20 @@ def test_queue_deleted_while_consuming_listener_consumes_again(vhost, env, store
     # RabbitMQ cancels the consumer of a deleted queue (also when a cluster
     # node holding it fails); the listener must not go on consuming nothing.
     tenant_id, message_ids, bodies = notifications(200)
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     listener = start_listener(env)
     listener.wait_consuming()
     publisher = Publisher(vhost)
     try:
         publisher.publish_all(bodies[:100])
         wait_until(lambda: stored.count() >= 100, 20, "100 events stored", listener.log_tail)
-        publisher.channel.queue_delete(ROUTING_KEY)
+        publisher.channel.queue_delete(QUEUE)
         listener.wait_consuming(count=2)  # declared and bound it again
         publisher.publish_all(bodies[100:])
     finally:
         publisher.close()
     drained(vhost, stored, len(bodies), listener, timeout=20)
-    assert "cancelled the consumer of notifications.info" in listener.log()
+    assert f"cancelled the consumer of {QUEUE}" in listener.log()
     stored.assert_exactly_once(message_ids, tenant_id)
     assert listener.stop() == 0
 
@@ -215,7 +215,7 @@ def test_sigterm_while_redis_is_down_exits_0_at_once_acking_nothing(
             vhost, server.url, key_prefix, redis_socket_timeout="1", amqp_reconnect_max_seconds="30"
         )
         _, _, bodies = notifications(200)
-        declare_like_oslo(vhost)
+        declare_listener_queue(vhost)
         listener = start_listener(env)
         listener.wait_consuming()
         server.kill()

@@ -2,8 +2,12 @@
 
 The notifications are sent by the client every OpenStack service uses, with
 both wire forms (``messaging``: the legacy body, ``messagingv2``: the 2.0
-envelope), to the ``nova`` control exchange, with the listener started
-before the notifier first sends and after it.
+envelope), to the ``nova`` control exchange: to the listener's own queues
+(declared at its first start, so also while it is stopped afterwards), and,
+with ``[amqp] queue = {topic}.{priority}``, to the queues oslo.messaging
+declares itself, before the listener first starts.  Beside it, a consumer
+of oslo.messaging's ``notifications.info`` (as Ceilometer is) gets every
+notification too.
 
 Current oslo.messaging sends a redacted copy of the request context (no
 auth token); services on old releases sent ``_context_auth_token`` in clear,
@@ -29,7 +33,7 @@ from tests.integration.listener_helpers import (
     EVENT_TYPE,
     EXCHANGE,
     Publisher,
-    declare_like_oslo,
+    declare_listener_queue,
     notification,
     notifications,
     queue_counts,
@@ -40,13 +44,14 @@ pytestmark = pytest.mark.integration
 
 COUNT = 30
 PRIORITIES = ("info", "warn", "error")
-QUEUES = [f"notifications.{priority}" for priority in PRIORITIES]
+ROUTING_KEYS = [f"notifications.{priority}" for priority in PRIORITIES]
+OWN_QUEUES = [f"yagi-meter.{key}" for key in ROUTING_KEYS]
 
 
-def waiting(amqp_url: str) -> int:
-    """Messages not yet acknowledged in the three notification queues."""
+def waiting(amqp_url: str, queues: list[str]) -> int:
+    """Messages not yet acknowledged in ``queues``."""
     counts = queue_counts(amqp_url)
-    return sum(sum(counts.get(queue, (0, 0))) for queue in QUEUES)
+    return sum(sum(counts.get(queue, (0, 0))) for queue in queues)
 
 
 @contextmanager
@@ -95,8 +100,8 @@ def capture_queue(amqp_url: str) -> str:
     try:
         channel = connection.channel()
         channel.queue_declare(name, auto_delete=False)
-        for queue in QUEUES:
-            channel.queue_bind(name, EXCHANGE, routing_key=queue)
+        for routing_key in ROUTING_KEYS:
+            channel.queue_bind(name, EXCHANGE, routing_key=routing_key)
     finally:
         connection.close()
     return name
@@ -119,26 +124,36 @@ def drain(amqp_url: str, queue: str) -> list[bytes]:
 
 
 @pytest.mark.parametrize("driver", ["messaging", "messagingv2"])
-@pytest.mark.parametrize("listener_first", [True, False], ids=["listener-first", "notifier-first"])
+@pytest.mark.parametrize("order", ["listener-first", "listener-stopped", "oslo-queues-notifier-first"])
 def test_oslo_notifications_are_stored_once_with_owner_and_without_token(
-    driver, listener_first, vhost, env, stored, start_listener
+    driver, order, vhost, env, stored, start_listener
 ):
     tenant_id = f"tenant-{uuid.uuid4().hex[:8]}"
     token = f"SECRET-TOKEN-{uuid.uuid4().hex}"
     captured = None
+    queues = OWN_QUEUES
     with oslo_notifier(vhost, driver) as notifier:
-        if listener_first:
+        if order == "listener-first":
             listener = start_listener(env)
             listener.wait_consuming()
             captured = capture_queue(vhost)
             sent = send(notifier, tenant_id, token, COUNT)
-        else:
+        elif order == "listener-stopped":  # its durable queues wait for it
+            first = start_listener(env)
+            first.wait_consuming()
+            assert first.stop() == 0
             sent = send(notifier, tenant_id, token, COUNT)
-            assert waiting(vhost) == COUNT  # oslo declared the queues and kept them
+            assert waiting(vhost, queues) == COUNT
             listener = start_listener(env)
-            listener.wait_consuming()
+        else:  # oslo.messaging's own queues, as its notifier declares them (non-durable)
+            queues = ROUTING_KEYS
+            env = {**env, "YAGI_AMQP_QUEUE": "{topic}.{priority}", "YAGI_AMQP_DURABLE": "false"}
+            sent = send(notifier, tenant_id, token, COUNT)
+            assert waiting(vhost, queues) == COUNT  # oslo declared the queues and kept them
+            listener = start_listener(env)
+        listener.wait_consuming()
         wait_until(lambda: stored.count() >= COUNT, 20, f"{COUNT} events", listener.log_tail)
-        wait_until(lambda: waiting(vhost) == 0, 10, "empty queues", listener.log_tail)
+        wait_until(lambda: waiting(vhost, queues) == 0, 10, "empty queues", listener.log_tail)
 
     if captured:  # what went over the wire, in the form this driver sends
         bodies = drain(vhost, captured)
@@ -191,7 +206,7 @@ def test_auth_token_sent_in_clear_by_old_services_is_not_stored(vhost, env, stor
         # As oslo.messaging packed a dict context before it redacted contexts.
         message.update(_context_project_id=tenant_id, _context_auth_token=token, _context_user="user-1")
         bodies.append(json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)}).encode())
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     publisher = Publisher(vhost)
     try:
         publisher.publish_all(bodies)

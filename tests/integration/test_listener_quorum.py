@@ -46,7 +46,7 @@ def test_own_queue_is_declared_as_a_durable_quorum_queue_and_consumed(
         key_prefix,
         amqp_queue=QUEUE,
         amqp_queue_type="quorum",
-        amqp_durable="true",
+        amqp_exchange_durable="true",
         amqp_exchanges="nova-quorum-test",
     )
     listener = start_listener(env)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -16,6 +15,7 @@ from feeds.atom import ATOM_NS
 from feeds.hub import init_hub
 from tests.conftest import ROOT, TEST_REDIS_URL, make_config
 from tests.hub_helpers import BASE, ingest, subscribe, tenant_topic, wait_until
+from tests.processes import spawn
 from tests.servers.subscriber import Subscriber
 from yagi_meter.store import open_store
 from yagi_meter.store.subscriptions import Subscriptions
@@ -37,7 +37,7 @@ def start_worker(key_prefix, **settings):
         YAGI_LOGGING_LEVEL="warning",
     )
     env.update({f"YAGI_{k.upper()}": v for k, v in settings.items()})
-    return subprocess.Popen([sys.executable, "-m", "yagi_meter", "push"], env=env, cwd=ROOT)
+    return spawn([sys.executable, "-m", "yagi_meter", "push"], env=env, cwd=ROOT)
 
 
 def stop(process):

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT, make_config
+from tests.processes import spawn
 from yagi_meter.errors import StoreError
 from yagi_meter.ingest import Ingestor, Message
 from yagi_meter.store import open_store
@@ -41,7 +42,7 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen(
+    server = spawn(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

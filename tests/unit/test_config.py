@@ -15,6 +15,8 @@ def test_defaults_match_the_design():
     assert config.amqp.exchanges == ("nova", "glance", "cinder", "neutron", "heat", "keystone")
     assert config.amqp.topics == ("notifications",)
     assert config.amqp.priorities == ("info", "warn", "error")
+    assert config.amqp.queue == "yagi-meter.{topic}.{priority}"
+    assert (config.amqp.durable, config.amqp.exchange_durable) == (True, False)
     assert config.redis.url == "redis://localhost:6379/0"
     assert config.redis.retention_days == 90
     assert (config.feeds.host, config.feeds.port) == ("127.0.0.1", 8080)
@@ -76,3 +78,38 @@ def test_unknown_yagi_variable_in_the_environment_is_refused_like_an_unknown_key
 def test_the_yagi_variables_that_are_not_options_are_allowed(name):
     environ = {"YAGI_CONFIG": "/dev/null", name: "/dev/null", "OTHER_VARIABLE": "x"}
     assert config_module.load(environ=environ).redis.url == "redis://localhost:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("template", "queues"),
+    [
+        (
+            "yagi-meter.{topic}.{priority}",
+            ["yagi-meter.notifications.info", "yagi-meter.notifications.error"],
+        ),
+        ("{topic}.{priority}", ["notifications.info", "notifications.error"]),  # oslo.messaging's own
+        ("billing", ["billing"]),  # one queue bound to every routing key
+    ],
+)
+def test_queue_template_names_one_queue_per_routing_key_bound_on_every_exchange(template, queues):
+    from yagi_meter.amqp import bindings
+
+    config = make_config(amqp_queue=template, amqp_priorities="info, error", amqp_exchanges="nova, glance")
+    links = bindings(config)
+    assert list(dict.fromkeys(link.queue for link in links)) == queues
+    assert {(link.exchange, link.routing_key) for link in links} == {
+        (exchange, f"notifications.{priority}")
+        for exchange in ("nova", "glance")
+        for priority in ("info", "error")
+    }
+    for link in links:  # each routing key goes to its own queue
+        assert link.queue in (
+            template,
+            template.format(topic="notifications", priority=link.routing_key[14:]),
+        )
+
+
+@pytest.mark.parametrize("template", ["", "yagi.{host}", "yagi.{topic", "amq.yagi"])
+def test_bad_queue_templates_are_refused_naming_the_key(template):
+    with pytest.raises(ConfigError, match=r"^\[amqp\] queue: "):
+        make_config(amqp_queue=template)

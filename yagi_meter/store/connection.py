@@ -18,24 +18,21 @@ _embedded: dict[str, redis.Redis] = {}
 
 
 def connect(config: Config) -> redis.Redis:
-    """A client for ``[redis] url``; ``embedded`` (or the default URL with nothing
-    listening there) starts or joins the embedded server at ``embedded_path``."""
+    """A client for ``[redis] url``; only ``embedded`` starts (or joins) the
+    embedded server at ``embedded_path``.
+
+    A URL where nothing answers is never replaced by the embedded server: a
+    production Redis that is down or slow at boot would split the data in two.
+    """
     url = config.redis.url
     if url == "embedded":
         return embedded(config.redis.embedded_path)
-    client = redis.Redis.from_url(
+    return redis.Redis.from_url(
         url,
         socket_timeout=config.redis.socket_timeout,
         socket_connect_timeout=config.redis.socket_timeout,
         health_check_interval=30,
     )
-    if config.is_default("redis", "url"):
-        try:
-            client.ping()
-        except redis.ConnectionError:
-            log.warning("no Redis at %s; using the embedded one at %s", url, config.redis.embedded_path)
-            return embedded(config.redis.embedded_path)
-    return client
 
 
 def ping(client: redis.Redis) -> None:
