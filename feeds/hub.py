@@ -10,8 +10,9 @@ names no feed, or one the requester may not read, is denied with a GET
 
 Nothing a client sends is taken unbounded: the body is read up to
 MAX_BODY_BYTES (413 beyond), callback and topic up to MAX_URL_BYTES (400), and
-a client address or a topic with ``[hub] max_pending_per_client`` /
-``max_pending_per_topic`` intents still waiting for verification gets a 429
+a client address, a topic or the whole hub with ``[hub]
+max_pending_per_client`` / ``max_pending_per_topic`` / ``max_pending_total``
+intents still waiting for verification gets a 429
 with Retry-After.  Unsubscribing needs the same right as subscribing (read the
 topic); without it the answer is a 403, nothing is queued.
 
@@ -144,10 +145,13 @@ def websub():
         return _text(str(e), 403)
     hub_config = setup.config.hub
     if not setup.subscriptions.request(
-        intent, hub_config.max_pending_per_client, hub_config.max_pending_per_topic
+        intent,
+        hub_config.max_pending_per_client,
+        hub_config.max_pending_per_topic,
+        hub_config.max_pending_total,
     ):
         text = (
-            "too many requests from your address or to this topic are waiting for verification; "
+            "too many requests from your address, to this topic or in all are waiting for verification; "
             f"retry in {RETRY_AFTER_SECONDS}s"
         )
         body, status, headers = _text(text, 429)

@@ -482,6 +482,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "hub",
+        "max_pending_total",
+        "10000",
+        _int_at_least(1),
+        "(Un)subscription requests waiting for verification in all (each holds\n"
+        "at most about 5 KB of Redis); more get 429 until some are verified.",
+    ),
+    Option(
+        "hub",
         "max_delivery_attempts",
         "15",
         _int_at_least(1),

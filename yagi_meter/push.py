@@ -57,6 +57,11 @@ def callback_host(callback: str) -> str:
         return callback
 
 
+def clipped(url: str, limit: int = 200) -> str:
+    """``url`` cut for a log line: callbacks may be 2 KB."""
+    return url if len(url) <= limit else url[:limit] + "..."
+
+
 def hub_url(config: Config) -> str:
     """The hub advertised in feeds and deliveries: external, or our own ``/hub``."""
     return config.hub.external_url or f"{config.base_url}/hub"
@@ -271,7 +276,13 @@ class PushWorker:
     def _verify(self, intent: Intent) -> None:
         if intent.mode == DENIED:
             reply = self.peers.deny(intent.callback, intent.topic, intent.reason)
-            log.info("denied %s for %s: %s (%s)", intent.callback, intent.topic, intent.reason, reply.detail)
+            log.info(
+                "denied %s for %s: %s (%s)",
+                clipped(intent.callback),
+                clipped(intent.topic),
+                intent.reason,
+                reply.detail,
+            )
         else:
             self._verify_intent(intent)
         self.subscriptions.finish_intent(intent)
@@ -285,7 +296,11 @@ class PushWorker:
         )
         if not reply.ok:
             log.warning(
-                "%s of %s to %s not verified: %s", intent.mode, intent.callback, intent.topic, reply.detail
+                "%s of %s to %s not verified: %s",
+                intent.mode,
+                clipped(intent.callback),
+                clipped(intent.topic),
+                reply.detail,
             )
             return
         if intent.mode == SUBSCRIBE:

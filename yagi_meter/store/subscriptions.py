@@ -99,11 +99,11 @@ class Subscriptions:
 
     # -- requests and verification --------------------------------------
 
-    def request(self, intent: Intent, max_per_client: int, max_per_topic: int) -> bool:
+    def request(self, intent: Intent, max_per_client: int, max_per_topic: int, max_total: int) -> bool:
         """Queue ``intent`` for the push worker; a newer request for the same
         topic and callback replaces one not yet verified.  False, and nothing
-        queued, when its client or its topic already has its maximum of intents
-        waiting for verification."""
+        queued, when its client, its topic or the hub already has its maximum
+        of intents waiting for verification."""
         fields = [x for k, v in asdict(intent).items() for x in (k, str(v))]
         intent_key = self.keys.hub_intent(intent.id)
         new_keys = [
@@ -117,7 +117,8 @@ class Subscriptions:
             if nonce is not None:
                 old_keys = [self.keys.hub_pending_client((client or b"").decode()), new_keys[1]]
             keys = [intent_key, self.keys.hub_intents, *new_keys, *old_keys]
-            args = [intent.id, _now_ms(), max_per_client, max_per_topic, (nonce or b"").decode(), *fields]
+            old_nonce = (nonce or b"").decode()
+            args = [intent.id, _now_ms(), max_per_client, max_per_topic, old_nonce, max_total, *fields]
             queued = self._call(self._request, keys=keys, args=args)
             if queued >= 0:
                 return bool(queued)
