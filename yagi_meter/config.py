@@ -475,10 +475,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "hub",
         "max_pending_per_topic",
-        "1000",
+        "100",
         _int_at_least(1),
-        "(Un)subscription requests to one topic still waiting for verification;\n"
-        "more get 429 until some are verified.",
+        "(Un)subscription requests to one topic still waiting for verification\n"
+        "(requests to be denied count together, apart); more get 429 until some\n"
+        "are verified.",
     ),
     Option(
         "hub",

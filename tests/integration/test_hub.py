@@ -496,3 +496,25 @@ def test_a_client_with_too_many_pending_requests_gets_429_others_do_not(key_pref
     finally:
         tarpit.close()
         hub.stop()
+
+
+def test_requests_to_be_denied_do_not_use_up_the_quota_of_the_topic(key_prefix):
+    def token_ok(topic_url, request):
+        return request.headers.get("X-Auth-Token") == "ok", "bad token"
+
+    tarpit = socket.create_server(("127.0.0.1", 0))  # holds the denials: accepts, never answers
+    hub = Hub(hub_config(key_prefix, hub_max_pending_per_topic="2"), topic_allowed=token_ok).start()
+    try:
+        port = tarpit.getsockname()[1]
+
+        def ask(path, address, token="none"):
+            data = {"hub.mode": "subscribe", "hub.callback": f"http://127.0.0.1:{port}{path}"}
+            data["hub.topic"] = tenant_topic()
+            headers = {"X-Auth-Token": token}
+            return hub.client.post("/hub", data=data, headers=headers, environ_base={"REMOTE_ADDR": address})
+
+        assert [ask(f"/x{i}", f"127.0.2.{i}").status_code for i in range(4)] == [202, 202, 429, 429]
+        assert [ask(f"/ok{i}", f"127.0.3.{i}", "ok").status_code for i in range(3)] == [202, 202, 429]
+    finally:
+        tarpit.close()
+        hub.stop()

@@ -58,7 +58,14 @@ class Intent:
     @property
     def topic_key(self) -> str:
         """What the per-topic limit counts by: the feed, or the text when it names none."""
-        return self.topic_path or self.topic
+        return pending_topic(self.mode, self.topic_path or self.topic)
+
+
+def pending_topic(mode: str, topic: str) -> str:
+    """The per-topic limit's bucket: denials all share one, so that requests the
+    hub will deny (an unknown topic, no right to read it) cannot use up the
+    quota of a topic its readers want to subscribe to."""
+    return "(denied)" if mode == DENIED else topic
 
 
 @dataclass(frozen=True)
@@ -111,11 +118,16 @@ class Subscriptions:
             self.keys.hub_pending_topic(intent.topic_key),
         ]
         for _ in range(10):  # another request for the same id in between: read it again
-            nonce, client = self._call(self.client.hmget, intent_key, "nonce", "client")
-            # The replaced intent has the same id, so the same topic; maybe another client.
+            nonce, client, mode = self._call(self.client.hmget, intent_key, "nonce", "client", "mode")
+            # The replaced intent has the same id, so the same topic; maybe another
+            # client, and another mode (a denial becoming a subscription).
             old_keys = new_keys
             if nonce is not None:
-                old_keys = [self.keys.hub_pending_client((client or b"").decode()), new_keys[1]]
+                old_topic = pending_topic((mode or b"").decode(), intent.topic_path or intent.topic)
+                old_keys = [
+                    self.keys.hub_pending_client((client or b"").decode()),
+                    self.keys.hub_pending_topic(old_topic),
+                ]
             keys = [intent_key, self.keys.hub_intents, *new_keys, *old_keys]
             old_nonce = (nonce or b"").decode()
             args = [intent.id, _now_ms(), max_per_client, max_per_topic, old_nonce, max_total, *fields]
