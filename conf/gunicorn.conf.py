@@ -33,7 +33,10 @@ worker_connections = 1000
 # A deep 1000-entry page is rendered well under a second; 30 s means stuck.
 timeout = 30
 graceful_timeout = 20
-# Behind a load balancer that keeps connections open between polls.
+# Behind a load balancer that keeps connections open between polls.  Under
+# gevent this is also the time a client has to send a request's headers, new
+# connection or kept-alive: a slower one is dropped (measured: each trickling
+# connection of the slowloris test was dropped after about 5 s).
 keepalive = 5
 # Recycle workers now and then, jittered so they do not all restart at once.
 max_requests = 10000
