@@ -196,6 +196,7 @@ class Peers:
         connections: int = 32,
         resolver: Resolver = system_resolver,
         verify_timeout: float | None = None,
+        ca_certs: str | None = None,
     ) -> None:
         self.allowed_networks = tuple(allowed_networks)
         self.resolver = resolver
@@ -213,6 +214,7 @@ class Peers:
             retries=False,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
             headers={"User-Agent": USER_AGENT},
+            ca_certs=ca_certs,  # None: the system's CAs
         )
 
     def _request(

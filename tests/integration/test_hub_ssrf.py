@@ -4,6 +4,9 @@ a loopback address past the check, and DNS rebinding between check and connect."
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -126,3 +129,72 @@ def test_the_host_header_keeps_the_callback_name(subscriber):
     assert peers.deliver(f"http://Hooks.Test:{subscriber.port}/cb?x=1", b"<feed/>", {}).ok
     seen = [p.headers.get("Host") for p in subscriber.posts]
     assert seen == [f"hooks.test:{subscriber.port}"]
+
+
+def self_signed(directory, name: str) -> tuple[str, str]:
+    """A certificate for ``name`` and its key, made with the openssl command."""
+    cert, key = str(directory / f"{name}.pem"), str(directory / f"{name}.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}"]
+        + ["-addext", f"subjectAltName=DNS:{name}", "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+class TlsServer:
+    """An HTTPS server on 127.0.0.1 that records the SNI names it is asked for."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.server_names: list[str | None] = []
+        self.requests: list[str] = []
+        tls = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                tls.requests.append(self.headers["Host"])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_to_the_pinned_address_keeps_the_name_for_sni_and_the_certificate(tmp_path):
+    cert, key = self_signed(tmp_path, "hooks.test")
+    server = TlsServer(cert, key)
+    loopback = [ipaddress.ip_network("127.0.0.0/8")]
+    try:
+        peers = Peers(loopback, 2, resolver=lambda host, port: ["127.0.0.1"], ca_certs=cert)
+        assert peers.deliver(f"https://hooks.test:{server.port}/cb", b"<feed/>", {}).ok
+        assert server.server_names == ["hooks.test"]
+        assert server.requests == [f"hooks.test:{server.port}"]
+    finally:
+        server.close()
+    # A trusted certificate for another name is refused, though the address is checked.
+    other_cert, other_key = self_signed(tmp_path, "other.test")
+    other = TlsServer(other_cert, other_key)
+    try:
+        peers = Peers(loopback, 2, resolver=lambda host, port: ["127.0.0.1"], ca_certs=other_cert)
+        reply = peers.deliver(f"https://hooks.test:{other.port}/cb", b"<feed/>", {})
+        assert not reply.ok and "hooks.test" in reply.detail, reply.detail
+        assert other.server_names == ["hooks.test"] and other.requests == []
+    finally:
+        other.close()
