@@ -118,9 +118,10 @@ class PushWorker:
 
     def run(self) -> None:
         log.info(
-            "pushing %s; %d threads, batch %d",
+            "pushing %s; %d delivery and %d verification threads, batch %d",
             f"pings to {self.hub.external_url}" if self.hub.external_url else "to subscribers",
             self.hub.delivery_threads,
+            self.hub.verify_threads,
             self.hub.batch_size,
         )
         poll = self.hub.poll_interval_ms / 1000
