@@ -9,12 +9,12 @@ names no feed, or one the requester may not read, is denied with a GET
 ``hub.mode=denied`` to the callback (WebSub 5.2), not with a 403.
 
 Nothing a client sends is taken unbounded: the body is read up to
-MAX_BODY_BYTES (413 beyond), callback and topic up to MAX_URL_BYTES (400), and
-a client address, a topic or the whole hub with ``[hub]
+MAX_BODY_BYTES (413 beyond), callback and topic up to MAX_URL_BYTES (400).
+When the client's address, the topic or the whole hub already has ``[hub]
 max_pending_per_client`` / ``max_pending_per_topic`` / ``max_pending_total``
-intents still waiting for verification gets a 429
-with Retry-After.  Unsubscribing needs the same right as subscribing (read the
-topic); without it the answer is a 403, nothing is queued.
+intents waiting for verification, the answer is a 429 with Retry-After.
+Unsubscribing needs the same right as subscribing (read the topic); without
+it the answer is a 403 and nothing is queued.
 
 Register it with ``init_hub(app, config, store, topic_allowed)``; the
 dependencies travel as blueprint options, so nothing is module-global.
