@@ -36,7 +36,8 @@ graceful_timeout = 20
 # Behind a load balancer that keeps connections open between polls.  Under
 # gevent this is also the time a client has to send a request's headers, new
 # connection or kept-alive: a slower one is dropped (measured: each trickling
-# connection of the slowloris test was dropped after about 5 s).
+# connection of the slowloris test was dropped after about 5 s).  Keep it above
+# 0: with keepalive = 0 the gevent worker reads headers with no time limit.
 keepalive = 5
 # Recycle workers now and then, jittered so they do not all restart at once.
 max_requests = 10000
