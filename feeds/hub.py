@@ -8,6 +8,14 @@ and everything else a 202 that does not depend on validation: a topic that
 names no feed, or one the requester may not read, is denied with a GET
 ``hub.mode=denied`` to the callback (WebSub 5.2), not with a 403.
 
+Nothing a client sends is taken unbounded: the body is read up to
+MAX_BODY_BYTES (413 beyond), callback and topic up to MAX_URL_BYTES (400).
+When the client's address, the topic or the whole hub already has ``[hub]
+max_pending_per_client`` / ``max_pending_per_topic`` / ``max_pending_total``
+intents waiting for verification, the answer is a 429 with Retry-After.
+Unsubscribing needs the same right as subscribing (read the topic); without
+it the answer is a 403 and nothing is queued.
+
 Register it with ``init_hub(app, config, store, topic_allowed)``; the
 dependencies travel as blueprint options, so nothing is module-global.
 """
@@ -32,6 +40,13 @@ from yagi_meter.websub import check_callback
 # topic_allowed(topic_url, request) -> (allowed, reason when not)
 TopicAllowed = Callable[[str, Request], tuple[bool, str]]
 MAX_SECRET_BYTES = 199  # WebSub 5.1: "MUST be less than 200 bytes"
+# Longest hub.callback and hub.topic taken; longer URLs are refused with a 400.
+MAX_URL_BYTES = 2048
+# Largest request body read: two URLs, a secret and a few short fields fit well within.
+MAX_BODY_BYTES = 16384
+# What a refused client is told to wait before asking again (pending intents are
+# verified within seconds unless their callbacks are slow).
+RETRY_AFTER_SECONDS = 60
 EXTENSION = "yagi_meter.hub"
 
 hub = Blueprint("hub", __name__)
@@ -99,6 +114,10 @@ class BadRequest(Exception):
     """A subscription request this hub cannot take; the text is the reason given."""
 
 
+class NotYours(Exception):
+    """An unsubscription from a requester who may not read the topic (403)."""
+
+
 def _text(body: str, status: int):
     return body + "\n", status, {"Content-Type": "text/plain; charset=utf-8"}
 
@@ -106,6 +125,9 @@ def _text(body: str, status: int):
 @hub.post("/hub")
 def websub():
     setup: HubSetup = current_app.extensions[EXTENSION]
+    # Read no more than a subscription request can need (413 beyond).
+    request.max_content_length = MAX_BODY_BYTES
+    request.max_form_parts = 32
     form = request.form
     mode = form.get("hub.mode", "")
     try:
@@ -119,7 +141,21 @@ def websub():
         intent = _intent(setup, mode, form)
     except BadRequest as e:
         return _text(str(e), 400)
-    setup.subscriptions.request(intent)
+    except NotYours as e:
+        return _text(str(e), 403)
+    hub_config = setup.config.hub
+    if not setup.subscriptions.request(
+        intent,
+        hub_config.max_pending_per_client,
+        hub_config.max_pending_per_topic,
+        hub_config.max_pending_total,
+    ):
+        text = (
+            "too many requests from your address, to this topic or in all are waiting for verification; "
+            f"retry in {RETRY_AFTER_SECONDS}s"
+        )
+        body, status, headers = _text(text, 429)
+        return body, status, {**headers, "Retry-After": str(RETRY_AFTER_SECONDS)}
     return _text(f"{mode} request accepted; verification of intent follows", 202)
 
 
@@ -140,6 +176,9 @@ def _intent(setup: HubSetup, mode: str, form) -> Intent:
         raise BadRequest("hub.callback is required")
     if not topic:
         raise BadRequest("hub.topic is required")
+    for name, value in (("hub.callback", callback), ("hub.topic", topic)):
+        if len(value.encode()) > MAX_URL_BYTES:
+            raise BadRequest(f"{name} must be at most {MAX_URL_BYTES} bytes")
     try:
         check_callback(callback, hub_config.allowed_callback_networks)
     except CallbackRefused as e:
@@ -148,17 +187,19 @@ def _intent(setup: HubSetup, mode: str, form) -> Intent:
     if len(secret.encode()) > MAX_SECRET_BYTES:
         raise BadRequest("hub.secret must be less than 200 bytes")
     lease = _lease_seconds(form.get("hub.lease_seconds"), hub_config)
+    client = request.remote_addr or ""
     try:
         topic_path = parse_topic(topic, setup.config.base_url).path()
     except ValueError as e:
         if mode == UNSUBSCRIBE:  # nothing to check: verification, then nothing to remove
-            return Intent(UNSUBSCRIBE, topic, "", callback)
-        return Intent(DENIED, topic, "", callback, reason=f"unknown topic: {e}")
-    if mode == SUBSCRIBE:
-        allowed, reason = setup.topic_allowed(topic, request)
-        if not allowed:
-            return Intent(DENIED, topic, topic_path, callback, reason=reason or "not allowed")
-    return Intent(mode, topic, topic_path, callback, secret, lease)
+            return Intent(UNSUBSCRIBE, topic, "", callback, client=client)
+        return Intent(DENIED, topic, "", callback, reason=f"unknown topic: {e}", client=client)
+    allowed, reason = setup.topic_allowed(topic, request)
+    if not allowed:
+        if mode == UNSUBSCRIBE:  # only a reader of the topic may end a subscription to it
+            raise NotYours(f"unsubscribe refused: {reason or 'not allowed'}")
+        return Intent(DENIED, topic, topic_path, callback, reason=reason or "not allowed", client=client)
+    return Intent(mode, topic, topic_path, callback, secret, lease, client=client)
 
 
 def _lease_seconds(value: str | None, hub_config) -> int:

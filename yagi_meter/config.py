@@ -495,6 +495,55 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "hub",
+        "verify_timeout_seconds",
+        "5",
+        _float_at_least(0.1),
+        "Connect and read timeout of a verification of intent or a denial: a\n"
+        "callback that never answers holds a verification thread this long.",
+    ),
+    Option(
+        "hub",
+        "verify_threads",
+        "8",
+        _int_at_least(1),
+        "Verifications of intent one push worker makes at once, in their own\n"
+        "threads: a flood of requests to verify never holds up deliveries.",
+    ),
+    Option(
+        "hub",
+        "verify_per_host",
+        "2",
+        _int_at_least(1),
+        "Verifications to one callback host at once; the host's other requests\n"
+        "wait their turn, so one slow host cannot hold every verification thread.",
+    ),
+    Option(
+        "hub",
+        "max_pending_per_client",
+        "20",
+        _int_at_least(1),
+        "(Un)subscription requests from one client address still waiting for\n"
+        "verification; more get 429 until some are verified.",
+    ),
+    Option(
+        "hub",
+        "max_pending_per_topic",
+        "100",
+        _int_at_least(1),
+        "(Un)subscription requests to one topic still waiting for verification\n"
+        "(requests to be denied count together, apart); more get 429 until some\n"
+        "are verified.",
+    ),
+    Option(
+        "hub",
+        "max_pending_total",
+        "10000",
+        _int_at_least(1),
+        "(Un)subscription requests waiting for verification in all (each holds\n"
+        "at most about 5 KB of Redis); more get 429 until some are verified.",
+    ),
+    Option(
+        "hub",
         "max_delivery_attempts",
         "15",
         _int_at_least(1),

@@ -16,7 +16,9 @@ import secrets
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from yagi_meter.config import Config
 from yagi_meter.delivery import EntryCache, backoff, delivery_document, signature
@@ -42,7 +44,22 @@ log = logging.getLogger(__name__)
 FAN_OUT_BATCH = 500
 OUTBOX_LEASE_SECONDS = 30
 EXPIRE_EVERY_SECONDS = 5
+# An intent whose callback host already has its verifications in flight waits this long.
+HOST_BUSY_DELAY_SECONDS = 1.0
 GONE = 410  # WebSub 7: the subscriber deleted the subscription
+
+
+def callback_host(callback: str) -> str:
+    """The host a callback's verification goes to (what the per-host limit counts)."""
+    try:
+        return (urlsplit(callback).hostname or "").lower()
+    except ValueError:
+        return callback
+
+
+def clipped(url: str, limit: int = 200) -> str:
+    """``url`` cut for a log line: callbacks may be 2 KB."""
+    return url if len(url) <= limit else url[:limit] + "..."
 
 
 def hub_url(config: Config) -> str:
@@ -61,13 +78,21 @@ class PushWorker:
         self.subscriptions = Subscriptions(store.client, store.keys)
         self.entries = EntryCache(store, config.base_url)
         self.peers = peers or Peers(
-            self.hub.allowed_callback_networks, self.hub.timeout_seconds, self.hub.delivery_threads
+            self.hub.allowed_callback_networks,
+            self.hub.timeout_seconds,
+            self.hub.delivery_threads,
+            verify_timeout=self.hub.verify_timeout_seconds,
         )
         self.hub_url = hub_url(config)
         # A claimed delivery must outlive its request's timeouts (connect + read).
         self.lease_seconds = max(30.0, 3 * self.hub.timeout_seconds)
         self._pool = ThreadPoolExecutor(self.hub.delivery_threads, thread_name_prefix="push")
+        # Verifications have their own threads: however many requests wait for
+        # verification, and however slow their callbacks, deliveries go on.
+        self._verify_pool = ThreadPoolExecutor(self.hub.verify_threads, thread_name_prefix="verify")
         self._in_flight = 0
+        self._verifying: Counter[str] = Counter()  # callback host -> verifications in flight
+        self._more_intents = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -93,9 +118,10 @@ class PushWorker:
 
     def run(self) -> None:
         log.info(
-            "pushing %s; %d threads, batch %d",
+            "pushing %s; %d delivery and %d verification threads, batch %d",
             f"pings to {self.hub.external_url}" if self.hub.external_url else "to subscribers",
             self.hub.delivery_threads,
+            self.hub.verify_threads,
             self.hub.batch_size,
         )
         poll = self.hub.poll_interval_ms / 1000
@@ -125,6 +151,7 @@ class PushWorker:
     def close(self) -> None:
         """Wait for the requests in flight; they settle their outcome in Redis."""
         self._pool.shutdown(wait=True)
+        self._verify_pool.shutdown(wait=True)
 
     def step(self) -> bool:
         """One pass; True when it found work, so the loop goes on without sleeping.
@@ -133,11 +160,11 @@ class PushWorker:
         at once while there are more); due deliveries whenever threads free up.
         """
         busy = False
-        if self._more_events or time.monotonic() >= self._next_poll:
+        if self._more_events or self._more_intents or time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.hub.poll_interval_ms / 1000
             self._more_events = self._ping_external() if self.hub.external_url else self._fan_out()
-            verifying = self._dispatch_intents()
-            busy = self._more_events or verifying
+            self._more_intents = self._dispatch_intents()
+            busy = self._more_events or self._more_intents
         busy = self._dispatch_deliveries() or busy
         if time.monotonic() >= self._next_expiry:
             self._next_expiry = time.monotonic() + EXPIRE_EVERY_SECONDS
@@ -193,22 +220,45 @@ class PushWorker:
         future = self._pool.submit(task, *args)
         future.add_done_callback(self._finished)
 
-    def _finished(self, future) -> None:
+    def _finished(self, future: Future) -> None:
         with self._lock:
             self._in_flight -= 1
+        self._settled(future)
+
+    def _settled(self, future: Future) -> None:
         if future.exception() is not None:
             # The claim's lease runs out and another pass takes the work again.
             log.error("push task failed: %r", future.exception(), exc_info=future.exception())
         self._wake.set()
 
     def _dispatch_intents(self) -> bool:
-        free = self._free_threads()
+        """Claim due intents for the free verification threads; an intent whose
+        callback host already has ``verify_per_host`` verifications in flight
+        waits a second (one slow host holds at most that many threads)."""
+        with self._lock:
+            free = self.hub.verify_threads - sum(self._verifying.values())
         if self._stopping or free <= 0:
             return False
         intents = self.subscriptions.claim_intents(free, self.lease_seconds)
         for intent in intents:
-            self._submit(self._verify, intent)
+            host = callback_host(intent.callback)
+            with self._lock:
+                busy = self._verifying[host] >= self.hub.verify_per_host
+                if not busy:
+                    self._verifying[host] += 1
+            if busy:
+                self.subscriptions.defer_intent(intent, HOST_BUSY_DELAY_SECONDS)
+                continue
+            future = self._verify_pool.submit(self._verify, intent)
+            future.add_done_callback(lambda f, host=host: self._verified(f, host))
         return bool(intents)
+
+    def _verified(self, future: Future, host: str) -> None:
+        with self._lock:
+            self._verifying[host] -= 1
+            if self._verifying[host] <= 0:
+                del self._verifying[host]
+        self._settled(future)
 
     def _dispatch_deliveries(self) -> bool:
         free = self._free_threads()
@@ -227,7 +277,13 @@ class PushWorker:
     def _verify(self, intent: Intent) -> None:
         if intent.mode == DENIED:
             reply = self.peers.deny(intent.callback, intent.topic, intent.reason)
-            log.info("denied %s for %s: %s (%s)", intent.callback, intent.topic, intent.reason, reply.detail)
+            log.info(
+                "denied %s for %s: %s (%s)",
+                clipped(intent.callback),
+                clipped(intent.topic),
+                intent.reason,
+                reply.detail,
+            )
         else:
             self._verify_intent(intent)
         self.subscriptions.finish_intent(intent)
@@ -241,7 +297,11 @@ class PushWorker:
         )
         if not reply.ok:
             log.warning(
-                "%s of %s to %s not verified: %s", intent.mode, intent.callback, intent.topic, reply.detail
+                "%s of %s to %s not verified: %s",
+                intent.mode,
+                clipped(intent.callback),
+                clipped(intent.topic),
+                reply.detail,
             )
             return
         if intent.mode == SUBSCRIBE:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 import threading
 from urllib.parse import parse_qs
 
@@ -459,3 +460,61 @@ def test_a_huge_answer_is_not_read_whole_and_the_next_delivery_still_works(hub, 
     second = hub.ingest(1)
     assert subscriber.wait_for(lambda: len(subscriber.posts) == 2)
     assert entry_ids(subscriber.posts) == [f"urn:uuid:{i}" for i in first + second]
+
+
+def test_long_urls_and_large_bodies_are_refused_with_the_reason(hub):
+    long_callback = "http://127.0.0.1/cb?" + "x" * 2048
+    response = subscribe(hub.client, long_callback, tenant_topic())
+    assert response.status_code == 400 and "hub.callback must be at most 2048 bytes" in response.text
+    response = subscribe(hub.client, "http://127.0.0.1/cb", tenant_topic() + "?" + "y" * 2048)
+    assert response.status_code == 400 and "hub.topic must be at most 2048 bytes" in response.text
+    form = {"hub.mode": "subscribe", "hub.callback": "http://127.0.0.1/cb", "hub.topic": tenant_topic()}
+    response = hub.client.post("/hub", data={**form, "padding": "z" * 1_000_000})
+    assert response.status_code == 413
+    assert hub.subscriptions.client.zcard(hub.store.keys.hub_intents) == 0
+
+
+def test_a_client_with_too_many_pending_requests_gets_429_others_do_not(key_prefix):
+    tarpit = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    hub = Hub(hub_config(key_prefix, hub_max_pending_per_client="3")).start()
+    try:
+        port = tarpit.getsockname()[1]
+
+        def ask(path, address):
+            callback = f"http://127.0.0.1:{port}{path}"
+            return hub.client.post(
+                "/hub",
+                data={"hub.mode": "subscribe", "hub.callback": callback, "hub.topic": tenant_topic()},
+                environ_base={"REMOTE_ADDR": address},
+            )
+
+        assert [ask(f"/a{i}", "127.0.0.5").status_code for i in range(4)] == [202, 202, 202, 429]
+        refused = ask("/a9", "127.0.0.5")
+        assert "waiting for verification" in refused.text and refused.headers["Retry-After"] == "60"
+        assert ask("/a0", "127.0.0.5").status_code == 202  # a replacement does not count twice
+        assert ask("/b0", "127.0.0.6").status_code == 202
+    finally:
+        tarpit.close()
+        hub.stop()
+
+
+def test_requests_to_be_denied_do_not_use_up_the_quota_of_the_topic(key_prefix):
+    def token_ok(topic_url, request):
+        return request.headers.get("X-Auth-Token") == "ok", "bad token"
+
+    tarpit = socket.create_server(("127.0.0.1", 0))  # holds the denials: accepts, never answers
+    hub = Hub(hub_config(key_prefix, hub_max_pending_per_topic="2"), topic_allowed=token_ok).start()
+    try:
+        port = tarpit.getsockname()[1]
+
+        def ask(path, address, token="none"):
+            data = {"hub.mode": "subscribe", "hub.callback": f"http://127.0.0.1:{port}{path}"}
+            data["hub.topic"] = tenant_topic()
+            headers = {"X-Auth-Token": token}
+            return hub.client.post("/hub", data=data, headers=headers, environ_base={"REMOTE_ADDR": address})
+
+        assert [ask(f"/x{i}", f"127.0.2.{i}").status_code for i in range(4)] == [202, 202, 429, 429]
+        assert [ask(f"/ok{i}", f"127.0.3.{i}", "ok").status_code for i in range(3)] == [202, 202, 429]
+    finally:
+        tarpit.close()
+        hub.stop()

@@ -111,3 +111,22 @@ def test_metrics_count_subscriptions_and_failed_deliveries(served):
     text = client.get("/metrics").text
     assert "yagi_push_subscriptions 1.0" in text
     assert "yagi_push_subscribers_due 1.0" in text
+
+
+def test_only_a_reader_of_the_topic_may_unsubscribe_from_it(served):
+    config, store, client, subscriber = served
+    topic = f"{config.base_url}/tenants/alpha/events"
+    assert subscribe(client, subscriber.url("/alpha"), topic, "alpha-token").status_code == 202
+    subscriptions = Subscriptions(store.client, store.keys)
+    assert wait_until(lambda: len(subscriptions.ids()) == 1)
+    for token in (None, "guess", "beta-token"):
+        headers = {"X-Auth-Token": token} if token else {}
+        data = {"hub.mode": "unsubscribe", "hub.callback": subscriber.url("/alpha"), "hub.topic": topic}
+        response = client.post("/hub", data=data, headers=headers)
+        assert response.status_code == 403, (token, response.text)
+        assert "unsubscribe refused" in response.text
+    assert not subscriber.wait_for(lambda: len(subscriber.verifications) > 1, timeout=0.5)
+    assert len(subscriptions.ids()) == 1
+    data = {"hub.mode": "unsubscribe", "hub.callback": subscriber.url("/alpha"), "hub.topic": topic}
+    assert client.post("/hub", data=data, headers={"X-Auth-Token": "alpha-token"}).status_code == 202
+    assert wait_until(lambda: subscriptions.ids() == [])

@@ -126,6 +126,60 @@ def test_public_address_callback_is_allowed():
     check_callback("https://8.8.8.8/cb", ())
 
 
+# Callbacks that reach a forbidden address through a parser difference or an
+# IPv6 form embedding IPv4.  check_callback never connects: these addresses are
+# only strings here.
+SMUGGLED = [
+    "http://127.0.0.1:19998\\@8.8.8.8/x",  # urllib.parse reads 8.8.8.8, urllib3 127.0.0.1
+    "http://8.8.8.8@127.0.0.1/x",
+    "http://[::127.0.0.1]/x",  # IPv4-compatible
+    "http://[::ffff:127.0.0.1]/x",  # IPv4-mapped
+    "http://[::ffff:0:127.0.0.1]/x",  # IPv4-translated
+    "http://[64:ff9b::7f00:1]/x",  # NAT64
+    "http://[64:ff9b:1::7f00:1]/x",  # local-use NAT64
+    "http://[2002:7f00:1::]/x",  # 6to4
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x",  # Teredo, client 127.0.0.1
+    "http://8.8.8.8 /x",
+    "http://8.8.8.8\t/x",
+    "http://8.8.8.8/x\r\nHost: 127.0.0.1",
+    "http://b\u00fccher.example/x",
+    "http://[fe80::1%25eth0]/x",
+    "http://8.8.8.8:99999/x",
+]
+
+
+@pytest.mark.parametrize("allowed", [(), (ipaddress.ip_network("10.0.0.0/8"),)], ids=["default", "10/8"])
+@pytest.mark.parametrize("url", SMUGGLED)
+def test_callbacks_smuggling_a_forbidden_address_are_refused(url, allowed):
+    with pytest.raises(CallbackRefused):
+        check_callback(url, allowed)
+
+
+def test_an_embedded_ipv4_address_is_allowed_only_when_public():
+    check_callback("http://[64:ff9b::808:808]/x", ())  # NAT64 of 8.8.8.8
+    check_callback("http://[2002:808:808::1]/x", ())  # 6to4 of 8.8.8.8
+
+
+def test_the_checked_address_is_the_one_to_connect_to_with_the_name_kept():
+    calls = []
+
+    def resolver(host, port):
+        calls.append((host, port))
+        return ["127.0.0.9", "127.0.0.10"]
+
+    pinned = check_callback(
+        "http://Hooks.Example:8080/cb?a=b", (ipaddress.ip_network("127.0.0.0/8"),), resolver
+    )
+    assert calls == [("hooks.example", 8080)]
+    assert pinned.address == "127.0.0.9"
+    assert (pinned.callback.host_header, pinned.callback.target) == ("hooks.example:8080", "/cb?a=b")
+
+
+def test_every_resolved_address_must_be_allowed():
+    with pytest.raises(CallbackRefused, match="127.0.0.1"):
+        check_callback("http://hooks.example/cb", (), lambda host, port: ["8.8.8.8", "127.0.0.1"])
+
+
 def test_a_delivery_is_a_feed_document_of_exactly_its_entries_with_hub_and_self():
     events = [event("t1"), event("t1")]
     entries = [RenderedEntry(i, entry_updated(e), entry_bytes(e, BASE)) for i, e in enumerate(events)]

@@ -33,6 +33,8 @@
 | ``hub:due`` | zset | subscription id, score ms its next delivery is due (claimed as an outbox) |
 | ``hub:intent:<id>`` | hash | the latest un-verified (un)subscription request for that id |
 | ``hub:intents`` | zset | subscription id, score ms its intent is due for verification or denial |
+| ``hub:pending:client:<addr>`` | zset | ids of the intents one client address has waiting, score ms |
+| ``hub:pending:topic:<topic>`` | zset | ids of the intents waiting for one topic, score ms |
 | ``hub:failures`` | string | failed deliveries ever |
 | ``hub:dropped`` | string | entries dropped after max attempts or age |
 """
@@ -127,3 +129,9 @@ class Keys:
 
     def hub_intent(self, subscription_id: str) -> str:
         return f"{self.prefix}hub:intent:{subscription_id}"
+
+    def hub_pending_client(self, address: str) -> str:
+        return f"{self.prefix}hub:pending:client:{_part(address)}"
+
+    def hub_pending_topic(self, topic: str) -> str:
+        return f"{self.prefix}hub:pending:topic:{_part(topic)}"

@@ -49,10 +49,23 @@ class Intent:
     lease_seconds: int = 0
     reason: str = ""
     nonce: str = field(default_factory=lambda: secrets.token_hex(8))
+    client: str = ""  # address of the requester: its pending intents are limited
 
     @property
     def id(self) -> str:
         return subscription_id(self.topic_path or self.topic, self.callback)
+
+    @property
+    def topic_key(self) -> str:
+        """What the per-topic limit counts by: the feed, or the text when it names none."""
+        return pending_topic(self.mode, self.topic_path or self.topic)
+
+
+def pending_topic(mode: str, topic: str) -> str:
+    """The per-topic limit's bucket: denials all share one, so that requests the
+    hub will deny (an unknown topic, no right to read it) cannot use up the
+    quota of a topic its readers want to subscribe to."""
+    return "(denied)" if mode == DENIED else topic
 
 
 @dataclass(frozen=True)
@@ -89,21 +102,39 @@ class Subscriptions:
         self._claim = client.register_script(lua.joinpath("claim.lua").read_text())
         self._fan_out = client.register_script(lua.joinpath("fanout.lua").read_text())
         self._settle = client.register_script(lua.joinpath("settle.lua").read_text())
+        self._request = client.register_script(lua.joinpath("request.lua").read_text())
 
     # -- requests and verification --------------------------------------
 
-    def request(self, intent: Intent) -> str:
+    def request(self, intent: Intent, max_per_client: int, max_per_topic: int, max_total: int) -> bool:
         """Queue ``intent`` for the push worker; a newer request for the same
-        topic and callback replaces one not yet verified.  Returns its id."""
-        key = self.keys.hub_intent(intent.id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(key)
-        pipe.hset(key, mapping={k: str(v) for k, v in asdict(intent).items()})
-        # NX: an intent being verified right now keeps its lease; finish_intent
-        # sees the new nonce and makes it due again.
-        pipe.zadd(self.keys.hub_intents, {intent.id: _now_ms()}, nx=True)
-        self._execute(pipe)
-        return intent.id
+        topic and callback replaces one not yet verified.  False, and nothing
+        queued, when its client, its topic or the hub already has its maximum
+        of intents waiting for verification."""
+        fields = [x for k, v in asdict(intent).items() for x in (k, str(v))]
+        intent_key = self.keys.hub_intent(intent.id)
+        new_keys = [
+            self.keys.hub_pending_client(intent.client),
+            self.keys.hub_pending_topic(intent.topic_key),
+        ]
+        for _ in range(10):  # another request for the same id in between: read it again
+            nonce, client, mode = self._call(self.client.hmget, intent_key, "nonce", "client", "mode")
+            # The replaced intent has the same id, so the same topic; maybe another
+            # client, and another mode (a denial becoming a subscription).
+            old_keys = new_keys
+            if nonce is not None:
+                old_topic = pending_topic((mode or b"").decode(), intent.topic_path or intent.topic)
+                old_keys = [
+                    self.keys.hub_pending_client((client or b"").decode()),
+                    self.keys.hub_pending_topic(old_topic),
+                ]
+            keys = [intent_key, self.keys.hub_intents, *new_keys, *old_keys]
+            old_nonce = (nonce or b"").decode()
+            args = [intent.id, _now_ms(), max_per_client, max_per_topic, old_nonce, max_total, *fields]
+            queued = self._call(self._request, keys=keys, args=args)
+            if queued >= 0:
+                return bool(queued)
+        raise StoreError(f"hub state: intent {intent.id} kept changing while it was being queued")
 
     def claim_intents(self, count: int, lease_seconds: float) -> list[Intent]:
         """Up to ``count`` due intents, leased to the caller."""
@@ -123,15 +154,26 @@ class Subscriptions:
         key = self.keys.hub_intent(intent.id)
 
         def finish(pipe: redis.client.Pipeline) -> None:
-            current = pipe.hget(key, "nonce")
+            current, client = pipe.hmget(key, "nonce", "client")
             pipe.multi()
             if current is not None and current.decode() != intent.nonce:
                 pipe.zadd(self.keys.hub_intents, {intent.id: _now_ms()})
             else:
                 pipe.delete(key)
                 pipe.zrem(self.keys.hub_intents, intent.id)
+                pipe.zrem(self.keys.hub_pending_client((client or b"").decode()), intent.id)
+                pipe.zrem(self.keys.hub_pending_topic(intent.topic_key), intent.id)
 
         self._call(self.client.transaction, finish, key)
+
+    def defer_intent(self, intent: Intent, delay_seconds: float) -> None:
+        """Make a claimed intent due again in ``delay_seconds`` without handling it."""
+        self._call(
+            self.client.zadd,
+            self.keys.hub_intents,
+            {intent.id: _now_ms() + int(delay_seconds * 1000)},
+            xx=True,
+        )
 
     def activate(self, intent: Intent, expires_ms: int) -> None:
         """Store or renew a verified subscription until ``expires_ms``."""
