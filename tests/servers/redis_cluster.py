@@ -32,7 +32,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +144,7 @@ class RedisCluster:
                 self._start_node(index)
             deadline = time.monotonic() + START_TIMEOUT_SECONDS
             for node in self.nodes:
-                self._wait_ping(node, deadline)
+                _wait_answering(node, deadline)
                 node.node_id = node.client().execute_command("CLUSTER MYID")
             self._form(deadline)
         except BaseException:
@@ -203,17 +204,6 @@ class RedisCluster:
                 master_index=index if is_master else (index - self.masters_count) % self.masters_count,
             )
         )
-
-    def _wait_ping(self, node: Node, deadline: float) -> None:
-        while True:
-            if node.process.poll() is not None:
-                raise ClusterError(f"redis-server on port {node.port} exited: {_output(node)}")
-            try:
-                if node.client().ping():
-                    return
-            except redis.ConnectionError:
-                pass
-            _tick(deadline, f"redis-server on port {node.port} did not answer")
 
     def _form(self, deadline: float) -> None:
         """Assign slots, introduce the nodes to each other, attach replicas, wait until settled."""
@@ -303,6 +293,42 @@ class RedisCluster:
             except redis.RedisError:
                 pass  # a node busy in a sync or a failover: ask again
             _tick(deadline, what)
+
+
+@contextmanager
+def standalone_redis(server: str = "redis-server") -> Iterator[redis.Redis]:
+    """A private non-cluster redis-server on a free loopback port, without persistence, for
+    measurements nobody else's keys disturb (bench/capacity.py); killed (its process group)
+    and its directory removed on leaving, whatever happens."""
+    directory = Path(tempfile.mkdtemp(prefix="yagi-redis-"))
+    (port,) = _free_ports(1)
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory), "--logfile", str(directory / "redis.log")]  # fmt: skip
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    node = Node(port, 0, directory, process, "master", 0)
+    try:
+        _wait_answering(node, time.monotonic() + START_TIMEOUT_SECONDS)
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
+        yield client
+    finally:
+        _kill_group(process)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _wait_answering(node: Node, deadline: float) -> None:
+    """Wait until the server answers PING; raise ClusterError if it exits or the deadline passes."""
+    while True:
+        if node.process.poll() is not None:
+            raise ClusterError(f"redis-server on port {node.port} exited: {_output(node)}")
+        try:
+            if node.client().ping():
+                return
+        except redis.ConnectionError:
+            pass
+        _tick(deadline, f"redis-server on port {node.port} did not answer")
 
 
 def _cluster_state(client: redis.Redis) -> str:
