@@ -73,12 +73,16 @@ def test_cluster_survives_kill_9_of_a_master(start_redis_cluster) -> None:
         assert fresh.get(f"{{{tag}}}:after") == b"ok"
 
 
-def test_stop_kills_every_process_and_removes_its_files() -> None:
+def test_stop_kills_every_process_and_removes_its_files_with_aof() -> None:
     need_redis_server()
-    with RedisCluster(masters=1, replicas=1) as cluster:
+    with RedisCluster(masters=1, replicas=1, appendonly=True) as cluster:
         pids = [node.pid for node in cluster.nodes]
         directories = [node.directory for node in cluster.nodes]
         assert all(alive(pid) for pid in pids)
+        master = cluster.masters[0].client()
+        assert master.config_get("appendonly") == {"appendonly": "yes"}
+        master.set("k", "v")
+        assert (directories[0] / "appendonlydir").is_dir()
     assert pids == cluster.started_pids
     assert not any(alive(pid) for pid in pids)
     assert not any(directory.exists() for directory in directories)
