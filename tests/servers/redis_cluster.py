@@ -60,7 +60,8 @@ class Node:
     role: str  # "master" or "replica" as started; failover may change it
     master_index: int  # the master this node serves (itself for a master)
     node_id: str = ""
-    killed: bool = field(default=False)
+    killed: bool = False
+    _client: redis.Redis | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -71,8 +72,12 @@ class Node:
         return f"redis://127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
-        """A plain (non-cluster) client of this one node."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True)
+        """A plain (non-cluster) client of this one node (one per node, kept: polls reuse it)."""
+        if self._client is None:
+            self._client = redis.Redis(
+                host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True
+            )
+        return self._client
 
 
 class RedisCluster:
@@ -105,27 +110,20 @@ class RedisCluster:
     @property
     def url(self) -> str:
         """The startup node URL for a cluster client (the first live master)."""
-        return self.live_masters()[0].url
+        return self.masters[0].url
 
     @property
     def masters(self) -> list[Node]:
+        """The live masters, in slot order (a promoted replica takes its master's place)."""
         return [node for node in self.nodes if node.role == "master"]
 
     @property
     def replicas(self) -> list[Node]:
         return [node for node in self.nodes if node.role == "replica"]
 
-    def live_masters(self) -> list[Node]:
-        return [node for node in self.masters if not node.killed]
-
     def cluster_client(self, **kwargs) -> redis.cluster.RedisCluster:
         """A redis-py cluster client started from a live master."""
-        node = self.live_masters()[0]
-        return redis.cluster.RedisCluster(host="127.0.0.1", port=node.port, **kwargs)
-
-    def master_of_port(self, port: int) -> int:
-        """The index in ``masters`` of the node listening on ``port``."""
-        return next(i for i, node in enumerate(self.masters) if node.port == port)
+        return redis.cluster.RedisCluster(host="127.0.0.1", port=self.masters[0].port, **kwargs)
 
     # -- start and stop --------------------------------------------------------
 
@@ -228,12 +226,13 @@ class RedisCluster:
     def kill_master(self, index: int) -> Node | None:
         """SIGKILL master ``index`` (of ``masters``); when it has replicas, wait until one of
         them is a master holding its slots and every live node reports ``cluster_state:ok``.
-        Returns the promoted replica (None without replicas)."""
+        Returns the promoted replica (None without replicas: then the master leaves ``masters``)."""
         master = self.masters[index]
         _kill_group(master.process)
         master.killed = True
         followers = [n for n in self.replicas if n.master_index == index and not n.killed]
         if not followers:
+            master.role = "killed"  # its slots are lost: the cluster stays down
             return None
         deadline = time.monotonic() + FAILOVER_TIMEOUT_SECONDS
         promoted: list[Node] = []
