@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT, need_redis_server
-from tests.servers.redis_cluster import SLOTS, ClusterError, RedisCluster
+from tests.servers.redis_cluster import SLOTS, ClusterError, Node, RedisCluster
 
 # Keys with these hash tags fall in slots 3300, 7365 and 15495: one in each third of
 # the slot space, so on 3 masters (slots split evenly) each lands on a different master.
@@ -23,6 +23,15 @@ TAGS = ("b", "c", "a")
 def alive(pid: int) -> bool:
     """Whether a process with this pid exists (a reaped child no longer does)."""
     return Path(f"/proc/{pid}").exists()
+
+
+def acked_by_replica(master: Node, key: str) -> int:
+    """SET ``key`` to 1 on ``master`` and WAIT for one replica, on one connection
+    (WAIT counts the replicas that have this connection's writes)."""
+    pipe = master.client().pipeline(transaction=False)
+    pipe.set(key, 1)
+    pipe.wait(1, 5000)
+    return pipe.execute()[1]
 
 
 def test_three_masters_form_and_hash_tags_land_on_different_masters(redis_cluster: RedisCluster) -> None:
@@ -38,23 +47,23 @@ def test_three_masters_form_and_hash_tags_land_on_different_masters(redis_cluste
     keys = [f"{{{tag}}}:events" for tag in TAGS]
     for key in keys:
         client.set(key, key)
-        client.wait(1, 2000)  # acked only once the master's replica has it
 
     # What each master holds, asked of it alone (KEYS is local to a node).
     assert [set(node.client().keys("*")) for node in masters] == [{key} for key in keys]
+    for i, master in enumerate(masters):
+        assert acked_by_replica(master, keys[i] + ":waited") == 1
     for replica in redis_cluster.replicas:
         local = replica.client()
         local.execute_command("READONLY")
-        key = keys[replica.master_index]
-        assert local.get(key) == key
+        key = keys[replica.master_index] + ":waited"
+        assert local.get(key) == "1"
 
 
 def test_cluster_survives_kill_9_of_a_master(start_redis_cluster) -> None:
     cluster = start_redis_cluster(masters=3, replicas=1)
     client = cluster.cluster_client()
     key = f"{{{TAGS[0]}}}:counter"  # held by master 0
-    client.set(key, 1)
-    assert client.wait(1, 2000) == 1
+    assert acked_by_replica(cluster.masters[0], key) == 1
     dead = cluster.masters[0]
     replica = next(node for node in cluster.replicas if node.master_index == 0)
 
