@@ -4,6 +4,7 @@ hash tag over its masters, survives the loss of a master, and leaves no process 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+import tests.servers.redis_cluster as redis_cluster_module
 from tests.conftest import ROOT, need_redis_server
 from tests.servers.redis_cluster import SLOTS, ClusterError, Node, RedisCluster
 
@@ -165,3 +167,31 @@ def test_a_script_may_touch_keys_of_one_slot_only(redis_cluster: RedisCluster) -
     with pytest.raises(redis.ResponseError, match="same slot"):
         first.client().eval(script, 2, "{b}:x", f"{{{other}}}:x")
     assert first.client().eval(script, 2, "{b}:x", "{b}:y") == "OK"
+
+
+def test_a_port_taken_meanwhile_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free ports can be taken by another process before redis-server binds them: the
+    server is started again on others (here the first pair offered is held by a listener)."""
+    need_redis_server()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    offered: list[list[int]] = []
+    real_free_ports = redis_cluster_module._free_ports
+
+    def free_ports(count: int) -> list[int]:
+        ports = (
+            [busy.getsockname()[1], *real_free_ports(count - 1)] if not offered else real_free_ports(count)
+        )
+        offered.append(ports)
+        return ports
+
+    monkeypatch.setattr(redis_cluster_module, "_free_ports", free_ports)
+    try:
+        with RedisCluster(masters=1) as cluster:
+            assert len(cluster.started_pids) == 2 and not alive(cluster.started_pids[0])
+            assert cluster.masters[0].port == offered[1][0] != busy.getsockname()[1]
+            assert cluster.cluster_client().set("{a}:k", 1)
+    finally:
+        busy.close()
+    assert not any(alive(pid) for pid in cluster.started_pids)

@@ -38,11 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 SLOTS = 16384
 START_TIMEOUT_SECONDS = 30.0
 FAILOVER_TIMEOUT_SECONDS = 30.0
 POLL_SECONDS = 0.05
+PORT_ATTEMPTS = 3  # free ports may be taken by someone else before the server binds them
 
 
 class ClusterError(RuntimeError):
@@ -57,8 +60,8 @@ class Node:
     bus_port: int
     directory: Path
     process: subprocess.Popen
-    role: str  # "master" or "replica" as started; failover may change it
-    master_index: int  # the master this node serves (itself for a master)
+    role: str = "master"  # "master" or "replica" as started; failover may change it
+    master_index: int = 0  # the master this node serves (itself for a master)
     node_id: str = ""
     killed: bool = False
     _client: redis.Redis | None = field(default=None, repr=False)
@@ -101,7 +104,8 @@ class RedisCluster:
         self.node_timeout_ms = node_timeout_ms
         self.server = server
         self.extra_args = extra_args or (lambda index: [])
-        self.nodes: list[Node] = []
+        self.nodes: list[Node] = []  # every server running (or killed by kill_master)
+        self.directories: list[Path] = []
         self.started_pids: list[int] = []  # every pid ever started, for the caller to check after stop()
         self.startup_seconds = 0.0
 
@@ -138,12 +142,9 @@ class RedisCluster:
         """Start every server and form the cluster; on any failure stop what was started and raise."""
         began = time.monotonic()
         try:
-            for index in range(self.masters_count * (1 + self.replicas_per_master)):
-                self._start_node(index)
             deadline = time.monotonic() + START_TIMEOUT_SECONDS
-            for node in self.nodes:
-                _wait_answering(node, deadline)
-                node.node_id = node.client().execute_command("CLUSTER MYID")
+            for index in range(self.masters_count * (1 + self.replicas_per_master)):
+                self._start_node(index, deadline)
             self._form(deadline)
         except BaseException:
             self.stop()
@@ -157,51 +158,37 @@ class RedisCluster:
         """
         for node in self.nodes:
             _kill_group(node.process)
-        for node in self.nodes:
-            shutil.rmtree(node.directory, ignore_errors=True)
+        for directory in self.directories:
+            shutil.rmtree(directory, ignore_errors=True)
         self.nodes = []
+        self.directories = []
 
-    def _start_node(self, index: int) -> None:
+    def _start_node(self, index: int, deadline: float) -> None:
         directory = Path(tempfile.mkdtemp(prefix=f"yagi-redis-cluster-{index}-"))
-        port, bus_port = _free_ports(2)
+        self.directories.append(directory)
         is_master = index < self.masters_count
-        args = [
-            self.server,
-            "--port", str(port),
-            "--cluster-port", str(bus_port),
-            "--bind", "127.0.0.1",
-            "--protected-mode", "no",  # loopback only, no password: tests connect freely
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", str(directory / "nodes.conf"),
-            "--cluster-node-timeout", str(self.node_timeout_ms),
-            # A replica may always be promoted, however long it was cut off (tests kill masters).
-            "--cluster-replica-validity-factor", "0",
-            "--dir", str(directory),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            # A replica's first sync starts at once (the default waits 5 s for more replicas).
-            "--repl-diskless-sync-delay", "0",
-            "--logfile", str(directory / "redis.log"),
-            "--daemonize", "no",
-            *self.extra_args(index),
-        ]  # fmt: skip
-        # A session (and so a process group) of its own: stop() kills the group.
-        process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True,
-        )  # fmt: skip
-        self.started_pids.append(process.pid)
-        self.nodes.append(
-            Node(
-                port=port,
-                bus_port=bus_port,
-                directory=directory,
-                process=process,
-                role="master" if is_master else "replica",
-                master_index=index if is_master else (index - self.masters_count) % self.masters_count,
-            )
-        )
+
+        def args(port: int, bus_port: int) -> list[str]:
+            return [
+                "--cluster-port", str(bus_port),
+                "--protected-mode", "no",  # loopback only, no password: tests connect freely
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(directory / "nodes.conf"),
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                # A replica may always be promoted, however long it was cut off (tests kill masters).
+                "--cluster-replica-validity-factor", "0",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "everysec",
+                # A replica's first sync starts at once (the default waits 5 s for more replicas).
+                "--repl-diskless-sync-delay", "0",
+                *self.extra_args(index),
+            ]  # fmt: skip
+
+        node = _spawn(self.server, args, directory, deadline, self.started_pids)
+        node.role = "master" if is_master else "replica"
+        node.master_index = index if is_master else (index - self.masters_count) % self.masters_count
+        node.node_id = node.client().execute_command("CLUSTER MYID")
+        self.nodes.append(node)
 
     def _form(self, deadline: float) -> None:
         """Assign slots, introduce the nodes to each other, attach replicas, wait until settled."""
@@ -300,34 +287,83 @@ def standalone_redis(server: str = "redis-server") -> Iterator[redis.Redis]:
     measurements nobody else's keys disturb (bench/capacity.py); killed (its process group)
     and its directory removed on leaving, whatever happens."""
     directory = Path(tempfile.mkdtemp(prefix="yagi-redis-"))
-    (port,) = _free_ports(1)
-    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(directory), "--logfile", str(directory / "redis.log")]  # fmt: skip
-    process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
-    node = Node(port, 0, directory, process, "master", 0)
     try:
-        _wait_answering(node, time.monotonic() + START_TIMEOUT_SECONDS)
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
-        yield client
+        node = _spawn(
+            server, lambda port, bus_port: [], directory, time.monotonic() + START_TIMEOUT_SECONDS, []
+        )
+        try:
+            yield redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=60)
+        finally:
+            _kill_group(node.process)
     finally:
-        _kill_group(process)
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _wait_answering(node: Node, deadline: float) -> None:
-    """Wait until the server answers PING; raise ClusterError if it exits or the deadline passes."""
-    while True:
-        if node.process.poll() is not None:
-            raise ClusterError(f"redis-server on port {node.port} exited: {_output(node)}")
+def _spawn(
+    server: str, args: Callable[[int, int], list[str]], directory: Path, deadline: float, pids: list[int]
+) -> Node:
+    """Start ``server`` on free loopback ports, in a session (process group) of its own, and
+    wait until it answers PING.  ``args(port, bus_port)``: its arguments beyond port, address,
+    directory, log and persistence.  When another process took a port meanwhile, start again
+    on others.  The pid of every process started goes into ``pids``; a server that does not
+    come up is killed before this raises."""
+    for attempt in range(PORT_ATTEMPTS):
+        port, bus_port = _free_ports(2)
+        command = [
+            server,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(directory),
+            "--save", "",
+            "--appendonly", "no",  # args() may turn it on: the last one given wins
+            "--logfile", str(directory / "redis.log"),
+            "--daemonize", "no",
+            *args(port, bus_port),
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        pids.append(process.pid)
+        node = Node(port, bus_port, directory, process)
         try:
-            if node.client().ping():
-                return
-        except redis.ConnectionError:
-            pass
-        _tick(deadline, f"redis-server on port {node.port} did not answer")
+            _wait_answering(node, deadline)
+            return node
+        except ClusterError as e:
+            _kill_group(process)
+            if "Address already in use" not in str(e) or attempt == PORT_ATTEMPTS - 1:
+                raise
+            (directory / "redis.log").unlink(missing_ok=True)
+        except BaseException:
+            _kill_group(process)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _wait_answering(node: Node, deadline: float) -> None:
+    """Wait until the server answers, as itself: a port taken meanwhile may be another
+    process's, which must never be taken for ours.  Raise ClusterError if it exits first
+    or the deadline passes."""
+    # No retries with backoff (redis-py's default): this loop asks again itself.
+    probe = redis.Redis(
+        host="127.0.0.1",
+        port=node.port,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        while True:
+            if node.process.poll() is not None:
+                raise ClusterError(f"redis-server on port {node.port} exited: {_output(node)}")
+            try:
+                if probe.info("server")["process_id"] == node.pid:
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                pass
+            _tick(deadline, f"redis-server on port {node.port} did not answer")
+    finally:
+        probe.close()
 
 
 def _cluster_state(client: redis.Redis) -> str:
