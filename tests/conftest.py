@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests import processes
+from tests.servers.redis_cluster import RedisCluster
 from yagi_meter import config as config_module
 from yagi_meter.config import Config
 
@@ -125,6 +127,41 @@ def amqp_url() -> Iterator[str]:
         unavailable("RabbitMQ (rabbitmqctl)", e)
     yield f"amqp://guest:guest@{TEST_AMQP_HOST}/{vhost}"
     subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+def need_redis_server() -> None:
+    """Skip (fail under CI) unless redis-server is installed: clusters are started from it."""
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server (for a Redis Cluster)", FileNotFoundError("redis-server not on PATH"))
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of this test module's own: 3 masters, each with 1 replica, on loopback.
+
+    Its processes are killed when the module's tests are done, whatever their outcome.
+    Tests that kill nodes use ``start_redis_cluster`` instead.
+    """
+    need_redis_server()
+    with RedisCluster(masters=3, replicas=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def start_redis_cluster() -> Iterator[Callable[..., RedisCluster]]:
+    """Start Redis Clusters of this test's own (``RedisCluster`` arguments); all stopped at the end."""
+    need_redis_server()
+    started: list[RedisCluster] = []
+
+    def start(**kwargs) -> RedisCluster:
+        cluster = RedisCluster(**kwargs)
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 def make_config(**settings: str) -> Config:
