@@ -3,7 +3,7 @@
     .venv/bin/python bench/capacity.py [--messages 20000] [--tenants 50]
 
 Builds the same realistic nova notifications as bench/ingest.py (its
-``build_bodies``: the real samples of ../shared/notifications/nova-versioned,
+``build_bodies``: the real samples of tests/fixtures/notifications/nova-versioned,
 unique message_id, timestamp and request context, tenants and instances
 spread, the oslo.messaging 2.0 envelope) and stores them through yagi_meter's
 Ingestor, in batches of ``[amqp] batch_size``, with the default settings (push

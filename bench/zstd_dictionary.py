@@ -5,7 +5,7 @@
 The data: the text today's codec compresses (``codec.encode``: derived fields,
 a newline, the canonical notification), made by parsing the messages
 bench/ingest.py builds from the 70 real nova samples of
-../shared/notifications/nova-versioned.  Dictionaries are trained on one set
+tests/fixtures/notifications/nova-versioned.  Dictionaries are trained on one set
 (seed 1) and measured on another (seed 2: other tenants, users, instances,
 message ids, request ids, timestamps), in two variants:
 
