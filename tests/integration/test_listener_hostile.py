@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.listener_helpers import (
     Publisher,
-    declare_like_oslo,
+    declare_listener_queue,
     messages_in,
     notification,
     notifications,
@@ -67,7 +67,7 @@ def test_a_poison_message_among_thousands_is_quarantined_once_and_all_others_are
     tenant_id, good_ids, bodies = notifications(2000)
     bodies[700:700] = [poison(tenant_id)]
     bodies[1500:1500] = [versioned_poison()]
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     listener = start_listener(env)
     listener.wait_consuming()
     publish(vhost, bodies)
@@ -109,7 +109,7 @@ def test_bad_messages_redelivered_after_a_crash_are_quarantined_once(
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b"\n".join(bad))
     assert "quarantined 100" in run_cli(env, "replay", str(path))
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     publish(vhost, bad)
     listener = start_listener(env)
     wait_until(lambda: messages_in(vhost) == 0, 30, "an empty queue", listener.log_tail)
@@ -132,7 +132,7 @@ def test_big_messages_are_held_in_bounded_form_and_the_others_stored(
     tenant_id, good_ids, bodies = notifications(300)
     big = [json.dumps({"i": i, "blob": "x" * (50 * 1024 * 1024)}).encode() for i in range(8)]
     mixed = bodies[:100] + big[:6] + bodies[100:200] + [big[6]] + bodies[200:] + [big[7]]
-    declare_like_oslo(vhost)
+    declare_listener_queue(vhost)
     publish(vhost, mixed)  # a backlog: RabbitMQ may send all of it at once
     listener = start_listener(env)
     quarantine = Quarantine(redis_server, stored.keys)

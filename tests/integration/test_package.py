@@ -75,7 +75,9 @@ def test_installed_package_runs_from_anywhere(
         "yagi.conf.sample",
         "conf/gunicorn.conf.py",
         "conf/logging.conf",
-        "conf/systemd/yagi-meter@.service",
+        "conf/systemd/yagi-meter-listen.service",
+        "conf/systemd/yagi-meter-feeds.service",
+        "conf/systemd/yagi-meter.target",
     ):
         assert (share / name).is_file(), f"{name} not installed under {share}"
 
