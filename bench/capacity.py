@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bench.ingest import build_bodies  # noqa: E402
 from tests.servers.redis_cluster import RedisCluster, standalone_redis  # noqa: E402
 from yagi_meter import config as config_module  # noqa: E402
-from yagi_meter.ingest import Ingestor, Message  # noqa: E402
+from yagi_meter.ingest.ingestor import Ingestor, Message  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 
 PREFIX = "{yagi}:"

@@ -34,11 +34,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from feeds.atom import entry_document  # noqa: E402
 from tests.conftest import as_sent, load_sample, sample_paths  # noqa: E402
 from yagi_meter import config as config_module  # noqa: E402
-from yagi_meter.forward import Forwarder  # noqa: E402
-from yagi_meter.ingest import Ingestor, Message  # noqa: E402
+from yagi_meter.atom import entry_document  # noqa: E402
+from yagi_meter.forward.forwarder import Forwarder  # noqa: E402
+from yagi_meter.ingest.ingestor import Ingestor, Message  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 from yagi_meter.store.outbox import Outbox  # noqa: E402
 

@@ -56,15 +56,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest import vhost  # noqa: E402
-from feeds.atom import entry_bytes  # noqa: E402
 from feeds.hub import init_hub  # noqa: E402
 from tests.servers.subscriber import Subscriber  # noqa: E402
 from yagi_meter import config as config_module  # noqa: E402
-from yagi_meter.delivery import RenderedEntry, delivery_document, entry_updated  # noqa: E402
-from yagi_meter.ingest import Ingestor, Message  # noqa: E402
-from yagi_meter.push import hub_url  # noqa: E402
+from yagi_meter.atom import entry_bytes  # noqa: E402
+from yagi_meter.ingest.ingestor import Ingestor, Message  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
 from yagi_meter.store.subscriptions import Subscriptions  # noqa: E402
+from yagi_meter.websub.delivery import RenderedEntry, delivery_document, entry_updated  # noqa: E402
+from yagi_meter.websub.push import hub_url  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "fixtures" / "notifications" / "nova-versioned" / "instance-create-end.json"
 SAMPLE_TENANT = "6f70656e737461636b20342065766572"

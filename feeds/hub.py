@@ -34,8 +34,8 @@ from yagi_meter.config import Config
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.store import Store
 from yagi_meter.store.subscriptions import DENIED, SUBSCRIBE, UNSUBSCRIBE, Intent, Subscriptions
-from yagi_meter.topics import parse_topic
-from yagi_meter.websub import check_callback
+from yagi_meter.websub.callbacks import check_callback
+from yagi_meter.websub.topics import parse_topic
 
 # topic_allowed(topic_url, request) -> (allowed, reason when not)
 TopicAllowed = Callable[[str, Request], tuple[bool, str]]

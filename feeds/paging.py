@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
-from feeds.atom import Link
+from yagi_meter.atom import Link
 from yagi_meter.store.pages import BACKWARD, FORWARD, HEAD, LAST, Page, PageQuery
 
 ENTRY_ID_PREFIX = "urn:uuid:"

@@ -10,10 +10,11 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.http import http_date, quote_etag
 
-from feeds import atom, browser
+from feeds import browser
 from feeds.auth import TOKEN_HEADER, Authenticator, Principal, require_admin, require_tenant
 from feeds.caching import RenderCache, etag_for, last_modified, not_modified
 from feeds.paging import ENTRY_ID_PREFIX, FeedRequest, feed_links, parse_request
+from yagi_meter import atom
 from yagi_meter.config import Config
 from yagi_meter.notification import Event
 from yagi_meter.store import Store

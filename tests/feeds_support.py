@@ -10,7 +10,7 @@ from pathlib import Path
 from lxml import etree
 
 from tests.conftest import ROOT, as_sent, load_sample, sample_paths
-from yagi_meter.ingest import Message
+from yagi_meter.ingest.ingestor import Message
 
 SAMPLE_TENANT = "6f70656e737461636b20342065766572"
 SAMPLE_INSTANCE = "178b0921-8f85-4257-88b6-2e743b5a975c"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from tests.conftest import SAMPLES, as_sent, load_sample
 from yagi_meter.config import Config
-from yagi_meter.ingest import Ingestor, Message
+from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.store import Store
 
 SAMPLE_TENANT = "6f70656e737461636b20342065766572"

@@ -6,6 +6,7 @@ import argparse
 import codecs
 import configparser
 import dataclasses
+import importlib
 import json
 import logging
 import logging.config
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from yagi_meter import __version__
 from yagi_meter import config as config_module
@@ -31,7 +33,7 @@ from yagi_meter.errors import (
     ConfigError,
     StoreError,
 )
-from yagi_meter.ingest import Ingestor, Message, Summary
+from yagi_meter.ingest.ingestor import Ingestor, Message, Summary
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 
@@ -246,7 +248,7 @@ def _configure_logging(config: Config) -> None:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
     # pika logs every connection failure with a traceback, and every passive
-    # declare of a missing queue; yagi_meter.amqp turns both into errors of its
+    # declare of a missing queue; yagi_meter.ingest.amqp turns both into errors of its
     # own that are logged (or printed as one line) where they are handled.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
@@ -264,7 +266,7 @@ def _start(name: str, config: Config) -> Store:
 
 
 def cmd_listen(args: argparse.Namespace, config: Config) -> int:
-    from yagi_meter.listener import Listener
+    from yagi_meter.ingest.listener import Listener
 
     store = _start("listen", config)
     listener = Listener(config, Ingestor(store, config))
@@ -277,7 +279,7 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_push(args: argparse.Namespace, config: Config) -> int:
-    from yagi_meter.push import PushWorker
+    from yagi_meter.websub.push import PushWorker
 
     store = _start("push", config)
     worker = PushWorker(config, store)
@@ -288,15 +290,22 @@ def cmd_push(args: argparse.Namespace, config: Config) -> int:
 
 # -- serve -----------------------------------------------------------------
 
+# The web app is named by its import string, as gunicorn names ``feeds.wsgi:app``:
+# ``feeds`` depends on ``yagi_meter``, never the reverse.
+WEB_APP_FACTORY = "feeds.app:create_app"
+
+
+def _web_app_factory() -> Any:
+    module, _, name = WEB_APP_FACTORY.partition(":")
+    return getattr(importlib.import_module(module), name)
+
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Werkzeug's threaded server on [feeds] host:port; gunicorn runs feeds.wsgi:app in production."""
     from werkzeug.serving import make_server
 
-    from feeds.app import create_app
-
     store = _start("serve", config)
-    app = create_app(config, store)
+    app = _web_app_factory()(config, store)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(RET_OK))
     # Werkzeug says "Port N is in use by another program" and exits 1 when it cannot bind.
     server = make_server(config.feeds.host, config.feeds.port, app, threaded=True)
@@ -311,7 +320,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_forward(args: argparse.Namespace, config: Config) -> int:
-    from yagi_meter.forward import Forwarder
+    from yagi_meter.forward.forwarder import Forwarder
     from yagi_meter.supervisor import spawn_daemon
 
     if not config.forward.url:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from yagi_meter.amqp import queue_depths
 from yagi_meter.config import Config
 from yagi_meter.errors import BrokerError
+from yagi_meter.ingest.amqp import queue_depths
 from yagi_meter.store import Store
 from yagi_meter.store.outbox import Outbox
 from yagi_meter.store.stats import gauges, hub_counts

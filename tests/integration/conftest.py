@@ -17,7 +17,7 @@ from tests.conftest import TEST_REDIS_URL, make_config
 from tests.feeds_support import tenant_message
 from tests.integration.listener_helpers import ListenerProcess, StoredEvents, listener_env, reset_vhost
 from yagi_meter.config import Config
-from yagi_meter.ingest import Ingestor
+from yagi_meter.ingest.ingestor import Ingestor
 from yagi_meter.store import open_store
 
 

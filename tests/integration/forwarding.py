@@ -18,8 +18,8 @@ from pathlib import Path
 from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, make_config, sample_paths
 from tests.processes import spawn
 from yagi_meter.config import Config
-from yagi_meter.forward import Forwarder
-from yagi_meter.ingest import Ingestor, Message
+from yagi_meter.forward.forwarder import Forwarder
+from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.outbox import Outbox
 

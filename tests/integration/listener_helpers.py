@@ -97,7 +97,7 @@ def vhost_of(amqp_url: str) -> str:
 def reset_vhost(amqp_url: str, config: Config) -> None:
     """Delete the queues and exchanges a listener with ``config`` uses, and the queues
     oslo.messaging declares (``<topic>.<priority>``), so a test starts clean."""
-    from yagi_meter.amqp import bindings
+    from yagi_meter.ingest.amqp import bindings
 
     links = bindings(config)
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))

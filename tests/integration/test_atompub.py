@@ -6,8 +6,8 @@ import pytest
 
 from tests.integration.forwarding import free_port
 from tests.servers.atomhopper import AtomHopper
-from yagi_meter.atompub import AtomPubClient, BasicAuth
 from yagi_meter.errors import ArchiveError
+from yagi_meter.forward.atompub import AtomPubClient, BasicAuth
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from lxml import etree
 
 from tests.conftest import as_sent, load_sample, sample_paths
 from tests.feeds_support import ATOM_NS, SAMPLE_INSTANCE, assert_valid_atom, atom_ids, tenant_message
-from yagi_meter.ingest import Message
+from yagi_meter.ingest.ingestor import Message
 
 pytestmark = pytest.mark.integration
 

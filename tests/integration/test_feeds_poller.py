@@ -12,7 +12,7 @@ import pytest
 
 from feeds.app import create_app
 from tests.feeds_support import atom_ids, links, tenant_message
-from yagi_meter.ingest import Ingestor
+from yagi_meter.ingest.ingestor import Ingestor
 from yagi_meter.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,7 +18,7 @@ from feeds.app import create_app
 from tests.conftest import make_config
 from tests.integration.listener_helpers import RedisServer
 from yagi_meter.config import Config
-from yagi_meter.ingest import Ingestor, Message
+from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.pages import PageQuery, Pages
 

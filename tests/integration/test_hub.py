@@ -12,15 +12,15 @@ import pytest
 from flask import Flask
 from lxml import etree
 
-from feeds.atom import ATOM_NS
 from feeds.hub import init_hub
 from tests.conftest import TEST_REDIS_URL, make_config
 from tests.hub_helpers import BASE, SAMPLE_TENANT, ingest, subscribe, tenant_topic, wait_until
 from tests.servers.subscriber import Subscriber
 from yagi_meter import status
-from yagi_meter.push import PushWorker
+from yagi_meter.atom import ATOM_NS
 from yagi_meter.store import open_store
 from yagi_meter.store.subscriptions import Subscriptions, subscription_id
+from yagi_meter.websub.push import PushWorker
 
 pytestmark = pytest.mark.integration
 NS = {"a": ATOM_NS}

@@ -12,9 +12,9 @@ from tests.conftest import TEST_REDIS_URL, make_config
 from tests.hub_helpers import ingest, wait_until
 from tests.integration.conftest import TOKENS
 from tests.servers.subscriber import Subscriber
-from yagi_meter.push import PushWorker
 from yagi_meter.store import open_store
 from yagi_meter.store.subscriptions import Subscriptions
+from yagi_meter.websub.push import PushWorker
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from feeds.hub import init_hub
 from tests.conftest import TEST_REDIS_URL, make_config
 from tests.hub_helpers import subscribe, tenant_topic, wait_until
 from tests.servers.subscriber import Subscriber
-from yagi_meter.push import PushWorker
 from yagi_meter.store import open_store
-from yagi_meter.websub import Peers
+from yagi_meter.websub.callbacks import Peers
+from yagi_meter.websub.push import PushWorker
 
 pytestmark = pytest.mark.integration
 

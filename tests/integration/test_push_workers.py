@@ -11,12 +11,12 @@ import pytest
 from flask import Flask
 from lxml import etree
 
-from feeds.atom import ATOM_NS
 from feeds.hub import init_hub
 from tests.conftest import ROOT, TEST_REDIS_URL, make_config
 from tests.hub_helpers import BASE, ingest, subscribe, tenant_topic, wait_until
 from tests.processes import spawn
 from tests.servers.subscriber import Subscriber
+from yagi_meter.atom import ATOM_NS
 from yagi_meter.store import open_store
 from yagi_meter.store.subscriptions import Subscriptions
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.integration.test_feeds_servers import environment, free_port, wait_healthy
-from yagi_meter.ingest import Ingestor, Message
+from yagi_meter.ingest.ingestor import Ingestor, Message
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ import redis
 
 from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, make_config, sample_paths
 from yagi_meter.config import Config
-from yagi_meter.ingest import Ingestor, Message
+from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.notification import Event, parse
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.events import DUPLICATE, STORED

@@ -14,10 +14,10 @@ from tests.conftest import make_config
 from tests.feeds_support import atom_ids, tenant_message
 from tests.integration.listener_helpers import RedisServer
 from yagi_meter.config import Config
-from yagi_meter.delivery import EntryCache
-from yagi_meter.ingest import Ingestor
+from yagi_meter.ingest.ingestor import Ingestor
 from yagi_meter.store import open_store
 from yagi_meter.store.epoch import SeqWatch
+from yagi_meter.websub.delivery import EntryCache
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import redis
 from tests.conftest import ROOT, make_config
 from tests.processes import spawn
 from yagi_meter.errors import StoreError
-from yagi_meter.ingest import Ingestor, Message
+from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.store import open_store
 
 pytestmark = pytest.mark.integration

@@ -92,7 +92,7 @@ def test_the_yagi_variables_that_are_not_options_are_allowed(name):
     ],
 )
 def test_queue_template_names_one_queue_per_routing_key_bound_on_every_exchange(template, queues):
-    from yagi_meter.amqp import bindings
+    from yagi_meter.ingest.amqp import bindings
 
     config = make_config(amqp_queue=template, amqp_priorities="info, error", amqp_exchanges="nova, glance")
     links = bindings(config)

@@ -8,12 +8,12 @@ import pytest
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, Unauthorized
 
-from feeds import atom
 from feeds.auth import TokenTable
 from feeds.caching import RenderCache, last_modified
 from feeds.paging import feed_links, parse_request
 from tests.conftest import make_config
 from tests.feeds_support import assert_valid_atom
+from yagi_meter import atom
 from yagi_meter.cli import DAEMONS
 from yagi_meter.errors import ConfigError
 from yagi_meter.store.pages import Page

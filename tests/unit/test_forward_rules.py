@@ -4,8 +4,8 @@ from tests.conftest import make_config
 from yagi_meter import cli
 from yagi_meter.cli import DAEMONS, WANTED
 from yagi_meter.errors import RET_CONFIG, ConfigError
-from yagi_meter.forward import ARCHIVED, DEAD, DUPLICATE, RETRY, backoff, classify
-from yagi_meter.routes import Routes
+from yagi_meter.forward.forwarder import ARCHIVED, DEAD, DUPLICATE, RETRY, backoff, classify
+from yagi_meter.forward.routes import Routes
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 
-from feeds.atom import ATOM_NS, entry_bytes
-from yagi_meter.delivery import RenderedEntry, backoff, delivery_document, entry_updated, signature
+from yagi_meter.atom import ATOM_NS, entry_bytes
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.notification import format_timestamp, parse
-from yagi_meter.topics import ALL, EVENT_TYPE, RESOURCE, TENANT, Topic, parse_topic, topics_of
-from yagi_meter.websub import check_callback, with_query
+from yagi_meter.websub.callbacks import check_callback, with_query
+from yagi_meter.websub.delivery import RenderedEntry, backoff, delivery_document, entry_updated, signature
+from yagi_meter.websub.topics import ALL, EVENT_TYPE, RESOURCE, TENANT, Topic, parse_topic, topics_of
 
 BASE = "http://feeds.example:8080"
 

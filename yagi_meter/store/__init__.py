@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from yagi_meter.config import Config
-from yagi_meter.routes import Routes
+from yagi_meter.forward.routes import Routes
 from yagi_meter.store.connection import connect
 from yagi_meter.store.error_log import ErrorLog
 from yagi_meter.store.events import EventStore, Outcome, Rejected

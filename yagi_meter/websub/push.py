@@ -21,7 +21,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from yagi_meter.config import Config
-from yagi_meter.delivery import EntryCache, backoff, delivery_document, signature
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
 from yagi_meter.store.outbox import Outbox
@@ -36,8 +35,9 @@ from yagi_meter.store.subscriptions import (
     Subscription,
     Subscriptions,
 )
-from yagi_meter.topics import parse_topic, topics_of
-from yagi_meter.websub import Peers
+from yagi_meter.websub.callbacks import Peers
+from yagi_meter.websub.delivery import EntryCache, backoff, delivery_document, signature
+from yagi_meter.websub.topics import parse_topic, topics_of
 
 log = logging.getLogger(__name__)
 

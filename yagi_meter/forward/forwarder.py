@@ -25,12 +25,12 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from feeds.atom import entry_document
-from yagi_meter.atompub import AtomPubClient, Posted, auth_from_config
+from yagi_meter.atom import entry_document
 from yagi_meter.config import Config
 from yagi_meter.errors import ArchiveError, StoreError
+from yagi_meter.forward.atompub import AtomPubClient, Posted, auth_from_config
+from yagi_meter.forward.routes import Routes
 from yagi_meter.notification import Event
-from yagi_meter.routes import Routes
 from yagi_meter.store import Store
 from yagi_meter.store.archived import Archived, ArchivedLog
 from yagi_meter.store.dead_letters import DeadLetter, DeadLetters

@@ -22,7 +22,7 @@ import pika.exceptions
 
 from yagi_meter.config import Config
 from yagi_meter.errors import AccessRefused, ConnectionClosed
-from yagi_meter.ingest import Message, bounded
+from yagi_meter.ingest.ingestor import Message, bounded
 
 log = logging.getLogger(__name__)
 

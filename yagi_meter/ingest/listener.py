@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from yagi_meter.amqp import Consumer, Delivery
 from yagi_meter.config import Config
 from yagi_meter.errors import AccessRefused, ConnectionClosed, StoreError
-from yagi_meter.ingest import Batch, Ingestor, Summary
+from yagi_meter.ingest.amqp import Consumer, Delivery
+from yagi_meter.ingest.ingestor import Batch, Ingestor, Summary
 from yagi_meter.store.events import PendingWrite
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from feeds.atom import FeedMeta, Link, entry_bytes, feed_document
+from yagi_meter.atom import FeedMeta, Link, entry_bytes, feed_document
 from yagi_meter.notification import Event
 from yagi_meter.store import Store
 
@@ -42,7 +42,7 @@ class RenderedEntry:
 
 
 def entry_updated(event: Event) -> datetime:
-    """An entry's ``updated`` (as feeds.atom writes it): when it entered the archive."""
+    """An entry's ``updated`` (as yagi_meter.atom writes it): when it entered the archive."""
     return max(event.timestamp, event.ingested_at or event.timestamp)
 
 
