@@ -16,8 +16,6 @@ from feeds.metrics import registry
 from yagi_meter.config import Config
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.pages import Pages
-from yagi_meter.store.stats import ping
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.extensions["yagi_meter"] = views.FeedServer(
         config=config,
         store=store,
-        pages=Pages(store.client, store.keys, store.events.watch),
+        pages=store.pages,
         authenticate=authenticator(config),
         pages_cache=RenderCache(
             PAGE_CACHE_SIZE if config.feeds.cache_entries else 0,
@@ -50,7 +48,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     @app.get("/health")
     def health() -> Response:
         try:
-            seconds = ping(store.client)
+            seconds = store.ping()
         except StoreError as e:
             return Response(f"redis unreachable: {e}\n", 503, mimetype="text/plain")
         return Response(f"ok redis {seconds * 1000:.1f} ms\n", 200, mimetype="text/plain")
