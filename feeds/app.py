@@ -14,7 +14,7 @@ from feeds.caching import RenderCache
 from feeds.hub import init_hub, readers_of
 from feeds.metrics import registry
 from yagi_meter.config import Config
-from yagi_meter.errors import StoreError
+from yagi_meter.errors import StoreError, UnknownMarker
 from yagi_meter.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ def error_response(error: Exception) -> Response:
         headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
         if code == 401:
             headers.append(("WWW-Authenticate", 'Token realm="yagi-meter", header="X-Auth-Token"'))
+    elif isinstance(error, UnknownMarker):  # the client's mistake, never an outage
+        code, reason, headers = 400, str(error), []
     elif isinstance(error, StoreError):
         log.error("store unavailable: %s", error)
         code, reason, headers = 503, "store unavailable, try again", [("Retry-After", "5")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
+from feeds.app import error_response
 from yagi_meter.errors import StoreError, UnknownMarker
 from yagi_meter.store import scripts
 
@@ -23,3 +24,5 @@ def test_included_libraries_come_before_the_script_that_uses_them() -> None:
 def test_a_client_error_is_not_a_store_outage() -> None:
     # The web app answers StoreError with 503: an unknown marker must never be one.
     assert not issubclass(UnknownMarker, StoreError)
+    assert error_response(UnknownMarker("unknown marker 'x'")).status_code == 400
+    assert error_response(StoreError("cannot reach Redis")).status_code == 503
