@@ -105,7 +105,7 @@ def _setup(state) -> None:
     store = options["hub_store"]
     state.app.extensions[EXTENSION] = HubSetup(
         options["hub_config"],
-        Subscriptions(store.client, store.keys),
+        store.subscriptions,
         options.get("topic_allowed") or anyone_may_read,
     )
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
-from yagi_meter.store.stats import gauges, hub_counts, ping
 
 _GAUGES = {
     "events": ("yagi_events", "Events stored now (after retention)."),
@@ -40,9 +38,9 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         up = GaugeMetricFamily("yagi_redis_up", "1 when Redis answered this scrape.")
         try:
-            latency = ping(self.store.client)
-            values = gauges(self.store.client, self.store.keys)
-        except (StoreError, redis.RedisError):
+            latency = self.store.ping()
+            values = self.store.gauges()
+        except StoreError:
             up.add_metric([], 0)
             yield up
             return
@@ -75,7 +73,7 @@ _HUB_COUNTERS = {
 
 def _hub_metrics(store: Store) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     try:
-        values = hub_counts(store.client, store.keys)
+        values = store.hub_counts()
     except StoreError:
         return
     for key, (name, text) in _HUB_GAUGES.items():

@@ -16,6 +16,7 @@ from feeds.caching import RenderCache, etag_for, last_modified, not_modified
 from feeds.paging import ENTRY_ID_PREFIX, FeedRequest, feed_links, parse_request
 from yagi_meter import atom
 from yagi_meter.config import Config
+from yagi_meter.errors import UnknownMarker
 from yagi_meter.notification import Event
 from yagi_meter.store import Store
 from yagi_meter.store.pages import (
@@ -25,7 +26,6 @@ from yagi_meter.store.pages import (
     PageQuery,
     Pages,
     StoredEvent,
-    UnknownMarker,
     ms_to_datetime,
 )
 

@@ -35,7 +35,6 @@ from yagi_meter.errors import (
 )
 from yagi_meter.ingest.ingestor import Ingestor, Message, Summary
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 
 log = logging.getLogger("yagi_meter")
 
@@ -257,8 +256,8 @@ def _start(name: str, config: Config) -> Store:
     """Log the one start-up line and open the store (fails loudly if unreachable)."""
     log.info("yagi-meter %s %s starting: %s", name, __version__, config.describe())
     store = open_store(config)
-    ping(store.client)
-    warn_if_evicting(store.client)
+    store.ping()
+    store.warn_if_evicting()
     return store
 
 
@@ -343,10 +342,8 @@ def cmd_forward(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_dead_letters_list(args: argparse.Namespace, config: Config) -> int:
-    from yagi_meter.store.dead_letters import DeadLetters
-
     store = open_store(config)
-    for letter in DeadLetters(store.client, store.keys).list(count=args.limit):
+    for letter in store.dead_letters.list(count=args.limit):
         if args.json:
             print(json.dumps({**dataclasses.asdict(letter), "at": letter.at.isoformat()}))
         else:
@@ -358,11 +355,8 @@ def cmd_dead_letters_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
-    from yagi_meter.store.dead_letters import DeadLetters
-    from yagi_meter.store.outbox import Outbox
-
     store = _start("forward dead-letters retry", config)
-    dead = DeadLetters(store.client, store.keys)
+    dead = store.dead_letters
     wanted = set(args.ids)
     letters, after = [], "-"
     while batch := dead.list(count=1000, after=after):
@@ -374,7 +368,7 @@ def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
         print(f"yagi-meter: {letter.id}: event {letter.message_id} is no longer stored", file=sys.stderr)
     retried = [letter for letter in letters if letter.seq in stored]
     for start in range(0, len(retried), 1000):
-        dead.redrive(retried[start : start + 1000], Outbox(store.client, store.keys, "forward"))
+        dead.redrive(retried[start : start + 1000], store.outbox("forward"))
     print(f"re-driven {len(retried)} dead letters into the forward outbox")
     for missing in sorted(wanted - {letter.id for letter in letters}):
         print(f"yagi-meter: no dead letter {missing}", file=sys.stderr)
@@ -401,7 +395,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 def _child_env(args: argparse.Namespace, store: Store) -> dict[str, str]:
     """The environment of a child daemon: the same configuration and the same Redis."""
     env = dict(os.environ)
-    shared = socket_url(store.client)
+    shared = store.socket_url()
     if shared:  # children join the embedded Redis this process started
         env["YAGI_REDIS_URL"] = shared
     if args.config:
@@ -482,7 +476,7 @@ def cmd_check_redis(args: argparse.Namespace, config: Config) -> int:
     """Whether the daemons will have a Redis: ``[redis] url`` answers a PING, or is
     ``embedded`` (which each daemon starts itself; not started here)."""
     if config.redis.url != "embedded":
-        ping(open_store(config).client)
+        open_store(config).ping()
     return RET_OK
 
 
@@ -576,10 +570,8 @@ def _entry_seq(entry_id: str) -> tuple[int, int]:
 
 
 def cmd_subscriptions_list(args: argparse.Namespace, config: Config) -> int:
-    from yagi_meter.store.subscriptions import Subscriptions
-
     store = open_store(config)
-    for row in Subscriptions(store.client, store.keys).standing():
+    for row in store.subscriptions.standing():
         expires = datetime.fromtimestamp(row["expires_ms"] / 1000, UTC)
         if args.json:
             print(json.dumps({**row, "expires": expires.isoformat()}))
@@ -592,10 +584,8 @@ def cmd_subscriptions_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_subscriptions_remove(args: argparse.Namespace, config: Config) -> int:
-    from yagi_meter.store.subscriptions import Subscriptions
-
     store = open_store(config)
-    subscriptions = Subscriptions(store.client, store.keys)
+    subscriptions = store.subscriptions
     ids = list(dict.fromkeys(args.ids))
     missing = [sid for sid in ids if not subscriptions.remove(sid)]
     print(f"removed {len(ids) - len(missing)} subscriptions")

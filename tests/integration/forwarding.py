@@ -51,7 +51,7 @@ def ingest(config: Config, count: int) -> dict[str, str]:
 
 
 def outbox(store: Store) -> Outbox:
-    return Outbox(store.client, store.keys, "forward")
+    return store.outbox("forward")
 
 
 def free_port() -> int:

@@ -32,9 +32,8 @@ from yagi_meter.forward.atompub import AtomPubClient, Posted, auth_from_config
 from yagi_meter.forward.routes import Routes
 from yagi_meter.notification import Event
 from yagi_meter.store import Store
-from yagi_meter.store.archived import Archived, ArchivedLog
-from yagi_meter.store.dead_letters import DeadLetter, DeadLetters
-from yagi_meter.store.outbox import Outbox
+from yagi_meter.store.archived import Archived
+from yagi_meter.store.dead_letters import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +77,9 @@ class Forwarder:
         self.concurrency = f.concurrency
         self.lease_seconds = f.lease_seconds
         self.backoff_base, self.backoff_max = f.backoff_base, f.backoff_max
-        self.outbox = Outbox(store.client, store.keys, "forward")
-        self.dead_letters = DeadLetters(store.client, store.keys)
-        self.archived = ArchivedLog(store.client, store.keys)
+        self.outbox = store.outbox("forward")
+        self.dead_letters = store.dead_letters
+        self.archived = store.archived
         self.stopping = threading.Event()
         self._signalled = False  # set by the signal handler, read by run()
         self.counts: Counter[str] = Counter()

@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 from yagi_meter.config import Config
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
-from yagi_meter.store.outbox import Outbox
 from yagi_meter.store.subscriptions import (
     DENIED,
     DROP,
@@ -33,7 +32,6 @@ from yagi_meter.store.subscriptions import (
     UNSUBSCRIBE,
     Intent,
     Subscription,
-    Subscriptions,
 )
 from yagi_meter.websub.callbacks import Peers
 from yagi_meter.websub.delivery import EntryCache, backoff, delivery_document, signature
@@ -74,8 +72,8 @@ class PushWorker:
         self.config = config
         self.hub = config.hub
         self.store = store
-        self.outbox = Outbox(store.client, store.keys, "push")
-        self.subscriptions = Subscriptions(store.client, store.keys)
+        self.outbox = store.outbox("push")
+        self.subscriptions = store.subscriptions
         self.entries = EntryCache(store, config.base_url)
         self.peers = peers or Peers(
             self.hub.allowed_callback_networks,
