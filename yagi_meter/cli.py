@@ -23,6 +23,7 @@ from yagi_meter import __version__
 from yagi_meter import config as config_module
 from yagi_meter import status as status_module
 from yagi_meter.config import Config
+from yagi_meter.daemon import child_env, spawn_daemon, start_store
 from yagi_meter.errors import (
     RET_CONFIG,
     RET_CONNECT,
@@ -34,8 +35,8 @@ from yagi_meter.errors import (
     StoreError,
 )
 from yagi_meter.ingest.ingestor import Ingestor, Message, Summary
-from yagi_meter.store import Store, open_store
-from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
+from yagi_meter.store import open_store
+from yagi_meter.store.connection import ping
 
 log = logging.getLogger("yagi_meter")
 
@@ -253,24 +254,15 @@ def _configure_logging(config: Config) -> None:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
-def _start(name: str, config: Config) -> Store:
-    """Log the one start-up line and open the store (fails loudly if unreachable)."""
-    log.info("yagi-meter %s %s starting: %s", name, __version__, config.describe())
-    store = open_store(config)
-    ping(store.client)
-    warn_if_evicting(store.client)
-    return store
-
-
 # -- listen ----------------------------------------------------------------
 
 
 def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     from yagi_meter.ingest.listener import Listener
 
-    store = _start("listen", config)
+    store = start_store("listen", config)
     listener = Listener(config, Ingestor(store, config))
-    listener.install_signal_handlers()
+    listener.lifecycle.install_signal_handlers()
     listener.run()
     return RET_OK
 
@@ -281,9 +273,9 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
 def cmd_push(args: argparse.Namespace, config: Config) -> int:
     from yagi_meter.websub.push import PushWorker
 
-    store = _start("push", config)
+    store = start_store("push", config)
     worker = PushWorker(config, store)
-    worker.install_signal_handlers()
+    worker.lifecycle.install_signal_handlers()
     worker.run()
     return RET_OK
 
@@ -304,7 +296,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Werkzeug's threaded server on [feeds] host:port; gunicorn runs feeds.wsgi:app in production."""
     from werkzeug.serving import make_server
 
-    store = _start("serve", config)
+    store = start_store("serve", config)
     app = _web_app_factory()(config, store)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(RET_OK))
     # Werkzeug says "Port N is in use by another program" and exits 1 when it cannot bind.
@@ -321,17 +313,16 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_forward(args: argparse.Namespace, config: Config) -> int:
     from yagi_meter.forward.forwarder import Forwarder
-    from yagi_meter.supervisor import spawn_daemon
 
     if not config.forward.url:
         raise ConfigError("[forward] url: empty, so forwarding is off")
-    store = _start("forward", config)
+    store = start_store("forward", config)
     # One Python process posts on one core: the others are forwarders of their
     # own (the outbox's leases keep them from posting the same event).
-    env = {**_child_env(args, store), "YAGI_FORWARD_PROCESSES": "1"}
+    env = {**child_env(args.config, store), "YAGI_FORWARD_PROCESSES": "1"}
     helpers = [spawn_daemon("forward", env) for _ in range(config.forward.processes - 1)]
     forwarder = Forwarder(config, store)
-    forwarder.install_signal_handlers()
+    forwarder.lifecycle.install_signal_handlers()
     try:
         forwarder.run()
     finally:
@@ -361,7 +352,7 @@ def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
     from yagi_meter.store.dead_letters import DeadLetters
     from yagi_meter.store.outbox import Outbox
 
-    store = _start("forward dead-letters retry", config)
+    store = start_store("forward dead-letters retry", config)
     dead = DeadLetters(store.client, store.keys)
     wanted = set(args.ids)
     letters, after = [], "-"
@@ -386,34 +377,22 @@ def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     """Start every daemon as a child, restart one that dies (with backoff), stop all on SIGTERM."""
-    from yagi_meter.supervisor import Supervisor, spawn_daemon
+    from yagi_meter.supervisor import Supervisor
 
-    store = _start("run", config)
-    env = _child_env(args, store)
+    store = start_store("run", config)
+    env = child_env(args.config, store)
     names = [name for name in DAEMONS if WANTED.get(name, lambda _: True)(config)]
     supervisor = Supervisor(names, lambda name: spawn_daemon(name, env, stderr=subprocess.PIPE))
-    signal.signal(signal.SIGTERM, supervisor.stop)
-    signal.signal(signal.SIGINT, supervisor.stop)
+    supervisor.lifecycle.install_signal_handlers()
     supervisor.run()
     return RET_OK
-
-
-def _child_env(args: argparse.Namespace, store: Store) -> dict[str, str]:
-    """The environment of a child daemon: the same configuration and the same Redis."""
-    env = dict(os.environ)
-    shared = socket_url(store.client)
-    if shared:  # children join the embedded Redis this process started
-        env["YAGI_REDIS_URL"] = shared
-    if args.config:
-        env["YAGI_CONFIG"] = str(Path(args.config).resolve())
-    return env
 
 
 # -- replay ----------------------------------------------------------------
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
-    store = _start("replay", config)
+    store = start_store("replay", config)
     ingestor = Ingestor(store, config)
     total = Summary()
     count = 0
@@ -517,7 +496,7 @@ def cmd_quarantine_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_quarantine_requeue(args: argparse.Namespace, config: Config) -> int:
-    store = _start("quarantine requeue", config)
+    store = start_store("quarantine requeue", config)
     ingestor = Ingestor(store, config)
     wanted = set(args.ids)
     found: set[str] = set()

@@ -4,7 +4,7 @@ from tests.conftest import make_config
 from yagi_meter import cli
 from yagi_meter.cli import DAEMONS, WANTED
 from yagi_meter.errors import RET_CONFIG, ConfigError
-from yagi_meter.forward.forwarder import ARCHIVED, DEAD, DUPLICATE, RETRY, backoff, classify
+from yagi_meter.forward.forwarder import ARCHIVED, DEAD, DUPLICATE, RETRY, classify
 from yagi_meter.forward.routes import Routes
 
 
@@ -30,15 +30,6 @@ from yagi_meter.forward.routes import Routes
 )
 def test_each_status_has_the_outcome_the_design_gives_it(status, outcome):
     assert classify(status) == outcome
-
-
-def test_backoff_doubles_with_jitter_and_stops_at_the_cap():
-    assert backoff(0, 1, 300, rand=0) == 0.5
-    assert backoff(0, 1, 300, rand=1) == 1
-    assert backoff(3, 1, 300, rand=1) == 8
-    assert backoff(20, 1, 300, rand=1) == 300
-    assert backoff(10_000, 1, 300, rand=0) == 150
-    assert 0.5 <= backoff(0, 1, 300) <= 1
 
 
 def test_routes_filter_and_first_matching_target():

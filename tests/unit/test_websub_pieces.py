@@ -10,7 +10,7 @@ from yagi_meter.atom import ATOM_NS, entry_bytes
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.notification import format_timestamp, parse
 from yagi_meter.websub.callbacks import check_callback, with_query
-from yagi_meter.websub.delivery import RenderedEntry, backoff, delivery_document, entry_updated, signature
+from yagi_meter.websub.delivery import RenderedEntry, delivery_document, entry_updated, signature
 from yagi_meter.websub.topics import ALL, EVENT_TYPE, RESOURCE, TENANT, Topic, parse_topic, topics_of
 
 BASE = "http://feeds.example:8080"
@@ -75,13 +75,6 @@ def test_urls_that_name_no_feed_are_refused_with_a_reason(url, reason):
 def test_signature_is_the_hmac_of_the_body_named_by_its_algorithm(algorithm):
     expected = hmac.new(b"s3cret", b"body", getattr(hashlib, algorithm)).hexdigest()
     assert signature(algorithm, "s3cret", b"body") == f"{algorithm}={expected}"
-
-
-def test_backoff_doubles_with_jitter_up_to_the_cap():
-    for attempt in range(1, 20):
-        delay = backoff(attempt, 1, 600)
-        ceiling = min(600, 2 ** (attempt - 1))
-        assert ceiling / 2 <= delay <= ceiling
 
 
 def test_verification_parameters_are_appended_to_the_callbacks_own_query():

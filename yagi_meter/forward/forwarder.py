@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
-import signal
 import threading
 import time
 from collections import Counter
@@ -27,6 +25,7 @@ from datetime import UTC, datetime
 
 from yagi_meter.atom import entry_document
 from yagi_meter.config import Config
+from yagi_meter.daemon import Lifecycle, backoff
 from yagi_meter.errors import ArchiveError, StoreError
 from yagi_meter.forward.atompub import AtomPubClient, Posted, auth_from_config
 from yagi_meter.forward.routes import Routes
@@ -45,7 +44,6 @@ IDLE_SECONDS = 0.2  # between claims while the outbox is empty
 # covers the wait.
 MIN_BATCH = 16
 REPORT_SECONDS = 60  # one summary line per minute
-STOP_CHECK_SECONDS = 0.1  # how soon the main loop notices SIGTERM
 ARCHIVED, DUPLICATE, RETRY, DEAD = "archived", "duplicate", "retry", "dead"
 
 
@@ -58,12 +56,6 @@ def classify(status: int) -> str:
     if 400 <= status < 500 and status not in (401, 408, 429):
         return DEAD
     return RETRY  # 401 after re-auth, 408, 429, 5xx, and the unexpected 1xx/3xx
-
-
-def backoff(attempts: int, base: float, cap: float, rand: float | None = None) -> float:
-    """Seconds before the next try: base * 2**attempts capped, between half and all of it."""
-    delay = min(cap, base * 2 ** min(attempts, 40))
-    return delay / 2 + (random.random() if rand is None else rand) * delay / 2
 
 
 class Forwarder:
@@ -81,8 +73,7 @@ class Forwarder:
         self.outbox = Outbox(store.client, store.keys, "forward")
         self.dead_letters = DeadLetters(store.client, store.keys)
         self.archived = ArchivedLog(store.client, store.keys)
-        self.stopping = threading.Event()
-        self._signalled = False  # set by the signal handler, read by run()
+        self.lifecycle = Lifecycle(COMPONENT, store.errors)
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._failures = 0  # consecutive rounds of archive trouble
@@ -95,19 +86,9 @@ class Forwarder:
         self._refill_at = self._batch  # queue length below which it is refilled
         self._next_claim = 0.0  # monotonic; after an empty claim, wait a moment
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, *_: object) -> None:
-        # Only a flag: the handler runs in the main thread, which may be inside
-        # stopping.wait() holding that Event's lock, so stopping.set() here could
-        # deadlock.  The main loop looks at the flag every STOP_CHECK_SECONDS.
-        self._signalled = True
-
     def stop(self) -> None:
         """Finish the requests in flight, give back the rest, and return from ``run``."""
-        self.stopping.set()
+        self.lifecycle.stop()
 
     def run(self) -> None:
         """Forward until ``stop()``; the worker threads claim, post and record."""
@@ -120,7 +101,8 @@ class Forwarder:
         log.info("forwarding to %s with %d requests in flight", self.routes.url, self.concurrency)
         started = time.monotonic()
         try:
-            while not self._signalled and not self.stopping.wait(STOP_CHECK_SECONDS):
+            while not self.lifecycle.stopping:
+                self.lifecycle.wait(REPORT_SECONDS - (time.monotonic() - started))
                 if time.monotonic() - started >= REPORT_SECONDS:
                     self._report(time.monotonic() - started)
                     started = time.monotonic()
@@ -128,7 +110,7 @@ class Forwarder:
             self._shut_down(threads)
 
     def _shut_down(self, threads: list[threading.Thread]) -> None:
-        self.stopping.set()
+        self.lifecycle.stop()  # also when run() ends by an exception
         for thread in threads:
             thread.join()
         self.client.close()
@@ -150,7 +132,7 @@ class Forwarder:
     # -- the worker threads --------------------------------------------------
 
     def _work(self) -> None:
-        while not self.stopping.is_set():
+        while not self.lifecycle.stopping:
             # The queue runs low: whichever thread sees it first refills it while the
             # others keep posting (no thread to wake up, no thread idle meanwhile).
             if self._queue.qsize() < self._refill_at and self._claiming.acquire(blocking=False):
@@ -197,7 +179,7 @@ class Forwarder:
             self.archived.add(entries, self.outbox)
         except StoreError as e:
             log.error("forward: could not mark %d archived events done: %s", len(entries), e)
-            self.store.errors.record(COMPONENT, str(e))
+            self.lifecycle.record(str(e))
             with self._lock:  # try again on the next round; the leases cover a while
                 self._archived_entries[:0] = entries
 
@@ -240,10 +222,10 @@ class Forwarder:
             self._count(outcome)
         except StoreError as e:  # the lease ends and the event is posted again (409 if it got there)
             log.error("forward: message_id %s (event_type %s): %s", event.message_id, event.event_type, e)
-            self.store.errors.record(COMPONENT, f"{event.message_id}: {e}")
+            self.lifecycle.record(f"{event.message_id}: {e}")
         except Exception as e:  # a bug must not kill the thread; the lease brings the event back
             log.exception("forward: message_id %s (event_type %s) failed", event.message_id, event.event_type)
-            self.store.errors.record(COMPONENT, f"{event.message_id}: {e!r}")
+            self.lifecycle.record(f"{event.message_id}: {e!r}")
 
     def _archived(self, event: Event, posted: Posted) -> None:
         assert event.seq is not None
@@ -264,7 +246,7 @@ class Forwarder:
     def _retry(self, event: Event, reason: str, posted: Posted | None) -> None:
         assert event.seq is not None
         attempts = self.outbox.attempts(event.seq)
-        delay = backoff(attempts, self.backoff_base, self.backoff_max)
+        delay = backoff(attempts + 1, self.backoff_base, self.backoff_max)
         if posted is not None and posted.retry_after:
             delay = max(delay, min(posted.retry_after, self.backoff_max))
         self.outbox.retry(event.seq, delay)
@@ -300,7 +282,7 @@ class Forwarder:
             posted.status,
             posted.body[:200],
         )
-        self.store.errors.record(COMPONENT, text)
+        self.lifecycle.record(text)
 
     def _trouble(self, reason: str) -> None:
         """The archive (or Redis) is in trouble: pause claiming, longer each round, and record it.
@@ -314,12 +296,12 @@ class Forwarder:
             new_round = now >= self._paused_until
             if new_round:
                 self._failures += 1
-                pause = backoff(self._failures - 1, self.backoff_base, self.backoff_max)
+                pause = backoff(self._failures, self.backoff_base, self.backoff_max)
                 self._paused_until = now + pause
             if not new_round and reason == self._last_reason:
                 return
             self._last_reason = reason
-        self.store.errors.record(COMPONENT, reason)
+        self.lifecycle.record(reason)
 
     def _count(self, outcome: str) -> None:
         with self._lock:

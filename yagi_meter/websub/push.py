@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import signal
 import threading
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from yagi_meter.config import Config
+from yagi_meter.daemon import Backoff, Lifecycle, backoff
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
 from yagi_meter.store.outbox import Outbox
@@ -36,7 +36,7 @@ from yagi_meter.store.subscriptions import (
     Subscriptions,
 )
 from yagi_meter.websub.callbacks import Peers
-from yagi_meter.websub.delivery import EntryCache, backoff, delivery_document, signature
+from yagi_meter.websub.delivery import EntryCache, delivery_document, signature
 from yagi_meter.websub.topics import parse_topic, topics_of
 
 log = logging.getLogger(__name__)
@@ -95,26 +95,20 @@ class PushWorker:
         self._more_intents = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._stopping = False
+        self.lifecycle = Lifecycle("push", store.errors)
         self._next_expiry = 0.0
         self._next_poll = 0.0
         self._more_events = False
         self._claim_group = max(1, self.hub.delivery_threads // 4)
 
-    def stop(self, *_: object) -> None:
-        """Finish the requests in flight and return from ``run``."""
-        self._stopping = True
+    def stop(self) -> None:
+        """Finish the requests in flight and return from ``run`` (from another thread).
+
+        SIGTERM sets only the lifecycle's flag (daemon.py says why); the main
+        loop's waits are short enough to notice it.
+        """
+        self.lifecycle.stop()
         self._wake.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, *_: object) -> None:
-        # Only a flag: the handler runs in the main thread, which may be inside
-        # _wake.wait() holding that Event's lock, so _wake.set() here could
-        # deadlock.  The main loop's waits are short enough to notice it.
-        self._stopping = True
 
     def run(self) -> None:
         log.info(
@@ -125,17 +119,17 @@ class PushWorker:
             self.hub.batch_size,
         )
         poll = self.hub.poll_interval_ms / 1000
-        backoff_seconds = poll
-        while not self._stopping:
+        retry = Backoff(poll, self.config.amqp.reconnect_max_seconds)
+        while not self.lifecycle.stopping:
             try:
                 busy = self.step()
-                backoff_seconds = poll
+                retry.reset()
             except StoreError as e:
-                log.error("Redis unavailable (%s); retrying in %.1fs", e, backoff_seconds)
+                delay = retry.next()
+                log.error("Redis unavailable (%s); retrying in %.1fs", e, delay)
                 busy = False
-                self._pause(backoff_seconds)
-                backoff_seconds = min(backoff_seconds * 2, self.config.amqp.reconnect_max_seconds)
-            if not busy and not self._stopping:
+                self._pause(delay)
+            if not busy and not self.lifecycle.stopping:
                 self._wake.wait(poll)
             self._wake.clear()
         self.close()
@@ -144,7 +138,7 @@ class PushWorker:
     def _pause(self, seconds: float) -> None:
         """Wait up to ``seconds``, waking on new work, in steps short enough to see a stop."""
         deadline = time.monotonic() + seconds
-        while not self._stopping and time.monotonic() < deadline:
+        while not self.lifecycle.stopping and time.monotonic() < deadline:
             if self._wake.wait(min(0.1, deadline - time.monotonic())):
                 return
 
@@ -205,7 +199,7 @@ class PushWorker:
             self.outbox.retry(seq, delay)
         text = f"ping of {len(failed)} topics to {self.hub.external_url} failed ({failed[0][1].detail})"
         log.error("%s; retry %d in %.1fs", text, attempts, delay)
-        self.store.errors.record("push", text)
+        self.lifecycle.record(text)
         return True
 
     # -- verification and delivery in the pool ------------------------------
@@ -237,7 +231,7 @@ class PushWorker:
         waits a second (one slow host holds at most that many threads)."""
         with self._lock:
             free = self.hub.verify_threads - sum(self._verifying.values())
-        if self._stopping or free <= 0:
+        if self.lifecycle.stopping or free <= 0:
             return False
         intents = self.subscriptions.claim_intents(free, self.lease_seconds)
         for intent in intents:
@@ -264,7 +258,7 @@ class PushWorker:
         free = self._free_threads()
         # Claim in groups rather than one per finished request: fewer round trips.
         if (
-            self._stopping
+            self.lifecycle.stopping
             or self.hub.external_url
             or free < min(self._claim_group, self.hub.delivery_threads)
         ):
@@ -346,7 +340,7 @@ class PushWorker:
                 f"({subscription.topic}) after {attempts} attempts: {detail}"
             )
             log.error("%s", text)
-            self.store.errors.record("push", text)
+            self.lifecycle.record(text)
             return
         delay = backoff(attempts, self.hub.retry_min_seconds, self.hub.retry_max_seconds)
         self.subscriptions.settle(subscription.id, RETRY, seqs, delay)
