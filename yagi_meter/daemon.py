@@ -10,6 +10,8 @@
   base: reconnects, redeliveries, archive retries and restarts.
 - **Error recording.**  Run-time errors go to the store's error log under the
   daemon's name, for ``yagi-meter status``.
+- **Start-up.**  One log line with the whole configuration, then the store,
+  which must answer (``start_store``); each daemon's main is at the end.
 - **Parent-death signal.**  A daemon started by another one (``run``'s
   children, ``forward``'s helpers) gets SIGTERM when its parent dies, even
   by ``kill -9`` (Linux ``PR_SET_PDEATHSIG``).
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import os
 import random
@@ -27,9 +30,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from yagi_meter import __version__
 from yagi_meter.config import Config
+from yagi_meter.errors import RET_OK, ConfigError
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 from yagi_meter.store.error_log import ErrorLog
@@ -158,3 +163,80 @@ def spawn_daemon(name: str, env: dict[str, str], stderr: int | None = None) -> s
         process_group=0,
         preexec_fn=die_with_parent(os.getpid()),
     )
+
+
+# -- the daemons -------------------------------------------------------------
+# Each imports its module only when started: a command pays only for what it runs.
+
+
+def listen(config: Config) -> int:
+    """``yagi-meter listen``: consume until SIGTERM, acknowledging what is stored."""
+    from yagi_meter.ingest.ingestor import Ingestor
+    from yagi_meter.ingest.listener import Listener
+
+    store = start_store("listen", config)
+    listener = Listener(config, Ingestor(store, config))
+    listener.lifecycle.install_signal_handlers()
+    listener.run()
+    return RET_OK
+
+
+def push(config: Config) -> int:
+    """``yagi-meter push``: verify subscriptions and deliver until SIGTERM."""
+    from yagi_meter.websub.push import PushWorker
+
+    store = start_store("push", config)
+    worker = PushWorker(config, store)
+    worker.lifecycle.install_signal_handlers()
+    worker.run()
+    return RET_OK
+
+
+def forward(config: Config, config_path: str | None) -> int:
+    """``yagi-meter forward``: this forwarder and ``[forward] processes - 1`` helper processes."""
+    from yagi_meter.forward.forwarder import Forwarder
+
+    if not config.forward.url:
+        raise ConfigError("[forward] url: empty, so forwarding is off")
+    store = start_store("forward", config)
+    # One Python process posts on one core: the others are forwarders of their
+    # own (the outbox's leases keep them from posting the same event).
+    env = {**child_env(config_path, store), "YAGI_FORWARD_PROCESSES": "1"}
+    helpers = [spawn_daemon("forward", env) for _ in range(config.forward.processes - 1)]
+    forwarder = Forwarder(config, store)
+    forwarder.lifecycle.install_signal_handlers()
+    try:
+        forwarder.run()
+    finally:
+        for helper in helpers:
+            helper.send_signal(signal.SIGTERM)
+        for helper in helpers:
+            helper.wait()
+    return RET_OK
+
+
+# The web app is named by its import string, as gunicorn names ``feeds.wsgi:app``:
+# ``feeds`` depends on ``yagi_meter``, never the reverse.
+WEB_APP_FACTORY = "feeds.app:create_app"
+
+
+def _web_app_factory() -> Callable[[Config, Store], Any]:
+    module, _, name = WEB_APP_FACTORY.partition(":")
+    factory: Callable[[Config, Store], Any] = getattr(importlib.import_module(module), name)
+    return factory
+
+
+def serve(config: Config) -> int:
+    """Werkzeug's threaded server on [feeds] host:port; gunicorn runs feeds.wsgi:app in production."""
+    from werkzeug.serving import make_server
+
+    store = start_store("serve", config)
+    app = _web_app_factory()(config, store)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(RET_OK))
+    # Werkzeug says "Port N is in use by another program" and exits 1 when it cannot bind.
+    server = make_server(config.feeds.host, config.feeds.port, app, threaded=True)
+    log.info(
+        "serving feeds on http://%s:%d (public URL %s)", config.feeds.host, config.feeds.port, config.base_url
+    )
+    server.serve_forever()
+    return RET_OK

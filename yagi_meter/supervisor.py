@@ -23,9 +23,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from yagi_meter.daemon import Lifecycle, backoff
+from yagi_meter.config import Config
+from yagi_meter.daemon import Lifecycle, backoff, child_env, spawn_daemon, start_store
+from yagi_meter.errors import RET_OK
 
 log = logging.getLogger(__name__)
+
+# The daemons `run` starts, in start order; each is `yagi-meter <name>`.
+DAEMONS = ("listen", "serve", "push", "forward")
+# Daemons started only when configured.
+WANTED = {"forward": lambda config: bool(config.forward.url)}
 
 # Only the tail of a child's standard error is kept, to name why it died.
 _TAIL_BYTES = 4096
@@ -200,3 +207,14 @@ def _write_stderr(data: bytes) -> None:
         sys.stderr.buffer.flush()
     except (OSError, ValueError):
         pass  # our own standard error is gone; the children's lines cannot go anywhere
+
+
+def run(config: Config, config_path: str | None) -> int:
+    """``yagi-meter run``: every daemon as a child, restarted when it dies, all stopped on SIGTERM."""
+    store = start_store("run", config)
+    env = child_env(config_path, store)
+    names = [name for name in DAEMONS if WANTED.get(name, lambda _: True)(config)]
+    supervisor = Supervisor(names, lambda name: spawn_daemon(name, env, stderr=subprocess.PIPE))
+    supervisor.lifecycle.install_signal_handlers()
+    supervisor.run()
+    return RET_OK

@@ -2,10 +2,10 @@ import pytest
 
 from tests.conftest import make_config
 from yagi_meter import cli
-from yagi_meter.cli import DAEMONS, WANTED
 from yagi_meter.errors import RET_CONFIG, ConfigError
 from yagi_meter.forward.forwarder import ARCHIVED, DEAD, DUPLICATE, RETRY, classify
 from yagi_meter.forward.routes import Routes
+from yagi_meter.supervisor import DAEMONS, WANTED
 
 
 @pytest.mark.parametrize(
