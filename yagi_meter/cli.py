@@ -8,7 +8,8 @@ import logging
 import logging.config
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 from yagi_meter import __version__, daemon, operations, supervisor
 from yagi_meter import config as config_module
@@ -213,14 +214,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(commands, name: str, func, text: str) -> argparse.ArgumentParser:
+# What a subcommand runs: the parsed arguments and the configuration (None for
+# sample-config, which needs none) in, the exit code out.
+Command = Callable[[argparse.Namespace, Any], int]
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _command(commands: Commands, name: str, func: Command, text: str) -> argparse.ArgumentParser:
     """A subcommand whose short help and description are the same text."""
     command = commands.add_parser(name, help=text, description=text)
     command.set_defaults(func=func)
     return command
 
 
-def _group(commands, name: str, text: str):
+def _group(commands: Commands, name: str, text: str) -> Commands:
     """A subcommand that only groups actions (one of which is required)."""
     group = commands.add_parser(name, help=text, description=text)
     return group.add_subparsers(metavar="ACTION", title="actions", required=True)

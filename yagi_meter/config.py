@@ -4,9 +4,9 @@ Every option is declared once in ``OPTIONS`` with its default, parser and
 help text; ``yagi.conf.sample`` is generated from that table, and a test keeps
 them equal.  Each section is a frozen dataclass (``AmqpSection``, ...) whose
 fields are checked against the table at import, so ``config.amqp.prefetch``
-is an ``int`` to mypy and a misspelt key is caught before anything runs.  ``load()`` validates everything at start: a bad value raises
-``ConfigError`` naming the key, and the CLI turns that into one line and a
-non-zero exit.
+is an ``int`` to mypy and a misspelt key is caught before anything runs.
+``load()`` validates everything at start: a bad value raises ``ConfigError``
+naming the key, and the CLI turns that into one line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def _key_prefix(value: str) -> str:
 
 def _tokens(value: str) -> tuple[tuple[str, str | None], ...]:
     """Token lines as (token, tenant_id) pairs; tenant_id None means admin."""
-    pairs = []
+    pairs: list[tuple[str, str | None]] = []
     for line in value.replace(",", "\n").splitlines():
         if not line.strip():
             continue

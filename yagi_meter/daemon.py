@@ -82,11 +82,16 @@ class Lifecycle:
     def __init__(self, component: str, errors: ErrorLog | None = None) -> None:
         self.component = component
         self.errors = errors
-        self.stopping = False
+        self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` was called or a signal came (a property: it changes under any loop)."""
+        return self._stopping
 
     def stop(self, *_: object) -> None:
         """Ask the daemon's loops to end (also the signal handler: only a flag, see above)."""
-        self.stopping = True
+        self._stopping = True
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import IO, cast
 
 from yagi_meter.config import Config
 from yagi_meter.daemon import Lifecycle, backoff, child_env, spawn_daemon, start_store
@@ -46,7 +47,7 @@ class Child:
     """One supervised daemon: its process, its standard error tail, its restart state."""
 
     name: str
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     failures: int = 0  # quick deaths in a row
     restart_at: float | None = None
@@ -64,7 +65,7 @@ class Supervisor:
     def __init__(
         self,
         names: Sequence[str],
-        spawn: Callable[[str], subprocess.Popen],
+        spawn: Callable[[str], subprocess.Popen[bytes]],
         backoff_min: float = 1.0,
         backoff_max: float = 60.0,
         stable_seconds: float = 60.0,
@@ -151,9 +152,9 @@ class Supervisor:
             time.sleep(timeout)
             return
         for key, _ in self._selector.select(timeout):
-            self._read(key.data, key.fileobj)
+            self._read(key.data, cast(IO[bytes], key.fileobj))
 
-    def _read(self, child: Child, stream) -> bool:
+    def _read(self, child: Child, stream: IO[bytes]) -> bool:
         """Copy what ``stream`` holds now; False when nothing more is there for the moment or ever.
 
         At end of file the stream is unregistered and closed.  A stream can
@@ -183,22 +184,22 @@ class Supervisor:
         A SIGKILLed listener loses nothing: what it had not acknowledged is
         redelivered to the next one.
         """
-        running = [c for c in self.children if c.process is not None]
-        for child in running:
-            child.process.send_signal(signal.SIGTERM)
+        running = [(c, c.process) for c in self.children if c.process is not None]
+        for _, process in running:
+            process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_seconds
-        for child in running:
-            while child.process.poll() is None:
+        for child, process in running:
+            while process.poll() is None:
                 if time.monotonic() > deadline:
                     log.error(
                         "%s did not stop within %.0f s of SIGTERM; killing it", child.name, self.stop_seconds
                     )
-                    child.process.kill()
-                    child.process.wait()
+                    process.kill()
+                    process.wait()
                     break
                 self._pump(0.1)
             self._drain(child)
-            log.info("%s stopped (exit %s)", child.name, child.process.returncode)
+            log.info("%s stopped (exit %s)", child.name, process.returncode)
 
 
 def _write_stderr(data: bytes) -> None:

@@ -122,7 +122,7 @@ class Forwarder:
                 break
         self._record_archived()
         try:
-            self.outbox.release(*(event.seq for event in unstarted))
+            self.outbox.release(*(event.seq for event in unstarted if event.seq is not None))
         except StoreError as e:  # their leases end soon anyway
             log.warning("forward: could not give back %d claimed events: %s", len(unstarted), e)
         log.info(
@@ -201,6 +201,7 @@ class Forwarder:
         )
 
     def _forward(self, event: Event) -> None:
+        assert event.seq is not None  # claimed from the outbox: a stored event
         url = self.routes.target(event.event_type)
         try:
             if time.monotonic() < self._paused_until:  # the archive is in trouble: don't queue up on it

@@ -76,10 +76,12 @@ class EntryCache:
             found = {seq: self._entries[(epoch, seq)] for seq in seqs if (epoch, seq) in self._entries}
         missing = [seq for seq in seqs if seq not in found]
         if missing:
-            loaded = {
-                e.seq: RenderedEntry(e.seq, entry_updated(e), entry_bytes(e, self.base_url))
-                for e in self.store.events.get_many(missing)
-            }
+            loaded: dict[int, RenderedEntry] = {}
+            for event in self.store.events.get_many(missing):
+                assert event.seq is not None  # a stored event has its seq
+                loaded[event.seq] = RenderedEntry(
+                    event.seq, entry_updated(event), entry_bytes(event, self.base_url)
+                )
             found.update(loaded)
             with self._lock:
                 self._entries.update(((epoch, seq), entry) for seq, entry in loaded.items())

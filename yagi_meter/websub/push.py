@@ -11,11 +11,13 @@ flight, settles them and returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -208,18 +210,18 @@ class PushWorker:
         with self._lock:
             return self.hub.delivery_threads - self._in_flight
 
-    def _submit(self, task, *args) -> None:
+    def _submit(self, task: Callable[[str], None], subscription_id: str) -> None:
         with self._lock:
             self._in_flight += 1
-        future = self._pool.submit(task, *args)
+        future = self._pool.submit(task, subscription_id)
         future.add_done_callback(self._finished)
 
-    def _finished(self, future: Future) -> None:
+    def _finished(self, future: Future[None]) -> None:
         with self._lock:
             self._in_flight -= 1
         self._settled(future)
 
-    def _settled(self, future: Future) -> None:
+    def _settled(self, future: Future[None]) -> None:
         if future.exception() is not None:
             # The claim's lease runs out and another pass takes the work again.
             log.error("push task failed: %r", future.exception(), exc_info=future.exception())
@@ -244,10 +246,10 @@ class PushWorker:
                 self.subscriptions.defer_intent(intent, HOST_BUSY_DELAY_SECONDS)
                 continue
             future = self._verify_pool.submit(self._verify, intent)
-            future.add_done_callback(lambda f, host=host: self._verified(f, host))
+            future.add_done_callback(functools.partial(self._verified, host=host))
         return bool(intents)
 
-    def _verified(self, future: Future, host: str) -> None:
+    def _verified(self, future: Future[None], host: str) -> None:
         with self._lock:
             self._verifying[host] -= 1
             if self._verifying[host] <= 0:
