@@ -36,7 +36,7 @@ from feeds.auth import TOKEN_HEADER
 from yagi_meter.config import Config, HubSection
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.store import Store
-from yagi_meter.store.subscriptions import DENIED, SUBSCRIBE, UNSUBSCRIBE, Intent, Subscriptions
+from yagi_meter.store.subscriptions import HubMode, Intent, Subscriptions
 from yagi_meter.websub.callbacks import check_callback
 from yagi_meter.websub.topics import parse_topic
 
@@ -139,12 +139,12 @@ def websub() -> ResponseReturnValue:
     try:
         if mode == "publish":
             return _publish(setup, form.get("hub.url") or form.get("hub.topic") or "")
-        if mode not in (SUBSCRIBE, UNSUBSCRIBE):
+        if mode not in (HubMode.SUBSCRIBE, HubMode.UNSUBSCRIBE):
             raise InvalidRequest("hub.mode must be subscribe, unsubscribe or publish")
         external = setup.config.hub.external_url
         if external:  # WebSub 5.1.2: send the subscriber on to the hub we publish to
             return redirect(external, 307)
-        intent = _intent(setup, mode, form)
+        intent = _intent(setup, HubMode(mode), form)
     except InvalidRequest as e:
         return _text(str(e), 400)
     except NotYours as e:
@@ -174,7 +174,7 @@ def _publish(setup: HubSetup, topic: str) -> ResponseReturnValue:
     return _text("publish accepted", 202)
 
 
-def _intent(setup: HubSetup, mode: str, form: MultiDict[str, str]) -> Intent:
+def _intent(setup: HubSetup, mode: HubMode, form: MultiDict[str, str]) -> Intent:
     hub_config = setup.config.hub
     callback = form.get("hub.callback", "")
     topic = form.get("hub.topic", "")
@@ -197,14 +197,16 @@ def _intent(setup: HubSetup, mode: str, form: MultiDict[str, str]) -> Intent:
     try:
         topic_path = parse_topic(topic, setup.config.base_url).path()
     except ValueError as e:
-        if mode == UNSUBSCRIBE:  # nothing to check: verification, then nothing to remove
-            return Intent(UNSUBSCRIBE, topic, "", callback, client=client)
-        return Intent(DENIED, topic, "", callback, reason=f"unknown topic: {e}", client=client)
+        if mode == HubMode.UNSUBSCRIBE:  # nothing to check: verification, then nothing to remove
+            return Intent(HubMode.UNSUBSCRIBE, topic, "", callback, client=client)
+        return Intent(HubMode.DENIED, topic, "", callback, reason=f"unknown topic: {e}", client=client)
     allowed, reason = setup.topic_allowed(topic, request)
     if not allowed:
-        if mode == UNSUBSCRIBE:  # only a reader of the topic may end a subscription to it
+        if mode == HubMode.UNSUBSCRIBE:  # only a reader of the topic may end a subscription to it
             raise NotYours(f"unsubscribe refused: {reason or 'not allowed'}")
-        return Intent(DENIED, topic, topic_path, callback, reason=reason or "not allowed", client=client)
+        return Intent(
+            HubMode.DENIED, topic, topic_path, callback, reason=reason or "not allowed", client=client
+        )
     return Intent(mode, topic, topic_path, callback, secret, lease, client=client)
 
 

@@ -11,7 +11,7 @@ from yagi_meter.errors import CallbackRefused
 from yagi_meter.notification import format_timestamp, parse
 from yagi_meter.websub.callbacks import check_callback, with_query
 from yagi_meter.websub.delivery import RenderedEntry, delivery_document, entry_updated, signature
-from yagi_meter.websub.topics import ALL, EVENT_TYPE, RESOURCE, TENANT, Topic, parse_topic, topics_of
+from yagi_meter.websub.topics import Topic, TopicKind, parse_topic, topics_of
 
 BASE = "http://feeds.example:8080"
 
@@ -36,10 +36,10 @@ def test_an_event_belongs_to_the_global_type_tenant_and_resource_feeds():
 @pytest.mark.parametrize(
     "topic",
     [
-        Topic(ALL),
-        Topic(TENANT, tenant_id="a:b/c d"),
-        Topic(RESOURCE, tenant_id="t", resource_id="r@1"),
-        Topic(EVENT_TYPE, event_type="compute.instance.create.end"),
+        Topic(TopicKind.ALL),
+        Topic(TopicKind.TENANT, tenant_id="a:b/c d"),
+        Topic(TopicKind.RESOURCE, tenant_id="t", resource_id="r@1"),
+        Topic(TopicKind.EVENT_TYPE, event_type="compute.instance.create.end"),
     ],
 )
 def test_topic_urls_parse_back_to_their_topic(topic):
@@ -49,9 +49,9 @@ def test_topic_urls_parse_back_to_their_topic(topic):
 def test_other_spellings_of_a_topic_have_the_same_canonical_path():
     assert parse_topic(f"{BASE}/tenants/a%3Ab/events", BASE).path() == "/tenants/a%3Ab/events"
     assert parse_topic(f"{BASE}/tenants/a:b/events", BASE).path() == "/tenants/a%3Ab/events"
-    assert parse_topic("HTTP://FEEDS.example:8080/events", BASE) == Topic(ALL)
+    assert parse_topic("HTTP://FEEDS.example:8080/events", BASE) == Topic(TopicKind.ALL)
     paged = f"{BASE}/tenants/t/events?limit=5&marker=urn:uuid:x&direction=forward"
-    assert parse_topic(paged, BASE) == Topic(TENANT, tenant_id="t")
+    assert parse_topic(paged, BASE) == Topic(TopicKind.TENANT, tenant_id="t")
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from yagi_meter.atom import entry_document
 from yagi_meter.config import Config
@@ -44,18 +45,26 @@ IDLE_SECONDS = 0.2  # between claims while the outbox is empty
 # covers the wait.
 MIN_BATCH = 16
 REPORT_SECONDS = 60  # one summary line per minute
-ARCHIVED, DUPLICATE, RETRY, DEAD = "archived", "duplicate", "retry", "dead"
 
 
-def classify(status: int) -> str:
-    """What an HTTP status means for the event: ARCHIVED, DUPLICATE, RETRY or DEAD."""
+class Verdict(StrEnum):
+    """What the archive's answer means for the event (also the names counted in the report)."""
+
+    ARCHIVED = "archived"  # 2xx: the archive has it now
+    DUPLICATE = "duplicate"  # 409: the archive had it already
+    RETRY = "retry"  # try again later
+    DEAD = "dead"  # refused for good: a dead letter
+
+
+def classify(status: int) -> Verdict:
+    """What an HTTP status means for the event."""
     if 200 <= status < 300:
-        return ARCHIVED
+        return Verdict.ARCHIVED
     if status == 409:
-        return DUPLICATE
+        return Verdict.DUPLICATE
     if 400 <= status < 500 and status not in (401, 408, 429):
-        return DEAD
-    return RETRY  # 401 after re-auth, 408, 429, 5xx, and the unexpected 1xx/3xx
+        return Verdict.DEAD
+    return Verdict.RETRY  # 401 after re-auth, 408, 429, 5xx, and the unexpected 1xx/3xx
 
 
 class Forwarder:
@@ -74,7 +83,7 @@ class Forwarder:
         self.dead_letters = DeadLetters(store.client, store.keys)
         self.archived = ArchivedLog(store.client, store.keys)
         self.lifecycle = Lifecycle(COMPONENT, store.errors)
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[Verdict] = Counter()
         self._lock = threading.Lock()
         self._failures = 0  # consecutive rounds of archive trouble
         self._paused_until = 0.0  # monotonic; no claims before it
@@ -192,10 +201,10 @@ class Forwarder:
             backlog = -1
         log.info(
             "forwarded %d (%d already archived), retried %d, dead-lettered %d in %.0fs; backlog %d",
-            counts[ARCHIVED] + counts[DUPLICATE],
-            counts[DUPLICATE],
-            counts[RETRY],
-            counts[DEAD],
+            counts[Verdict.ARCHIVED] + counts[Verdict.DUPLICATE],
+            counts[Verdict.DUPLICATE],
+            counts[Verdict.RETRY],
+            counts[Verdict.DEAD],
             seconds,
             backlog,
         )
@@ -211,12 +220,12 @@ class Forwarder:
                 posted = self.client.post(url, entry_document(event, self.base_url))
             except ArchiveError as e:
                 self._retry(event, str(e), None)
-                self._count(RETRY)
+                self._count(Verdict.RETRY)
                 return
             outcome = classify(posted.status)
-            if outcome in (ARCHIVED, DUPLICATE):
+            if outcome in (Verdict.ARCHIVED, Verdict.DUPLICATE):
                 self._archived(event, posted)
-            elif outcome == RETRY:
+            elif outcome == Verdict.RETRY:
                 self._retry(event, f"{url} answered HTTP {posted.status}: {posted.body[:200]}", posted)
             else:
                 self._dead(event, url, posted)
@@ -304,6 +313,6 @@ class Forwarder:
             self._last_reason = reason
         self.lifecycle.record(reason)
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: Verdict) -> None:
         with self._lock:
             self.counts[outcome] += 1

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from importlib import resources
 
 import redis
@@ -20,7 +21,15 @@ from yagi_meter.store.keys import OUTBOXES, Keys
 
 log = logging.getLogger(__name__)
 
-STORED, DUPLICATE, CONFLICT = 1, 2, 3
+
+class Ingested(IntEnum):
+    """What the ingest script did with one event (the numbers are its replies)."""
+
+    STORED = 1
+    DUPLICATE = 2  # this message_id with this content was already stored
+    CONFLICT = 3  # this message_id was stored with other content: kept as it was
+
+
 _SCAN_BATCH = 1000
 
 
@@ -63,9 +72,9 @@ class EncodedEvent:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a write did with one event: STORED, DUPLICATE or CONFLICT, and its seq."""
+    """What a write did with one event, and its seq."""
 
-    status: int
+    status: Ingested
     seq: int
     event: Event
 
@@ -127,7 +136,7 @@ class PendingWrite:
         results, repeats, epoch, last_seq = replies
         self._store.watch.observe(epoch, last_seq, "ingest")
         outcomes = [
-            Outcome(status, seq, event)
+            Outcome(Ingested(status), seq, event)
             for (status, seq), event in zip(results, self._call.events, strict=True)
         ]
         return WriteResult(outcomes, repeats)

@@ -26,20 +26,10 @@ from yagi_meter.daemon import Backoff, Lifecycle, backoff
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
 from yagi_meter.store.outbox import Outbox
-from yagi_meter.store.subscriptions import (
-    DENIED,
-    DROP,
-    OK,
-    RETRY,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
-    Intent,
-    Subscription,
-    Subscriptions,
-)
+from yagi_meter.store.subscriptions import Delivered, HubMode, Intent, Subscription, Subscriptions
 from yagi_meter.websub.callbacks import Peers
 from yagi_meter.websub.delivery import EntryCache, delivery_document, signature
-from yagi_meter.websub.topics import parse_topic, topics_of
+from yagi_meter.websub.topics import TopicKind, parse_topic, topics_of
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +148,7 @@ class PushWorker:
         busy = False
         if self._more_events or self._more_intents or time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.hub.poll_interval_ms / 1000
-            self._more_events = self._ping_external() if self.hub.external_url else self._fan_out()
+            self._more_events = self._announce_to_external_hub() if self.hub.external_url else self._fan_out()
             self._more_intents = self._dispatch_intents()
             busy = self._more_events or self._more_intents
         busy = self._dispatch_deliveries() or busy
@@ -182,14 +172,16 @@ class PushWorker:
         log.debug("fanned out %d events into %d deliveries", len(seqs), added)
         return True
 
-    def _ping_external(self) -> bool:
+    def _announce_to_external_hub(self) -> bool:
         seqs = self.outbox.claim(FAN_OUT_BATCH, OUTBOX_LEASE_SECONDS)
         if not seqs:
             return False
         topics = sorted(
             {t.url(self.config.base_url) for e in self.store.events.get_many(seqs) for t in topics_of(e)}
         )
-        replies = list(self._pool.map(lambda topic: self.peers.ping(self.hub.external_url, topic), topics))
+        replies = list(
+            self._pool.map(lambda topic: self.peers.announce_update(self.hub.external_url, topic), topics)
+        )
         failed = [(topic, r) for topic, r in zip(topics, replies, strict=True) if not r.ok]
         if not failed:
             self.outbox.done(*seqs)
@@ -271,7 +263,7 @@ class PushWorker:
         return bool(ids)
 
     def _verify(self, intent: Intent) -> None:
-        if intent.mode == DENIED:
+        if intent.mode == HubMode.DENIED:
             reply = self.peers.deny(intent.callback, intent.topic, intent.reason)
             log.info(
                 "denied %s for %s: %s (%s)",
@@ -285,7 +277,7 @@ class PushWorker:
         self.subscriptions.finish_intent(intent)
 
     def _verify_intent(self, intent: Intent) -> None:
-        lease = intent.lease_seconds if intent.mode == SUBSCRIBE else None
+        lease = intent.lease_seconds if intent.mode == HubMode.SUBSCRIBE else None
         # The lease counts from the verification request (WebSub 5.3).
         started_ms = int(time.time() * 1000)
         reply = self.peers.verify(
@@ -300,10 +292,10 @@ class PushWorker:
                 reply.detail,
             )
             return
-        if intent.mode == SUBSCRIBE:
+        if intent.mode == HubMode.SUBSCRIBE:
             self.subscriptions.activate(intent, started_ms + intent.lease_seconds * 1000)
             log.info("subscribed %s to %s for %ds", intent.callback, intent.topic, intent.lease_seconds)
-        elif intent.mode == UNSUBSCRIBE:
+        elif intent.mode == HubMode.UNSUBSCRIBE:
             self.subscriptions.remove(intent.id)
             log.info("unsubscribed %s from %s", intent.callback, intent.topic)
 
@@ -314,14 +306,14 @@ class PushWorker:
             return
         entries = self.entries.get_many(seqs)
         if not entries:  # nothing queued, or only events retention removed
-            self.subscriptions.settle(subscription_id, OK, seqs)
+            self.subscriptions.settle(subscription_id, Delivered.OK, seqs)
             return
         body = delivery_document(
             entries, self._topic_url(subscription), self._title(subscription), self.hub_url
         )
         reply = self.peers.deliver(subscription.callback, body, self._headers(subscription, body))
         if reply.ok:
-            self.subscriptions.settle(subscription_id, OK, seqs)
+            self.subscriptions.settle(subscription_id, Delivered.OK, seqs)
             log.debug("delivered %d entries to %s", len(entries), subscription.callback)
         elif reply.status == GONE:
             self.subscriptions.remove(subscription_id)
@@ -336,7 +328,7 @@ class PushWorker:
         first = subscription.first_failure_ms or int(time.time() * 1000)
         too_old = time.time() - first / 1000 > self.hub.max_delivery_age_seconds
         if attempts >= self.hub.max_delivery_attempts or too_old:
-            self.subscriptions.settle(subscription.id, DROP, seqs)
+            self.subscriptions.settle(subscription.id, Delivered.DROP, seqs)
             text = (
                 f"dropped {len(seqs)} entries (seq {seqs[0]}..{seqs[-1]}) for {subscription.callback} "
                 f"({subscription.topic}) after {attempts} attempts: {detail}"
@@ -345,7 +337,7 @@ class PushWorker:
             self.lifecycle.record(text)
             return
         delay = backoff(attempts, self.hub.retry_min_seconds, self.hub.retry_max_seconds)
-        self.subscriptions.settle(subscription.id, RETRY, seqs, delay)
+        self.subscriptions.settle(subscription.id, Delivered.RETRY, seqs, delay)
         log.warning(
             "delivery of %d entries to %s failed (%s); retry %d in %.1fs",
             len(seqs),
@@ -374,8 +366,8 @@ class PushWorker:
         except ValueError:
             return "yagi-meter events"
         return {
-            "all": "All events",
-            "tenant": f"Events of tenant {topic.tenant_id}",
-            "resource": f"Events of resource {topic.resource_id} (tenant {topic.tenant_id})",
-            "event_type": f"{topic.event_type} events",
+            TopicKind.ALL: "All events",
+            TopicKind.TENANT: f"Events of tenant {topic.tenant_id}",
+            TopicKind.RESOURCE: f"Events of resource {topic.resource_id} (tenant {topic.tenant_id})",
+            TopicKind.EVENT_TYPE: f"{topic.event_type} events",
         }[topic.kind]
