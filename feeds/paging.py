@@ -51,7 +51,9 @@ class FeedRequest:
         return {name: value for name, value in params.items() if value}
 
 
-def parse_request(args: MultiDict, page_size: int, max_page_size: int, scan_limit: int) -> FeedRequest:
+def parse_request(
+    args: MultiDict[str, str], page_size: int, max_page_size: int, scan_limit: int
+) -> FeedRequest:
     """Validate the query string; raise BadRequest with a one-line reason."""
     for name in args:
         if name not in _PARAMS:

@@ -175,7 +175,7 @@ def one_event(message_id: str) -> Response:
     found = srv.store.events.get_many([version[0]]) if version else []
     event = found[0] if found else None
     # Another tenant's event is answered exactly like a missing one.
-    if event is None or not caller.may_read_tenant(event.tenant_id):
+    if version is None or event is None or not caller.may_read_tenant(event.tenant_id):
         raise NotFound(f"no event {message_id}")
     changed_ms = int(event.ingested_at.timestamp() * 1000) if event.ingested_at else 0
     # seq and digest alone could come back after Redis lost data; the ingest time does not.
@@ -250,6 +250,7 @@ def answer_feed(
             state, page = read_page(srv, index, query, None)
             etag = etag_for(srv.base_url, *key, state.version)
             headers = feed_headers(srv, path, etag, state)
+        assert page is not None  # read without a known version: always a page
         body = render_page(srv, page, feed, srv.base_url + path, title, state)
         if html:
             body = browser.to_html(body)

@@ -61,7 +61,7 @@ class Event:
     ingested_at: datetime | None = None
 
     @property
-    def notification(self) -> dict:
+    def notification(self) -> dict[str, Any]:
         return json.loads(self.notification_json)
 
     @property
@@ -115,7 +115,7 @@ def parse(
     return _to_event(message, canonical_json(message, strict), received_at, rules)
 
 
-def _load_object(text: str, what: str) -> tuple[dict, bool]:
+def _load_object(text: str, what: str) -> tuple[dict[str, Any], bool]:
     """The JSON object in ``text``, and whether it is strict JSON."""
     try:
         value, strict = _DECODER.decode(text), True
@@ -141,7 +141,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def canonical_json(message: dict, strict: bool = True) -> str:
+def canonical_json(message: dict[str, Any], strict: bool = True) -> str:
     """Sorted keys, no spaces, ASCII only: the same text for the same content.
 
     ``strict``: ``message`` was read from strict JSON.  Otherwise it may hold
@@ -155,7 +155,7 @@ def canonical_json(message: dict, strict: bool = True) -> str:
 
 
 def _to_event(
-    message: dict, notification_json: str, received_at: datetime, rules: tuple[MappingRule, ...]
+    message: dict[str, Any], notification_json: str, received_at: datetime, rules: tuple[MappingRule, ...]
 ) -> Event:
     message_id = _required_id(message, "message_id")
     event_type = _required_id(message, "event_type")
@@ -185,14 +185,14 @@ def _to_event(
     )
 
 
-def _required_id(message: dict, field: str) -> str:
+def _required_id(message: dict[str, Any], field: str) -> str:
     value = _optional_id(message, field)
     if not value:
         raise BadNotification(f"missing {field}")
     return value
 
 
-def _optional_id(message: dict, field: str) -> str | None:
+def _optional_id(message: dict[str, Any], field: str) -> str | None:
     value = message.get(field)
     if value is None:
         return None
@@ -233,7 +233,7 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def _without_secrets(message: dict, text: str) -> dict:
+def _without_secrets(message: dict[str, Any], text: str) -> dict[str, Any]:
     """``message``, just parsed from ``text``, without credential keys at any depth.
 
     Every oslo.messaging notification has ``_context_auth_token`` at the top,

@@ -135,7 +135,7 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def lookup(message: dict, path: tuple[str, ...]) -> Any:
+def lookup(message: dict[str, Any], path: tuple[str, ...]) -> Any:
     """Follow a dotted path into a notification, unwrapping versioned objects."""
     value: Any = message
     for part in path:
@@ -153,7 +153,7 @@ _CONTEXT_KEYS = tuple(
 )
 
 
-def context_of(message: dict) -> dict:
+def context_of(message: dict[str, Any]) -> dict[str, Any]:
     """The request context fields oslo.messaging sent as ``_context_*`` keys that the rules use."""
     return {name: message[key] for name, key in _CONTEXT_KEYS if key in message}
 
@@ -167,7 +167,7 @@ def find_service(event_type: str, publisher_id: str) -> str:
 
 
 def find_owner(
-    event_type: str, publisher_id: str, message: dict, rules: tuple[MappingRule, ...] = ()
+    event_type: str, publisher_id: str, message: dict[str, Any], rules: tuple[MappingRule, ...] = ()
 ) -> Owner:
     """Service, tenant, user and resource of a parsed notification."""
     service = find_service(event_type, publisher_id)
@@ -192,7 +192,7 @@ def find_owner(
     return owner
 
 
-def _apply(rule: MappingRule, message: dict, owner: Owner) -> Owner:
+def _apply(rule: MappingRule, message: dict[str, Any], owner: Owner) -> Owner:
     found = {field: _text(lookup(message, path)) for field, path in rule.paths.items()}
     return replace(
         owner,
@@ -202,7 +202,7 @@ def _apply(rule: MappingRule, message: dict, owner: Owner) -> Owner:
     )
 
 
-def _nova(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
+def _nova(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> tuple[Any, Any]:
     if event_type.startswith("compute_task."):
         # The conductor's errors carry the owner only in the request spec.
         spec = unwrap(payload.get("request_spec"))
@@ -217,16 +217,16 @@ def _nova(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
     return _first(payload, "tenant_id", "project_id"), resource
 
 
-def _glance(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
+def _glance(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> tuple[Any, Any]:
     return _first(payload, "owner", "owner_id"), _first(payload, "id", "image_id")
 
 
-def _cinder(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
+def _cinder(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> tuple[Any, Any]:
     kind = event_type.split(".", 1)[0]
     return _first(payload, "tenant_id", "project_id"), _first(payload, CINDER_RESOURCE.get(kind, "id"), "id")
 
 
-def _neutron(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
+def _neutron(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> tuple[Any, Any]:
     kind = event_type.split(".", 1)[0]
     body = payload.get(kind)
     body = body if isinstance(body, dict) else {}
@@ -234,7 +234,7 @@ def _neutron(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
     return tenant, _first(body, "id") or _first(payload, f"{kind}_id", "id")
 
 
-def _heat(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
+def _heat(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> tuple[Any, Any]:
     resource = payload.get("stack_id")
     identity = payload.get("stack_identity")
     if not resource and isinstance(identity, str):
@@ -242,23 +242,23 @@ def _heat(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
     return _first(payload, "tenant_id", "project_id"), resource
 
 
-def _keystone(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    target = payload.get("target") if isinstance(payload.get("target"), dict) else {}
+def _keystone(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> tuple[Any, Any]:
+    target = _object(payload.get("target"))
     resource = payload.get("resource_info") or target.get("id")
     if event_type.startswith("identity.project."):
         return resource, resource
-    initiator = payload.get("initiator") if isinstance(payload.get("initiator"), dict) else {}
+    initiator = _object(payload.get("initiator"))
     return _first(initiator, "project_id") or _context_project(context), resource
 
 
-def _swift(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    initiator = payload.get("initiator") if isinstance(payload.get("initiator"), dict) else {}
-    target = payload.get("target") if isinstance(payload.get("target"), dict) else {}
-    metadata = target.get("metadata") if isinstance(target.get("metadata"), dict) else {}
+def _swift(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> tuple[Any, Any]:
+    initiator = _object(payload.get("initiator"))
+    target = _object(payload.get("target"))
+    metadata = _object(target.get("metadata"))
     return _first(initiator, "project_id"), metadata.get("container") or target.get("id")
 
 
-def _generic(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
+def _generic(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> tuple[Any, Any]:
     return _first(payload, "tenant_id", "project_id", "owner"), _first(payload, "resource_id", "id", "uuid")
 
 
@@ -273,7 +273,12 @@ _RULES = {
 }
 
 
-def _first(mapping: dict, *keys: str) -> Any:
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (a field of the wrong type owns nothing)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _first(mapping: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         value = mapping.get(key)
         if value not in (None, ""):
@@ -281,11 +286,11 @@ def _first(mapping: dict, *keys: str) -> Any:
     return None
 
 
-def _context_project(context: dict) -> str | None:
+def _context_project(context: dict[str, Any]) -> str | None:
     return _text(_first(context, "project_id", "tenant_id", "project", "tenant"))
 
 
-def _context_user(context: dict) -> str | None:
+def _context_user(context: dict[str, Any]) -> str | None:
     return _text(_first(context, "user_id", "user"))
 
 

@@ -364,11 +364,13 @@ def test_quarantine_list_into_a_closed_pipe_ends_quietly_with_141(cli: CLI, tmp_
 
 
 def subscribe(redis_server: redis.Redis, key_prefix: str, topic_path: str, callback: str) -> str:
-    from yagi_meter.store.subscriptions import SUBSCRIBE, Intent
+    from yagi_meter.store.subscriptions import HubMode, Intent
 
     config = make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix)
     subscriptions = open_store(config, client=redis_server).subscriptions
-    intent = Intent(SUBSCRIBE, f"http://127.0.0.1:8080{topic_path}", topic_path, callback, lease_seconds=3600)
+    intent = Intent(
+        HubMode.SUBSCRIBE, f"http://127.0.0.1:8080{topic_path}", topic_path, callback, lease_seconds=3600
+    )
     subscriptions.activate(intent, expires_ms=4102444800000)  # 2100-01-01
     return intent.id
 

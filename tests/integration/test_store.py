@@ -18,7 +18,7 @@ from yagi_meter.config import Config
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.notification import Event, parse
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.events import DUPLICATE, STORED
+from yagi_meter.store.events import Ingested
 from yagi_meter.store.keys import Keys
 from yagi_meter.store.outbox import member
 
@@ -101,7 +101,7 @@ def test_one_write_stores_event_ids_time_indexes_and_push_outbox(
 ) -> None:
     event = make_event("m-1")
     [outcome] = store.events.write([event])
-    assert (outcome.status, outcome.seq) == (STORED, 1)
+    assert (outcome.status, outcome.seq) == (Ingested.STORED, 1)
 
     k, r = keys, redis_server
     [(entry_id, fields)] = r.xrange(k.events)
@@ -199,7 +199,7 @@ def test_redelivered_message_changes_nothing_and_counts_a_duplicate(
     store.events.write([make_event("m-1"), make_event("m-2")])
     before = snapshot(redis_server, key_prefix)
     [outcome] = store.events.write([make_event("m-1")])
-    assert (outcome.status, outcome.seq) == (DUPLICATE, 1)
+    assert (outcome.status, outcome.seq) == (Ingested.DUPLICATE, 1)
     after = snapshot(redis_server, key_prefix)
     assert after.pop(keys.duplicates.encode()) == b"1"
     assert after == before
@@ -207,7 +207,7 @@ def test_redelivered_message_changes_nothing_and_counts_a_duplicate(
 
 def test_duplicate_within_one_batch_is_stored_once(store: Store) -> None:
     outcomes = store.events.write([make_event("m-1"), make_event("m-1")])
-    assert [(o.status, o.seq) for o in outcomes] == [(STORED, 1), (DUPLICATE, 1)]
+    assert [(o.status, o.seq) for o in outcomes] == [(Ingested.STORED, 1), (Ingested.DUPLICATE, 1)]
     assert store.events.count() == 1
 
 

@@ -10,7 +10,7 @@ import redis
 from tests.integration.test_store import make_event
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.keys import Keys
-from yagi_meter.store.subscriptions import SUBSCRIBE, Intent
+from yagi_meter.store.subscriptions import HubMode, Intent
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def store(config, redis_server: redis.Redis) -> Store:
 
 
 def subscribe(store: Store, callback: str) -> str:
-    intent = Intent(SUBSCRIBE, f"http://127.0.0.1{TOPIC}", TOPIC, callback, lease_seconds=3600)
+    intent = Intent(HubMode.SUBSCRIBE, f"http://127.0.0.1{TOPIC}", TOPIC, callback, lease_seconds=3600)
     store.subscriptions.activate(intent, expires_ms=int(time.time() * 1000) + 3_600_000)
     return intent.id
 

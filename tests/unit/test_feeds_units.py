@@ -14,9 +14,9 @@ from feeds.paging import feed_links, parse_request
 from tests.conftest import make_config
 from tests.feeds_support import assert_valid_atom
 from yagi_meter import atom
-from yagi_meter.cli import DAEMONS
 from yagi_meter.errors import ConfigError
 from yagi_meter.store.pages import Page
+from yagi_meter.supervisor import DAEMONS
 
 
 def parse(**args: str):

@@ -14,10 +14,8 @@ from yagi_meter.notification import Event, parse
 from yagi_meter.ownership import parse_mapping
 from yagi_meter.store import Store
 from yagi_meter.store.events import (
-    CONFLICT,
-    DUPLICATE,
-    STORED,
     EncodedEvent,
+    Ingested,
     Rejected,
     WriteCall,
     WriteResult,
@@ -140,11 +138,11 @@ class Ingestor:
         repeats = result.quarantine_repeats
         summary = Summary(quarantined=batch.quarantined - repeats, duplicates=repeats)
         for outcome in result.outcomes:
-            if outcome.status == STORED:
+            if outcome.status == Ingested.STORED:
                 summary.stored += 1
-            elif outcome.status == DUPLICATE:
+            elif outcome.status == Ingested.DUPLICATE:
                 summary.duplicates += 1
-            elif outcome.status == CONFLICT:
+            elif outcome.status == Ingested.CONFLICT:
                 summary.conflicts += 1
                 log.warning(
                     "message_id %s (event_type %s) reused with a different body; "

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import IntEnum
 
 import redis
 
@@ -22,7 +23,15 @@ from yagi_meter.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
-STORED, DUPLICATE, CONFLICT = 1, 2, 3
+
+class Ingested(IntEnum):
+    """What the ingest script did with one event (the numbers are its replies)."""
+
+    STORED = 1
+    DUPLICATE = 2  # this message_id with this content was already stored
+    CONFLICT = 3  # this message_id was stored with other content: kept as it was
+
+
 _SCAN_BATCH = 1000
 
 
@@ -65,9 +74,9 @@ class EncodedEvent:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a write did with one event: STORED, DUPLICATE or CONFLICT, and its seq."""
+    """What a write did with one event, and its seq."""
 
-    status: int
+    status: Ingested
     seq: int
     event: Event
 
@@ -134,7 +143,7 @@ class PendingWrite:
         results, repeats, epoch, last_seq = replies
         self._store.watch.observe(epoch, last_seq, "ingest")
         outcomes = [
-            Outcome(status, seq, event)
+            Outcome(Ingested(status), seq, event)
             for (status, seq), event in zip(results, self._call.events, strict=True)
         ]
         return WriteResult(outcomes, repeats)

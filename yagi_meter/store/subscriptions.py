@@ -15,15 +15,30 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from yagi_meter.errors import StoreError
 from yagi_meter.store.base import Collection, Pipeline, translated
 from yagi_meter.store.outbox import Outbox, member
 
-SUBSCRIBE, UNSUBSCRIBE, DENIED = "subscribe", "unsubscribe", "denied"
-OK, RETRY, DROP = "ok", "retry", "drop"
 _RETRIES = 10  # times a script is called again when the state it was given changed meanwhile
+
+
+class HubMode(StrEnum):
+    """What an intent asks the push worker to verify (its value is WebSub's hub.mode)."""
+
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    DENIED = "denied"  # not verified: the callback is told it was refused
+
+
+class Delivered(StrEnum):
+    """How one delivery attempt ended, as settle.lua takes it."""
+
+    OK = "ok"  # the subscriber has the entries
+    RETRY = "retry"  # failed; the same entries again after a delay
+    DROP = "drop"  # failed for good; the entries are given up
 
 
 def subscription_id(topic_path: str, callback: str) -> str:
@@ -39,7 +54,7 @@ def _now_ms() -> int:
 class Intent:
     """A (un)subscription request waiting for verification, or a denial to send."""
 
-    mode: str
+    mode: HubMode
     topic: str  # as the subscriber gave it: echoed in verification and in rel=self
     topic_path: str  # canonical feed path (topics.py); "" when the topic names no feed
     callback: str
@@ -63,7 +78,7 @@ def pending_topic(mode: str, topic: str) -> str:
     """The per-topic limit's bucket: denials all share one, so that requests the
     hub will deny (an unknown topic, no right to read it) cannot use up the
     quota of a topic its readers want to subscribe to."""
-    return "(denied)" if mode == DENIED else topic
+    return "(denied)" if mode == HubMode.DENIED else topic
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,7 @@ class Subscriptions(Collection):
             if not raw:
                 continue
             raw["lease_seconds"] = int(raw["lease_seconds"])
+            raw["mode"] = HubMode(raw["mode"])
             intents.append(Intent(**raw))
         return intents
 
@@ -334,7 +350,7 @@ class Subscriptions(Collection):
         return [int(s) for s in seqs]
 
     def settle(
-        self, subscription_id: str, outcome: str, seqs: Sequence[int], delay_seconds: float = 0
+        self, subscription_id: str, outcome: Delivered, seqs: Sequence[int], delay_seconds: float = 0
     ) -> None:
         """Record a delivery attempt: OK or DROP take ``seqs`` off the queue, RETRY
         makes the subscription due again in ``delay_seconds``."""

@@ -1,4 +1,4 @@
-"""What one WebSub delivery is made of: the Atom document, its signature, the retry delay.
+"""What one WebSub delivery is made of: the Atom document and its signature.
 
 Pure functions and a cache of rendered entries; no HTTP (websub.py) and no
 loop (push.py).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import random
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,13 +24,6 @@ ENTRY_CACHE_SIZE = 2000  # a few seconds of events at a few hundred a second
 def signature(algorithm: str, secret: str, body: bytes) -> str:
     """The X-Hub-Signature value: ``<algorithm>=<hex HMAC of body>`` (WebSub 7.1)."""
     return f"{algorithm}={hmac.new(secret.encode(), body, getattr(hashlib, algorithm)).hexdigest()}"
-
-
-def backoff(attempts: int, low: float, high: float) -> float:
-    """Delay before retry number ``attempts`` (1, 2, ...): doubling from ``low``,
-    capped at ``high``, with full jitter on the upper half."""
-    ceiling = min(high, low * 2 ** (attempts - 1))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 @dataclass(frozen=True)
@@ -84,10 +76,12 @@ class EntryCache:
             found = {seq: self._entries[(epoch, seq)] for seq in seqs if (epoch, seq) in self._entries}
         missing = [seq for seq in seqs if seq not in found]
         if missing:
-            loaded = {
-                e.seq: RenderedEntry(e.seq, entry_updated(e), entry_bytes(e, self.base_url))
-                for e in self.store.events.get_many(missing)
-            }
+            loaded: dict[int, RenderedEntry] = {}
+            for event in self.store.events.get_many(missing):
+                assert event.seq is not None  # a stored event has its seq
+                loaded[event.seq] = RenderedEntry(
+                    event.seq, entry_updated(event), entry_bytes(event, self.base_url)
+                )
             found.update(loaded)
             with self._lock:
                 self._entries.update(((epoch, seq), entry) for seq, entry in loaded.items())
