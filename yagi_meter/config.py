@@ -363,8 +363,8 @@ OPTIONS: tuple[Option, ...] = (
         "scan_limit",
         "10000",
         _int_at_least(1),
-        "Most index entries one page examines when start, end or event_type filter\n"
-        "it. A page that reaches this before it is full ends early, with fewer\n"
+        "Most index entries one page examines when start, end, event_type or user_id\n"
+        "filter it. A page that reaches this before it is full ends early, with fewer\n"
         "entries and a next/previous link that continues where it stopped.",
     ),
     Option(

@@ -206,6 +206,7 @@ class EventStore:
             len(index_keys),
             "1" if forward else "0",
             codec.encode(event, self.compress),
+            (event.user_id or "").encode(),
         ]
         return EncodedEvent(event, index_keys, args)
 

@@ -73,6 +73,7 @@ class PageQuery:
     start_ms: int | None = None
     end_ms: int | None = None
     event_type: str = ""  # exact, or a pattern with '*'
+    user_id: str = ""  # exact
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class Pages:
             pattern,
             "1" if index.strict else "0",
             known or "",
+            query.user_id,
         ]
         try:
             reply = self._page(keys=[index.key, k.events, k.ids, k.by_time, k.seq, k.epoch], args=args)
