@@ -129,6 +129,13 @@ def _targets(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(targets)
 
 
+def _metadata_key(value: str) -> str:
+    value = value.strip()
+    if any(ch.isspace() for ch in value) or len(value) > 255:
+        raise ValueError(f"expected one metadata key (no spaces, at most 255 characters), got {value!r}")
+    return value
+
+
 def _key_prefix(value: str) -> str:
     value = value.strip()
     if not value or any(ch.isspace() for ch in value):
@@ -345,6 +352,18 @@ OPTIONS: tuple[Option, ...] = (
         "where <path> is a dotted path into the notification, e.g.\n"
         "  manila.share.* = tenant:payload.project_id resource:payload.share_id\n"
         "A rule overrides the built-in ones for the event types it matches.",
+    ),
+    Option(
+        "notifications",
+        "billed_project_key",
+        "",
+        _metadata_key,
+        "Metadata key naming the project billed for a resource another project\n"
+        "owns, e.g. billed_project_id for the VMs a PaaS service runs for its\n"
+        "users. Read from the payload's metadata (nova instance metadata, legacy\n"
+        "and versioned; cinder volume metadata). Such an event keeps both\n"
+        "projects (tenant_id the owner, billed_tenant_id the billed one) and is\n"
+        "in the tenant and resource feeds of both. Empty: off.",
     ),
     # [feeds]
     Option("feeds", "host", "127.0.0.1", _text, "Address the feed server listens on."),

@@ -93,6 +93,9 @@ class Owner:
     resource_id: str | None
     initiator_project_id: str | None
     initiator_user_id: str | None
+    # The project billed for a resource another project owns
+    # ([notifications] billed_project_key); None when it is the owner itself.
+    billed_tenant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,9 +170,16 @@ def find_service(event_type: str, publisher_id: str) -> str:
 
 
 def find_owner(
-    event_type: str, publisher_id: str, message: dict, rules: tuple[MappingRule, ...] = ()
+    event_type: str,
+    publisher_id: str,
+    message: dict,
+    rules: tuple[MappingRule, ...] = (),
+    billed_key: str = "",
 ) -> Owner:
-    """Service, tenant, user and resource of a parsed notification."""
+    """Service, tenant, user and resource of a parsed notification.
+
+    ``billed_key``: the metadata key naming a billed project ("" for none).
+    """
     service = find_service(event_type, publisher_id)
     payload = unwrap(message.get("payload"))
     payload = payload if isinstance(payload, dict) else {}
@@ -188,8 +198,22 @@ def find_owner(
     )
     for rule in rules:
         if fnmatch.fnmatchcase(event_type, rule.pattern):
-            return _apply(rule, message, owner)
+            owner = _apply(rule, message, owner)
+            break
+    if billed_key:
+        billed = _text(_metadata(payload).get(billed_key))
+        if billed and billed != owner.tenant_id:
+            owner = replace(owner, billed_tenant_id=billed)
     return owner
+
+
+def _metadata(payload: dict) -> dict:
+    """The payload's metadata as a dict: nova sends a dict, cinder a list of {key, value}."""
+    metadata = unwrap(payload.get("metadata"))
+    if isinstance(metadata, list):
+        pairs = (item for item in metadata if isinstance(item, dict) and isinstance(item.get("key"), str))
+        return {item["key"]: item.get("value") for item in pairs}
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def _apply(rule: MappingRule, message: dict, owner: Owner) -> Owner:

@@ -85,6 +85,7 @@ class Ingestor:
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.rules = parse_mapping(config.notifications.mapping)
+        self.billed_key = config.notifications.billed_project_key
         self.max_body_bytes = config.amqp.max_body_bytes
         self.max_message_bytes = config.amqp.max_message_bytes
 
@@ -128,7 +129,11 @@ class Ingestor:
 
     def _parse(self, message: Message, received_at: datetime) -> Event:
         return parse(
-            message.body, received_at=received_at, rules=self.rules, max_body_bytes=self.max_body_bytes
+            message.body,
+            received_at=received_at,
+            rules=self.rules,
+            max_body_bytes=self.max_body_bytes,
+            billed_key=self.billed_key,
         )
 
     def summarize(self, batch: Batch, result: WriteResult) -> Summary:

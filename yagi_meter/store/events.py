@@ -193,10 +193,10 @@ class EventStore:
         """
         k = self.keys
         index_keys = [k.event_type(event.event_type)]
-        if event.tenant_id:
-            index_keys.append(k.tenant(event.tenant_id))
+        for tenant_id in event.tenants:  # the owner, and a billed project
+            index_keys.append(k.tenant(tenant_id))
             if event.resource_id:
-                index_keys.append(k.resource(event.tenant_id, event.resource_id))
+                index_keys.append(k.resource(tenant_id, event.resource_id))
         forward = self.forward is not None and self.forward(event.event_type)
         args: list[str | bytes | int] = [
             event.message_id.encode(),
