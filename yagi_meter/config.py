@@ -361,9 +361,19 @@ OPTIONS: tuple[Option, ...] = (
         "Metadata key naming the project billed for a resource another project\n"
         "owns, e.g. billed_project_id for the VMs a PaaS service runs for its\n"
         "users. Read from the payload's metadata (nova instance metadata, legacy\n"
-        "and versioned; cinder volume metadata). Such an event keeps both\n"
-        "projects (tenant_id the owner, billed_tenant_id the billed one) and is\n"
-        "in the tenant and resource feeds of both. Empty: off.",
+        "and versioned; cinder volume metadata) of the billed_project_owners'\n"
+        "resources. Such an event keeps both projects (tenant_id the owner,\n"
+        "billed_tenant_id the billed one) and is in the tenant and resource feeds\n"
+        "of both. Empty: off.",
+    ),
+    Option(
+        "notifications",
+        "billed_project_owners",
+        "",
+        _list,
+        "Projects (ids, comma-separated) whose resources may name another project\n"
+        "to bill with billed_project_key: the provider's service projects. Any\n"
+        "tenant can set metadata on its own VMs, so no other project's is read.",
     ),
     # [feeds]
     Option("feeds", "host", "127.0.0.1", _text, "Address the feed server listens on."),
@@ -853,6 +863,12 @@ def _check_together(config: Config) -> None:
     if hub.retry_min_seconds > hub.retry_max_seconds:
         raise ConfigError("[hub] retry_min_seconds: larger than retry_max_seconds")
     _check_forward(config)
+    if config.get("notifications", "billed_project_key") and not config.get(
+        "notifications", "billed_project_owners"
+    ):
+        raise ConfigError(
+            "[notifications] billed_project_owners: billed_project_key needs the projects it applies to"
+        )
     from yagi_meter.ownership import parse_mapping
 
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from yagi_meter.errors import BadNotification
-from yagi_meter.ownership import MappingRule, find_owner
+from yagi_meter.ownership import Billing, MappingRule, find_owner
 
 MAX_ID_LENGTH = 255
 # Characters XML 1.0 cannot carry; an identifying field holding one cannot be
@@ -59,7 +59,7 @@ class Event:
     notification_json: str  # canonical, ASCII-only JSON of the notification
     seq: int | None = None  # ingest sequence, set by the store
     ingested_at: datetime | None = None
-    billed_tenant_id: str | None = None  # [notifications] billed_project_key
+    billed_tenant_id: str | None = None  # ownership.Billing
 
     @property
     def notification(self) -> dict:
@@ -102,12 +102,12 @@ def parse(
     received_at: datetime,
     rules: tuple[MappingRule, ...] = (),
     max_body_bytes: int | None = None,
-    billed_key: str = "",
+    billing: Billing | None = None,
 ) -> Event:
     """Turn a message body into an Event, or raise BadNotification with the reason.
 
-    ``received_at`` stands in for a missing or empty timestamp; ``billed_key``
-    is ``[notifications] billed_project_key``.
+    ``received_at`` stands in for a missing or empty timestamp; ``billing``:
+    which projects' metadata may name a billed project, and under which key.
     """
     if max_body_bytes is not None and len(body) > max_body_bytes:
         raise BadNotification(f"body too large: {len(body)} bytes > max_body_bytes {max_body_bytes}")
@@ -123,7 +123,7 @@ def parse(
         text = inner
         message, strict = _load_object(inner, "oslo.message")
     message = _without_secrets(message, text)
-    return _to_event(message, canonical_json(message, strict), received_at, rules, billed_key)
+    return _to_event(message, canonical_json(message, strict), received_at, rules, billing)
 
 
 def _load_object(text: str, what: str) -> tuple[dict, bool]:
@@ -170,7 +170,7 @@ def _to_event(
     notification_json: str,
     received_at: datetime,
     rules: tuple[MappingRule, ...],
-    billed_key: str = "",
+    billing: Billing | None = None,
 ) -> Event:
     message_id = _required_id(message, "message_id")
     event_type = _required_id(message, "event_type")
@@ -178,7 +178,7 @@ def _to_event(
     raw_timestamp = message.get("timestamp")
     raw_timestamp = "" if raw_timestamp is None else str(raw_timestamp)
     timestamp = parse_timestamp(raw_timestamp) if raw_timestamp.strip() else received_at
-    owner = find_owner(event_type, publisher_id, message, rules, billed_key)
+    owner = find_owner(event_type, publisher_id, message, rules, billing)
     ids = (
         "tenant_id",
         "user_id",

@@ -93,8 +93,8 @@ class Owner:
     resource_id: str | None
     initiator_project_id: str | None
     initiator_user_id: str | None
-    # The project billed for a resource another project owns
-    # ([notifications] billed_project_key); None when it is the owner itself.
+    # The project billed for a resource another project owns (Billing);
+    # None when it is the owner itself.
     billed_tenant_id: str | None = None
 
 
@@ -104,6 +104,26 @@ class MappingRule:
 
     pattern: str
     paths: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Billing:
+    """``[notifications] billed_project_key`` and ``billed_project_owners``.
+
+    Instance and volume metadata is the owner's to set: only the projects in
+    ``owners`` (a provider's service projects) may name another project to
+    bill, or any tenant could have its VMs billed to someone else.
+    """
+
+    key: str
+    owners: frozenset[str]
+
+    def billed(self, owner: str | None, payload: dict) -> str | None:
+        """The project ``payload``'s metadata bills, when its owner may; None otherwise."""
+        if not self.key or owner not in self.owners:
+            return None
+        billed = _text(_metadata(payload).get(self.key))
+        return billed if billed != owner else None
 
 
 MAPPABLE_FIELDS = ("tenant", "user", "resource")
@@ -174,12 +194,9 @@ def find_owner(
     publisher_id: str,
     message: dict,
     rules: tuple[MappingRule, ...] = (),
-    billed_key: str = "",
+    billing: Billing | None = None,
 ) -> Owner:
-    """Service, tenant, user and resource of a parsed notification.
-
-    ``billed_key``: the metadata key naming a billed project ("" for none).
-    """
+    """Service, tenant, user and resource of a parsed notification (and a billed project)."""
     service = find_service(event_type, publisher_id)
     payload = unwrap(message.get("payload"))
     payload = payload if isinstance(payload, dict) else {}
@@ -200,10 +217,8 @@ def find_owner(
         if fnmatch.fnmatchcase(event_type, rule.pattern):
             owner = _apply(rule, message, owner)
             break
-    if billed_key:
-        billed = _text(_metadata(payload).get(billed_key))
-        if billed and billed != owner.tenant_id:
-            owner = replace(owner, billed_tenant_id=billed)
+    if billing is not None:
+        owner = replace(owner, billed_tenant_id=billing.billed(owner.tenant_id, payload))
     return owner
 
 

@@ -20,11 +20,11 @@ TOKENS = (
 )
 
 
-def billed_message(message_id: str = "b-1") -> Message:
-    """The fixture owned by project "svc", its metadata billing project "enduser"."""
+def billed_message(message_id: str = "b-1", owner: str = "svc") -> Message:
+    """The fixture owned by project ``owner``, its metadata billing project "enduser"."""
     message = json.loads(FIXTURE.read_text())
     message["message_id"] = message_id
-    message["payload"]["tenant_id"] = message["_context_project_id"] = message["_context_tenant"] = "svc"
+    message["payload"]["tenant_id"] = message["_context_project_id"] = message["_context_tenant"] = owner
     message["payload"]["metadata"]["billed_project_id"] = "enduser"
     return Message(json.dumps(message).encode(), "test:billed")
 
@@ -36,6 +36,7 @@ def setup(key_prefix, store, key: str):
         auth_mode="token",
         auth_tokens=TOKENS,
         notifications_billed_project_key=key,
+        notifications_billed_project_owners="svc" if key else "",
     )
     return Ingestor(store, config), create_app(config, store).test_client()
 
@@ -68,3 +69,11 @@ def test_without_the_option_only_the_owner_has_it(key_prefix, store):
     assert atom_ids(get(client, "/tenants/enduser/events", "enduser").data) == []
     assert get(client, "/events/b-1", "enduser").status_code == 404
     assert store.events.get("b-1").billed_tenant_id is None
+
+
+def test_a_tenant_that_is_no_billing_owner_cannot_bill_another(key_prefix, store):
+    ingestor, client = setup(key_prefix, store, "billed_project_id")
+    assert ingestor.ingest([billed_message("b-2", owner="other")]).stored == 1
+    assert atom_ids(get(client, "/tenants/other/events", "other").data) == ["b-2"]
+    assert atom_ids(get(client, "/tenants/enduser/events", "enduser").data) == []
+    assert get(client, "/events/b-2", "enduser").status_code == 404

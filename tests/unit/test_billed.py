@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import ROOT, as_sent, load_sample, make_config, sample_paths
 from yagi_meter.errors import BadNotification, ConfigError
 from yagi_meter.notification import Event, parse
+from yagi_meter.ownership import Billing
 from yagi_meter.store import codec
 from yagi_meter.websub.topics import RESOURCE, TENANT, topics_of
 
@@ -19,8 +20,11 @@ SERVICE_PROJECT = "5e7f1a2b3c4d4e5f8a9b0c1d2e3f4a5b"  # the PaaS service's proje
 KEY = "billed_project_id"
 
 
-def parse_message(message: dict, billed_key: str = KEY) -> Event:
-    return parse(json.dumps(message).encode(), received_at=datetime.now(UTC), billed_key=billed_key)
+BILLING = Billing(KEY, frozenset({SERVICE_PROJECT, "6f70656e737461636b20342065766572"}))
+
+
+def parse_message(message: dict, billing: Billing | None = BILLING) -> Event:
+    return parse(json.dumps(message).encode(), received_at=datetime.now(UTC), billing=billing)
 
 
 def billed_message() -> dict:
@@ -35,7 +39,7 @@ def test_the_billed_project_is_kept_beside_the_owner() -> None:
 
 
 def test_without_the_option_nothing_is_billed_elsewhere() -> None:
-    event = parse_message(billed_message(), billed_key="")
+    event = parse_message(billed_message(), billing=None)
     assert (event.tenant_id, event.billed_tenant_id, event.tenants) == (
         SERVICE_PROJECT,
         None,
@@ -45,10 +49,19 @@ def test_without_the_option_nothing_is_billed_elsewhere() -> None:
 
 
 def test_another_key_or_no_metadata_bills_no_one() -> None:
-    assert parse_message(billed_message(), billed_key="billing").billed_tenant_id is None
+    assert parse_message(billed_message(), Billing("billing", BILLING.owners)).billed_tenant_id is None
     message = billed_message()
     del message["payload"]["metadata"]
     assert parse_message(message).billed_tenant_id is None
+
+
+def test_a_project_not_among_the_owners_cannot_bill_another() -> None:
+    # Any tenant may set metadata on its own VMs: only the service projects are read.
+    event = parse_message(billed_message(), Billing(KEY, frozenset({"some-other-service"})))
+    assert (event.tenant_id, event.billed_tenant_id) == (SERVICE_PROJECT, None)
+    message = json.loads((ROOT / "tests/fixtures/notifications/cinder-volume.create.end.json").read_text())
+    message["payload"]["metadata"] = {KEY: SERVICE_PROJECT}
+    assert parse_message(message).billed_tenant_id is None  # its tenant is no owner
 
 
 def test_a_billed_project_that_is_the_owner_is_no_second_tenant() -> None:
@@ -70,6 +83,7 @@ def test_versioned_instance_metadata_names_the_billed_project() -> None:
 
 def test_cinder_volume_metadata_as_key_value_pairs_names_it_too() -> None:
     message = json.loads((ROOT / "tests/fixtures/notifications/cinder-volume.create.end.json").read_text())
+    message["payload"]["tenant_id"] = SERVICE_PROJECT
     message["payload"]["metadata"] = [
         {"key": "other", "value": "x"},
         {"key": KEY, "value": "end-user-project"},
@@ -99,12 +113,21 @@ def test_both_tenants_feeds_are_websub_topics_of_the_event() -> None:
 @pytest.mark.parametrize("value", ["billed project", "x" * 256])
 def test_a_bad_key_is_refused_at_start(value: str) -> None:
     with pytest.raises(ConfigError, match=r"^\[notifications\] billed_project_key: "):
-        make_config(notifications_billed_project_key=value)
+        make_config(notifications_billed_project_key=value, notifications_billed_project_owners="svc")
 
 
-def test_the_key_is_read_from_the_configuration() -> None:
-    assert (
-        make_config(notifications_billed_project_key=" billed_project_id ").notifications.billed_project_key
-        == KEY
+def test_the_key_and_its_owners_are_read_from_the_configuration() -> None:
+    config = make_config(
+        notifications_billed_project_key=" billed_project_id ",
+        notifications_billed_project_owners="svc1, svc2",
     )
+    assert config.notifications.billed_project_key == KEY
+    assert config.notifications.billed_project_owners == ("svc1", "svc2")
     assert make_config().notifications.billed_project_key == ""
+
+
+def test_a_key_without_owners_is_refused_at_start() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^\[notifications\] billed_project_owners: billed_project_key needs"
+    ):
+        make_config(notifications_billed_project_key=KEY)
