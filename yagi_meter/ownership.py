@@ -309,7 +309,8 @@ def _neutron(event_type: str, payload: dict, context: dict) -> Found:
     sub = (f"{kind}_{parts[1]}", f"{kind}.{parts[1]}") if len(parts) > 2 else ()
     body = next((payload[key] for key in (kind, *sub) if isinstance(payload.get(key), dict)), None)
     if body is None:
-        items = [item for item in payload.get(f"{kind}s") or () if isinstance(item, dict)]
+        plural = payload.get(f"{kind}s")
+        items = [item for item in plural if isinstance(item, dict)] if isinstance(plural, list) else []
         owners = {_first(item, "project_id", "tenant_id") for item in items}
         # One tenant for the lot when they agree; a resource only when there is one.
         body = items[0] if len(items) == 1 else {"project_id": owners.pop() if len(owners) == 1 else None}

@@ -140,6 +140,13 @@ def test_a_bulk_create_of_one_names_it_and_of_several_tenants_falls_back_to_the_
     assert (mixed.tenant_id, mixed.resource_id) == (ADMIN_PROJECT, None)
 
 
+@pytest.mark.parametrize("plural", [7, "networks", {"id": "x"}, [1, None]])
+def test_a_plural_key_that_holds_no_objects_names_nothing(plural) -> None:
+    message = {**fixture("neutron/network.create.end-bulk"), "payload": {"networks": plural}}
+    event = parse_message(message)
+    assert (event.tenant_id, event.resource_id) == (ADMIN_PROJECT, None)
+
+
 def test_heat_without_a_context_user_takes_user_identity_never_the_name() -> None:
     message = fixture("heat/orchestration.stack.create.end")
     for key in [k for k in message if k.startswith("_context_user")]:
