@@ -30,7 +30,9 @@ from yagi_meter.atom import Link
 from yagi_meter.store.pages import BACKWARD, FORWARD, HEAD, LAST, Page, PageQuery
 
 ENTRY_ID_PREFIX = "urn:uuid:"
-_PARAMS = ("limit", "marker", "direction", "start", "end", "event_type")
+_PARAMS = ("limit", "marker", "direction", "start", "end", "event_type", "user_id")
+# A user id as the notification model keeps one (notification.MAX_ID_LENGTH).
+MAX_USER_ID_LENGTH = 255
 MAX_MARKER_LENGTH = 300
 # An event_type glob is matched in linear time whatever its stars (page.lua);
 # the cap only keeps silly patterns out.
@@ -47,7 +49,12 @@ class FeedRequest:
     end: str = ""
 
     def filters(self) -> dict[str, str]:
-        params = {"start": self.start, "end": self.end, "event_type": self.query.event_type}
+        params = {
+            "start": self.start,
+            "end": self.end,
+            "event_type": self.query.event_type,
+            "user_id": self.query.user_id,
+        }
         return {name: value for name, value in params.items() if value}
 
 
@@ -70,6 +77,7 @@ def parse_request(
         raise BadRequest("event_type is longer than 255 characters")
     if event_type.count("*") > MAX_STARS:
         raise BadRequest(f"event_type has more than {MAX_STARS} '*'")
+    user_id = _user_id(args.get("user_id"))
     query = PageQuery(
         direction=direction,
         marker=marker,
@@ -78,8 +86,23 @@ def parse_request(
         start_ms=start,
         end_ms=end,
         event_type=event_type,
+        user_id=user_id,
     )
     return FeedRequest(query, start_text, end_text)
+
+
+def _user_id(text: str | None) -> str:
+    """The user_id filter: an exact id, as stored (no patterns)."""
+    if text is None:
+        return ""
+    user_id = text.strip()
+    if not user_id:
+        raise BadRequest("user_id is empty (leave it out for every user)")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise BadRequest(f"user_id is longer than {MAX_USER_ID_LENGTH} characters")
+    if not user_id.isprintable():
+        raise BadRequest("user_id has control characters")
+    return user_id
 
 
 def _limit(text: str | None, page_size: int, max_page_size: int) -> int:

@@ -175,7 +175,9 @@ def one_event(message_id: str) -> Response:
     found = srv.store.events.get_many([version[0]]) if version else []
     event = found[0] if found else None
     # Another tenant's event is answered exactly like a missing one.
-    if version is None or event is None or not caller.may_read_tenant(event.tenant_id):
+    # A billed project reads the events in its feed (README, What is stored).
+    readers = (event.tenant_id, event.billed_tenant_id) if event is not None else ()
+    if version is None or event is None or not any(caller.may_read_tenant(t) for t in readers):
         raise NotFound(f"no event {message_id}")
     changed_ms = int(event.ingested_at.timestamp() * 1000) if event.ingested_at else 0
     # seq and digest alone could come back after Redis lost data; the ingest time does not.

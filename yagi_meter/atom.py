@@ -98,6 +98,7 @@ def entry_bytes(event: Event, base_url: str) -> bytes:
         ("event_type", event.event_type),
         ("service", event.service),
         ("tenant", event.tenant_id),
+        ("user", event.user_id),
         ("resource", event.resource_id),
     )
     for scheme, term in categories:

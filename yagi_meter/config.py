@@ -134,6 +134,13 @@ def _targets(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(targets)
 
 
+def _metadata_key(value: str) -> str:
+    value = value.strip()
+    if any(ch.isspace() for ch in value) or len(value) > 255:
+        raise ValueError(f"expected one metadata key (no spaces, at most 255 characters), got {value!r}")
+    return value
+
+
 def _key_prefix(value: str) -> str:
     value = value.strip()
     if not value or any(ch.isspace() for ch in value):
@@ -351,6 +358,28 @@ OPTIONS: tuple[Option, ...] = (
         "  manila.share.* = tenant:payload.project_id resource:payload.share_id\n"
         "A rule overrides the built-in ones for the event types it matches.",
     ),
+    Option(
+        "notifications",
+        "billed_project_key",
+        "",
+        _metadata_key,
+        "Metadata key naming the project billed for a resource another project\n"
+        "owns, e.g. billed_project_id for the VMs a PaaS service runs for its\n"
+        "users. Read from the payload's metadata (nova instance metadata, legacy\n"
+        "and versioned; cinder volume metadata) of the billed_project_owners'\n"
+        "resources. Such an event keeps both projects (tenant_id the owner,\n"
+        "billed_tenant_id the billed one) and is in the tenant and resource feeds\n"
+        "of both. Empty: off.",
+    ),
+    Option(
+        "notifications",
+        "billed_project_owners",
+        "",
+        _list,
+        "Projects (ids, comma-separated) whose resources may name another project\n"
+        "to bill with billed_project_key: the provider's service projects. Any\n"
+        "tenant can set metadata on its own VMs, so no other project's is read.",
+    ),
     # [feeds]
     Option("feeds", "host", "127.0.0.1", _text, "Address the feed server listens on."),
     Option("feeds", "port", "8080", _int_at_least(1), "Port the feed server listens on."),
@@ -368,8 +397,8 @@ OPTIONS: tuple[Option, ...] = (
         "scan_limit",
         "10000",
         _int_at_least(1),
-        "Most index entries one page examines when start, end or event_type filter\n"
-        "it. A page that reaches this before it is full ends early, with fewer\n"
+        "Most index entries one page examines when start, end, event_type or user_id\n"
+        "filter it. A page that reaches this before it is full ends early, with fewer\n"
         "entries and a next/previous link that continues where it stopped.",
     ),
     Option(
@@ -723,6 +752,8 @@ class NotificationsSection:
     """[notifications]: How notifications become events."""
 
     mapping: str
+    billed_project_key: str
+    billed_project_owners: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -1006,6 +1037,10 @@ def _check_together(config: Config) -> None:
     if hub.retry_min_seconds > hub.retry_max_seconds:
         raise ConfigError("[hub] retry_min_seconds: larger than retry_max_seconds")
     _check_forward(config.forward)
+    if config.notifications.billed_project_key and not config.notifications.billed_project_owners:
+        raise ConfigError(
+            "[notifications] billed_project_owners: billed_project_key needs the projects it applies to"
+        )
     from yagi_meter.ownership import parse_mapping
 
     try:

@@ -94,7 +94,7 @@ def test_feedparser_finds_every_field_again(token_client, store, archive):
         assert {(link.rel, link.href) for link in entry.links} == {("self", url), ("alternate", url)}
         terms = {tag.label: tag.term for tag in entry.tags}
         expected = {"event_type": event.event_type, "service": event.service}
-        expected.update({"tenant": event.tenant_id, "resource": event.resource_id})
+        expected.update({"tenant": event.tenant_id, "user": event.user_id, "resource": event.resource_id})
         assert terms == {k: v for k, v in expected.items() if v}
         assert all(tag.scheme == f"urn:yagi-meter:{tag.label}" for tag in entry.tags)
         assert entry.content[0].type == "application/json"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from yagi_meter.config import Config
 from yagi_meter.errors import BadNotification
 from yagi_meter.notification import Event, parse
-from yagi_meter.ownership import parse_mapping
+from yagi_meter.ownership import Billing, parse_mapping
 from yagi_meter.store import Store
 from yagi_meter.store.events import (
     EncodedEvent,
@@ -83,6 +83,9 @@ class Ingestor:
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.rules = parse_mapping(config.notifications.mapping)
+        self.billing = Billing(
+            config.notifications.billed_project_key, frozenset(config.notifications.billed_project_owners)
+        )
         self.max_body_bytes = config.amqp.max_body_bytes
         self.max_message_bytes = config.amqp.max_message_bytes
 
@@ -126,7 +129,11 @@ class Ingestor:
 
     def _parse(self, message: Message, received_at: datetime) -> Event:
         return parse(
-            message.body, received_at=received_at, rules=self.rules, max_body_bytes=self.max_body_bytes
+            message.body,
+            received_at=received_at,
+            rules=self.rules,
+            max_body_bytes=self.max_body_bytes,
+            billing=self.billing,
         )
 
     def summarize(self, batch: Batch, result: WriteResult) -> Summary:

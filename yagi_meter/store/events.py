@@ -205,10 +205,10 @@ class EventStore(Collection):
         """
         k = self.keys
         index_keys = [k.event_type(event.event_type)]
-        if event.tenant_id:
-            index_keys.append(k.tenant(event.tenant_id))
+        for tenant_id in event.tenants:  # the owner, and a billed project
+            index_keys.append(k.tenant(tenant_id))
             if event.resource_id:
-                index_keys.append(k.resource(event.tenant_id, event.resource_id))
+                index_keys.append(k.resource(tenant_id, event.resource_id))
         forward = self.forward is not None and self.forward(event.event_type)
         args: list[str | bytes | int] = [
             event.message_id.encode(),
@@ -218,6 +218,7 @@ class EventStore(Collection):
             len(index_keys),
             "1" if forward else "0",
             codec.encode(event, self.compress),
+            (event.user_id or "").encode(),
         ]
         return EncodedEvent(event, index_keys, args)
 

@@ -16,8 +16,9 @@
 --          when none): a seq now lower under that same epoch means Redis lost
 --          writes (RDB restore, lagging replica) and seqs would be given out again
 -- ARGV[8]: the outbox member format (outbox.py MEMBER_FORMAT)
--- then per event (7): message_id, digest, event_type, timestamp ms, nkeys,
---                     forward ("1"/"0"), body
+-- then per event (8): message_id, digest, event_type, timestamp ms, nkeys,
+--                     forward ("1"/"0"), body, user_id ("" for none; entries
+--                     written before it have no "u" field)
 -- then per rejected message (6): reason, source, body, sha256 of the whole
 --                     raw message, its size in bytes, "1" when body is only its head
 -- then the quarantine entry ids to remove (requeued messages)
@@ -60,7 +61,7 @@ end
 
 -- Requeued entries go first, with their digests: a message still bad is
 -- then quarantined anew instead of being taken for a repeat.
-for i = 9 + n_events * 7 + n_rejected * 6, #ARGV do
+for i = 9 + n_events * 8 + n_rejected * 6, #ARGV do
   quarantine_remove(quarantine, quarantine_digests, ARGV[i])
 end
 
@@ -71,7 +72,8 @@ local a = 9
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
-  a = a + 7
+  local user = ARGV[a + 7]
+  a = a + 8
 
   local known = redis.call("HGET", ids, message_id)
   if known then
@@ -88,7 +90,10 @@ for _ = 1, n_events do
     local seq = redis.call("INCR", seq_key)
     local id = seq .. "-0"
     redis.call("HSET", ids, message_id, seq .. " " .. digest)
-    redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body)
+    -- "e" and "u": what page.lua filters on without decoding the body.  Every
+    -- entry has "u" (empty without a user): a stream stores the field names
+    -- once for entries that all have the same ones.
+    redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user)
     redis.call("ZADD", by_time, ts_ms, seq)
     for i = k, k + nkeys - 1 do
       redis.call("ZADD", KEYS[i], seq, seq)

@@ -16,7 +16,8 @@ Owner events.py (ingest.lua writes, retention and trim_index.lua remove):
 | ``epoch`` | string | random id made by ingest.lua whenever ``seq`` does not exist: a lost ``seq`` |
 |           |        | (Redis lost its data) gives a new epoch; caches and ETags include it (epoch.py) |
 | ``events`` | stream | an entry per event, id ``<seq>-0``: ``t`` ingest ms, ``e`` type, |
-|            |        | ``m`` message_id, ``d`` body (codec.py) |
+|            |        | ``m`` message_id, ``d`` body (codec.py), ``u`` user_id ("" for none; |
+|            |        | absent from entries written before it): what page.lua filters on |
 | ``ids`` | hash | message_id -> ``"<seq> <digest>"`` (dedup, lookup by entry id) |
 | ``by_time`` | zset | member seq, score notification time in ms |
 | ``tenant:<t>`` | zset | member and score seq: one tenant's events |

@@ -70,6 +70,7 @@ class PageQuery:
     start_ms: int | None = None
     end_ms: int | None = None
     event_type: str = ""  # exact, or a pattern with '*'
+    user_id: str = ""  # exact
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class Pages(Collection):
             pattern,
             "1" if index.strict else "0",
             known or "",
+            query.user_id,
         ]
         keys = [index.key, k.events, k.ids, k.by_time, k.seq, k.epoch]
         reply = self._run("page", keys, args, "reading a page")

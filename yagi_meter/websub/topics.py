@@ -64,10 +64,10 @@ class Topic:
 def topics_of(event: Event) -> list[Topic]:
     """Every feed ``event`` is an entry of."""
     topics = [Topic(TopicKind.ALL), Topic(TopicKind.EVENT_TYPE, event_type=event.event_type)]
-    if event.tenant_id:
-        topics.append(Topic(TopicKind.TENANT, tenant_id=event.tenant_id))
+    for tenant_id in event.tenants:  # the owner, and a billed project
+        topics.append(Topic(TopicKind.TENANT, tenant_id=tenant_id))
         if event.resource_id:
-            topics.append(Topic(TopicKind.RESOURCE, tenant_id=event.tenant_id, resource_id=event.resource_id))
+            topics.append(Topic(TopicKind.RESOURCE, tenant_id=tenant_id, resource_id=event.resource_id))
     return topics
 
 
