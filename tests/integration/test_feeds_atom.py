@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from urllib.parse import quote
 
@@ -110,10 +111,23 @@ def test_feedparser_reads_an_entry_document(token_client, store, archive):
     assert note == "bell\x07 nul\x00 esc\x1b ff\x0c nonchar\ufffe lone\ud800 <&]]> done"
 
 
-def test_control_characters_stay_escaped_json_in_the_xml(token_client, archive):
+def test_control_characters_stay_escaped_json_inside_the_base64_content(token_client, archive):
     body = token_client.get(f"/events/{archive[-1]}", headers=ADMIN).data
-    assert b"\\u0007" in body and b"\\u0000" in body and b"\x07" not in body
-    etree.fromstring(body)  # well-formed
+    content = etree.fromstring(body).find(f"{{{ATOM_NS}}}content")  # well-formed
+    assert content.get("type") == "application/json"
+    notification = base64.b64decode(content.text, validate=True)
+    assert b"\\u0007" in notification and b"\\u0000" in notification and b"\x07" not in body
+
+
+def test_content_is_base64_json_with_a_one_line_summary(token_client, store, archive):
+    event = next(e for e in map(store.events.get, archive) if e.tenant_id and e.resource_id)
+    root = etree.fromstring(token_client.get(f"/events/{event.message_id}", headers=ADMIN).data)
+    content = root.find(f"{{{ATOM_NS}}}content")
+    assert json.loads(base64.b64decode(content.text, validate=True)) == event.notification
+    summary = root.find(f"{{{ATOM_NS}}}summary")
+    assert summary.get("type") == "text"
+    expected = f"{event.event_type}, tenant {event.tenant_id}, resource {event.resource_id}"
+    assert summary.text == expected and "\n" not in summary.text
 
 
 def test_tenant_owned_sample_round_trips_through_its_own_feed(token_client, ingestor):
