@@ -56,5 +56,3 @@ def atom_ids(document: bytes) -> list[str]:
 def links(document: bytes) -> dict[str, str]:
     root = etree.fromstring(document)
     return {link.get("rel"): link.get("href") for link in root.findall(f"{{{ATOM_NS}}}link")}
-
-

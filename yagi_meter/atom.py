@@ -111,6 +111,22 @@ def _attr(value: str) -> str:
     return value
 
 
+def categories(event: Event) -> list[tuple[str, str]]:
+    """(label, term) of an entry's categories; the scheme is CATEGORY_SCHEME + label."""
+    pairs = (
+        ("event_type", event.event_type),
+        ("service", event.service),
+        ("tenant", event.tenant_id),
+        ("resource", event.resource_id),
+    )
+    return [(label, term) for label, term in pairs if term]
+
+
+def entry_updated(event: Event) -> datetime:
+    """An entry's atom:updated: when it entered the archive, never before it happened."""
+    return max(event.timestamp, event.ingested_at or event.timestamp)
+
+
 def entry_bytes(event: Event, base_url: str) -> bytes:
     """One ``atom:entry`` element, serialised: the one place an entry is rendered.
 
@@ -121,7 +137,7 @@ def entry_bytes(event: Event, base_url: str) -> bytes:
     # published: when it happened; updated: when it entered the archive (never
     # before published), so a feed's updated moves on even for late arrivals.
     published = format_timestamp(event.timestamp)
-    updated = format_timestamp(max(event.timestamp, event.ingested_at or event.timestamp))
+    updated = format_timestamp(entry_updated(event))
     parts = [
         f'<entry xmlns="{ATOM_NS}"><id>{_text(entry_id(event))}</id>',
         f'<title type="text">{_text(event.event_type)}</title>',
@@ -131,17 +147,10 @@ def entry_bytes(event: Event, base_url: str) -> bytes:
         # The same URL answers a browser with HTML: what feed readers link to.
         f'<link rel="alternate" href="{url}" type="text/html"/>',
     ]
-    categories = (
-        ("event_type", event.event_type),
-        ("service", event.service),
-        ("tenant", event.tenant_id),
-        ("resource", event.resource_id),
-    )
-    for scheme, term in categories:
-        if term:
-            parts.append(
-                f'<category term="{_attr(term)}" scheme="{CATEGORY_SCHEME}{scheme}" label="{scheme}"/>'
-            )
+    for scheme, term in categories(event):
+        parts.append(
+            f'<category term="{_attr(term)}" scheme="{CATEGORY_SCHEME}{scheme}" label="{scheme}"/>'
+        )
     # RFC 4287 4.1.3.3: a media type neither XML nor text/* is Base64, and
     # then 4.1.2 wants a summary.  notification_json is ASCII-only JSON.
     content = base64.b64encode(event.notification_json.encode()).decode()
