@@ -148,9 +148,7 @@ def entry_bytes(event: Event, base_url: str) -> bytes:
         f'<link rel="alternate" href="{url}" type="text/html"/>',
     ]
     for scheme, term in categories(event):
-        parts.append(
-            f'<category term="{_attr(term)}" scheme="{CATEGORY_SCHEME}{scheme}" label="{scheme}"/>'
-        )
+        parts.append(f'<category term="{_attr(term)}" scheme="{CATEGORY_SCHEME}{scheme}" label="{scheme}"/>')
     # RFC 4287 4.1.3.3: a media type neither XML nor text/* is Base64, and
     # then 4.1.2 wants a summary.  notification_json is ASCII-only JSON.
     content = base64.b64encode(event.notification_json.encode()).decode()
