@@ -12,6 +12,7 @@ from lxml import etree
 
 from tests.conftest import as_sent, load_sample, sample_paths
 from tests.feeds_support import ATOM_NS, SAMPLE_INSTANCE, assert_valid_atom, atom_ids, tenant_message
+from yagi_meter import atom
 from yagi_meter.ingest.ingestor import Message
 
 pytestmark = pytest.mark.integration
@@ -30,6 +31,11 @@ def archive(ingestor, token_client):
     nasty["payload"] = {"note": "bell\x07 nul\x00 esc\x1b ff\x0c nonchar\ufffe lone\ud800 <&]]> done"}
     ingestor.ingest([Message(json.dumps(nasty).encode(), "nasty")])
     ids.append(nasty["message_id"])
+    # Message ids that are not UUIDs (a replayed file, an old service): entry ids are uuid5s.
+    for number, message_id in enumerate(("req-5e0c3b1a-77aa-4f0e-9d1c-2b8a6c3f9e10", "backfill #7")):
+        odd = as_sent(load_sample(sample_paths()[number]), message_id=message_id)
+        ingestor.ingest([Message(json.dumps(odd).encode(), "replayed")])
+        ids.insert(len(ids) - 1, message_id)  # the nasty one stays last
     return ids
 
 
@@ -44,6 +50,7 @@ def feed_urls(ids: list[str]) -> list[str]:
         f"/events?marker={ids[10]}&direction=forward&limit=5",
         f"/events?marker={ids[10]}&direction=backward&limit=5",
         "/events?marker=last&direction=backward&limit=5",
+        f"/events?marker={quote(ids[-2], safe='')}&direction=backward&limit=5",  # not a UUID
         "/events?event_type=instance.*&start=2017-01-01&end=2018-01-01",
         "/events?event_type=no.such.type",
         "/tenants/alpha/events?limit=1000",
@@ -84,13 +91,14 @@ def test_feedparser_finds_every_field_again(token_client, store, archive):
     rels = {link.rel: link.href for link in feed.links}
     assert {"self", "current", "last", "hub", "previous"} <= set(rels)
     assert len(parsed.entries) == len(archive)
+    by_entry_id = {f"urn:uuid:{atom.entry_uuid(m)}": m for m in archive}
     for entry in parsed.entries:
-        message_id = entry.id.removeprefix("urn:uuid:")
+        message_id = by_entry_id[entry.id]
         event = store.events.get(message_id)
         assert entry.title == event.event_type
         assert entry.published_parsed and entry.updated_parsed
         assert entry.author == (event.publisher_id or event.service)
-        url = f"http://127.0.0.1:8080/events/{message_id}"
+        url = f"http://127.0.0.1:8080/events/{quote(message_id, safe='')}"
         assert entry.link == url
         assert {(link.rel, link.href) for link in entry.links} == {("self", url), ("alternate", url)}
         terms = {tag.label: tag.term for tag in entry.tags}
