@@ -53,6 +53,8 @@ def test_other_spellings_of_a_topic_have_the_same_canonical_path():
     assert parse_topic("HTTP://FEEDS.example:8080/events", BASE) == Topic(ALL)
     paged = f"{BASE}/tenants/t/events?limit=5&marker=urn:uuid:x&direction=forward"
     assert parse_topic(paged, BASE) == Topic(TENANT, tenant_id="t")
+    # A JSON page's rel=self names the same feed (deliveries are Atom).
+    assert parse_topic(f"{BASE}/events?limit=25&format=json", BASE) == Topic(ALL)
 
 
 @pytest.mark.parametrize(
