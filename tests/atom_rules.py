@@ -92,6 +92,9 @@ def _entry_rules(entry: etree._Element, feed_has_author: bool) -> list[str]:
                 problems.append(f"content of type {kind} is not Base64 (4.1.3.3)")
             if not has_summary:
                 problems.append(f"content of type {kind} (Base64) and no summary (4.1.2)")
+        elif kind in ("text", "html") or kind.lower().startswith("text/"):
+            if len(content):
+                problems.append(f"content of type {kind} has child elements (4.1.3.3)")
     problems += _alternates(entry)
     return problems
 

@@ -103,6 +103,15 @@ CASES = {
         ),
         "content with src and no summary",
     ),
+    "text/plain content with markup": (
+        entry(),
+        lambda root: (
+            first(root, "a:content").set("type", "text/plain"),
+            setattr(first(root, "a:content"), "text", "a"),
+            first(root, "a:content").append(etree.Element("b")),
+        ),
+        "has child elements",
+    ),
     "id not an IRI": (feed(event()), set_text("a:id", "events page 1"), "not an absolute IRI"),
     "relative id": (feed(event()), set_text("a:id", "/events"), "not an absolute IRI"),
     "urn:uuid with a message id": (entry(), set_text("a:id", "urn:uuid:req-42"), "canonical UUID"),
