@@ -230,5 +230,5 @@ def test_the_browser_view_shows_the_notification_as_json(token_client, store, al
     entry_html = token_client.get(
         f"/events/{alpha[0]}", headers={**ADMIN, "Accept": "text/html"}
     ).data.decode()
-    assert '"publisher_id": "' in entry_html
+    assert '"publisher_id": "' in entry_html and atom.summary(event) in entry_html
     assert base64.b64encode(event.notification_json.encode()).decode()[:40] not in entry_html
