@@ -249,7 +249,7 @@ def bare_round(server: Subscriber, callbacks: list[str], config, event) -> float
     """The same POSTs from one thread with one keep-alive requests Session: deliveries/s."""
     topic = f"{config.base_url}/events"
     entry = RenderedEntry(event.seq, entry_updated(event), entry_bytes(event, config.base_url))
-    document = delivery_document([entry], topic, "All events", hub_url(config))
+    document = delivery_document([entry], topic, topic, "All events", hub_url(config))
     headers = {
         "Content-Type": "application/atom+xml",
         "Link": f'<{hub_url(config)}>; rel="hub", <{topic}>; rel="self"',

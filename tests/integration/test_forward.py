@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def archive():
-    with AtomHopper() as server:
+    with AtomHopper(validate=True) as server:
         yield server
 
 
@@ -105,7 +105,7 @@ def test_archive_down_then_failing_then_up_drains_the_backlog(key_prefix):
     store = open_store(config)
     with running(config):
         wait_until(lambda: any("Connection refused" in e.text for e in store.errors.recent()))
-        with AtomHopper(port) as archive:
+        with AtomHopper(port, validate=True) as archive:
             archive.fail_status = 500
             wait_until(lambda: archive.statuses[500] >= 5, what="500s")
             archive.fail_status = None

@@ -6,12 +6,16 @@ import threading
 
 import pytest
 import requests.utils
+from lxml import etree
 
 from feeds.app import create_app
 from tests.conftest import TEST_REDIS_URL, make_config
+from tests.feeds_support import ATOM_NS, assert_valid_atom, atom_ids, links, tenant_message
 from tests.hub_helpers import ingest, wait_until
 from tests.integration.conftest import TOKENS
 from tests.servers.subscriber import Subscriber
+from yagi_meter import atom
+from yagi_meter.ingest.ingestor import Ingestor
 from yagi_meter.store import open_store
 from yagi_meter.websub.push import PushWorker
 
@@ -129,3 +133,30 @@ def test_only_a_reader_of_the_topic_may_unsubscribe_from_it(served):
     data = {"hub.mode": "unsubscribe", "hub.callback": subscriber.url("/alpha"), "hub.topic": topic}
     assert client.post("/hub", data=data, headers={"X-Auth-Token": "alpha-token"}).status_code == 202
     assert wait_until(lambda: subscriptions.ids() == [])
+
+
+def test_deliveries_name_the_topic_as_subscribed_and_the_feed_id_as_the_feed_has_it(served):
+    config, store, client, subscriber = served
+    _, canonical = discover(client, "/tenants/alpha/events?limit=5", "alpha-token")
+    # The Link header's self is the document's self: one canonical URL, parameters in one order.
+    feed = client.get("/tenants/alpha/events?limit=5", headers={"X-Auth-Token": "alpha-token"})
+    assert canonical == links(feed.data)["self"] == f"{config.base_url}/tenants/alpha/events?limit=5"
+    bare = f"{config.base_url}/tenants/alpha/events"
+    for path, topic in (("/canonical", canonical), ("/bare", bare)):
+        assert subscribe(client, subscriber.url(path), topic, "alpha-token").status_code == 202
+    subscriptions = store.subscriptions
+    assert wait_until(lambda: len(subscriptions.ids()) == 2)
+    message_id, message = tenant_message("alpha", message_id="req-7f1e-not-a-uuid")
+    Ingestor(store, config).ingest([message])
+    assert subscriber.wait_for(lambda: subscriber.posts_to("/canonical") and subscriber.posts_to("/bare"))
+    for path, topic in (("/canonical", canonical), ("/bare", bare)):
+        [post] = subscriber.posts_to(path)
+        assert_valid_atom(post.body)
+        assert links(post.body)["self"] == topic
+        assert f'<{topic}>; rel="self"' in post.headers["Link"]
+        assert etree.fromstring(post.body).findtext(f"{{{ATOM_NS}}}id") == bare == atom_feed_id(feed.data)
+        assert atom_ids(post.body) == [atom.entry_uuid(message_id)]
+
+
+def atom_feed_id(document: bytes) -> str:
+    return etree.fromstring(document).findtext(f"{{{ATOM_NS}}}id")

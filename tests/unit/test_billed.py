@@ -106,8 +106,12 @@ def test_the_stored_form_keeps_the_billed_project() -> None:
 
 def test_both_tenants_feeds_are_websub_topics_of_the_event() -> None:
     event = parse_message(billed_message())
-    owned = {(t.kind, t.tenant_id) for t in topics_of(event) if t.kind in (TopicKind.TENANT, TopicKind.RESOURCE)}
-    assert owned == {(k, t) for k in (TopicKind.TENANT, TopicKind.RESOURCE) for t in (SERVICE_PROJECT, TENANT_ID)}
+    owned = {
+        (t.kind, t.tenant_id) for t in topics_of(event) if t.kind in (TopicKind.TENANT, TopicKind.RESOURCE)
+    }
+    assert owned == {
+        (k, t) for k in (TopicKind.TENANT, TopicKind.RESOURCE) for t in (SERVICE_PROJECT, TENANT_ID)
+    }
 
 
 @pytest.mark.parametrize("value", ["billed project", "x" * 256])

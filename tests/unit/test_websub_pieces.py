@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 
+from tests.atom_rules import assert_valid_atom
 from yagi_meter.atom import ATOM_NS, entry_bytes
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.notification import format_timestamp, parse
@@ -52,6 +53,8 @@ def test_other_spellings_of_a_topic_have_the_same_canonical_path():
     assert parse_topic("HTTP://FEEDS.example:8080/events", BASE) == Topic(TopicKind.ALL)
     paged = f"{BASE}/tenants/t/events?limit=5&marker=urn:uuid:x&direction=forward"
     assert parse_topic(paged, BASE) == Topic(TopicKind.TENANT, tenant_id="t")
+    # A JSON page's rel=self names the same feed (deliveries are Atom).
+    assert parse_topic(f"{BASE}/events?limit=25&format=json", BASE) == Topic(TopicKind.ALL)
 
 
 @pytest.mark.parametrize(
@@ -176,7 +179,9 @@ def test_every_resolved_address_must_be_allowed():
 def test_a_delivery_is_a_feed_document_of_exactly_its_entries_with_hub_and_self():
     events = [event("t1"), event("t1")]
     entries = [RenderedEntry(i, entry_updated(e), entry_bytes(e, BASE)) for i, e in enumerate(events)]
-    body = delivery_document(entries, f"{BASE}/tenants/t1/events", "Events of t1", f"{BASE}/hub")
+    topic = f"{BASE}/tenants/t1/events?limit=25"  # as subscribed: the feed's own rel=self
+    body = delivery_document(entries, f"{BASE}/tenants/t1/events", topic, "Events of t1", f"{BASE}/hub")
+    assert_valid_atom(body)
     feed = etree.fromstring(body)
     ns = {"a": ATOM_NS}
     assert feed.findtext("a:id", namespaces=ns) == f"{BASE}/tenants/t1/events"
@@ -184,7 +189,7 @@ def test_a_delivery_is_a_feed_document_of_exactly_its_entries_with_hub_and_self(
         f"urn:uuid:{e.message_id}" for e in events
     ]
     links = {link.get("rel"): link.get("href") for link in feed.findall("a:link", ns)}
-    assert links == {"self": f"{BASE}/tenants/t1/events", "hub": f"{BASE}/hub"}
+    assert links == {"self": topic, "hub": f"{BASE}/hub"}
     assert feed.findtext("a:updated", namespaces=ns) == format_timestamp(max(e.updated for e in entries))
 
 

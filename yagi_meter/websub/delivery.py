@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from yagi_meter.atom import FeedMeta, Link, entry_bytes, feed_document
-from yagi_meter.notification import Event
+from yagi_meter.atom import FeedMeta, Link, entry_bytes, entry_updated, feed_document
 from yagi_meter.store import Store
 
 ENTRY_CACHE_SIZE = 2000  # a few seconds of events at a few hundred a second
@@ -33,15 +32,15 @@ class RenderedEntry:
     xml: bytes
 
 
-def entry_updated(event: Event) -> datetime:
-    """An entry's ``updated`` (as yagi_meter.atom writes it): when it entered the archive."""
-    return max(event.timestamp, event.ingested_at or event.timestamp)
+def delivery_document(
+    entries: Sequence[RenderedEntry], feed_id: str, topic_url: str, title: str, hub: str
+) -> bytes:
+    """The Atom feed document POSTed to a subscriber: exactly ``entries`` (WebSub 7).
 
-
-def delivery_document(entries: Sequence[RenderedEntry], topic_url: str, title: str, hub: str) -> bytes:
-    """The Atom feed document POSTed to a subscriber: exactly ``entries`` (WebSub 7)."""
+    ``feed_id``: the feed's atom:id, as the feed itself has it; ``topic_url``:
+    the topic as subscribed, its rel=self."""
     meta = FeedMeta(
-        feed_id=topic_url,
+        feed_id=feed_id,
         title=title,
         updated=max(e.updated for e in entries),
         links=(Link("self", topic_url), Link("hub", hub)),

@@ -308,7 +308,11 @@ class PushWorker:
             self.subscriptions.settle(subscription_id, Delivered.OK, seqs)
             return
         body = delivery_document(
-            entries, self._topic_url(subscription), self._title(subscription), self.hub_url
+            entries,
+            self.config.base_url + subscription.topic_path,
+            self._topic_url(subscription),
+            self._title(subscription),
+            self.hub_url,
         )
         reply = self.peers.deliver(subscription.callback, body, self._headers(subscription, body))
         if reply.ok:
@@ -356,8 +360,9 @@ class PushWorker:
         return headers
 
     def _topic_url(self, subscription: Subscription) -> str:
-        """The canonical topic URL (WebSub 7: rel=self), whatever spelling was subscribed."""
-        return self.config.base_url + subscription.topic_path
+        """The topic URL as subscribed (WebSub 7: rel=self): the feed's own rel=self, or any
+        other spelling of the feed, comes back exactly as the subscriber knows it."""
+        return subscription.topic or self.config.base_url + subscription.topic_path
 
     def _title(self, subscription: Subscription) -> str:
         try:

@@ -24,9 +24,10 @@ class TopicKind(StrEnum):
     EVENT_TYPE = "event_type"
 
 
-# Query parameters that only page through a feed: a feed's rel=self may carry
-# them, and the topic is the same feed.  Filters (event_type, start, end) are not.
-PAGING = frozenset({"limit", "marker", "direction"})
+# Query parameters that only page through a feed, or choose its representation
+# (deliveries are Atom whatever was asked): a feed's rel=self may carry them, and
+# the topic is the same feed.  Filters (event_type, start, end, user_id) are not.
+PAGING = frozenset({"limit", "marker", "direction", "format"})
 
 
 def _q(part: str) -> str:
