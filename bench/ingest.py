@@ -11,7 +11,8 @@ the messagingv2 driver publishes them, to exchange ``nova`` with routing key
 Each round fills the queue and times three consumers in turn, each starting
 on a full queue of the same messages:
 
-- bare: a pika consumer in this process that acks every message, nothing else;
+- bare: a pika consumer in this process that acks as the listener does (one ``multiple``
+  ack per ``[amqp] batch_size`` messages or ``batch_wait_ms``), nothing else;
 - listen: ``python -m yagi_meter listen`` storing into Redis (compressed);
 - listen, YAGI_REDIS_COMPRESS=false.
 
@@ -179,20 +180,35 @@ def fill(url: str, bodies: list[bytes]) -> None:
         connection.close()
 
 
-def bare_consume(url: str, count: int, prefetch: int) -> Timing:
-    """Consume and ack ``count`` messages one by one, timed from the first ack to the last."""
+def bare_consume(url: str, count: int, prefetch: int, batch_size: int, batch_wait_ms: int) -> Timing:
+    """Consume ``count`` messages and ack them as the listener does: one ``multiple`` ack per
+    ``batch_size`` messages, or when the oldest unacked one has waited ``batch_wait_ms``.
+
+    The fair baseline: the same protocol work as the listener (prefetch, batched acks),
+    without parsing or storing.  Timed from the first message to the last ack.
+    """
     connection = pika.BlockingConnection(pika.URLParameters(url))
-    acked = 0
+    received = acked = 0
+    last_tag = 0
+    batch_started = 0.0
     first = last = first_cpu = last_cpu = 0.0
 
+    def ack_batch(channel) -> None:
+        nonlocal acked, batch_started
+        channel.basic_ack(last_tag, multiple=True)
+        acked = received
+        batch_started = 0.0
+
     def on_message(channel, method, properties, body):
-        nonlocal acked, first, last, first_cpu, last_cpu
-        channel.basic_ack(method.delivery_tag)
-        acked += 1
-        if acked == 1:
+        nonlocal received, last_tag, first, first_cpu, batch_started
+        received += 1
+        last_tag = method.delivery_tag
+        if received == 1:
             first, first_cpu = time.perf_counter(), time.process_time()
-        elif acked == count:
-            last, last_cpu = time.perf_counter(), time.process_time()
+        if not batch_started:
+            batch_started = time.monotonic()
+        if received - acked >= batch_size:
+            ack_batch(channel)
 
     try:
         channel = connection.channel()
@@ -202,7 +218,10 @@ def bare_consume(url: str, count: int, prefetch: int) -> Timing:
         while acked < count:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"bare consumer acked only {acked} of {count}")
-            connection.process_data_events(time_limit=0.5)
+            connection.process_data_events(time_limit=batch_wait_ms / 1000)
+            if received > acked and time.monotonic() - batch_started >= batch_wait_ms / 1000:
+                ack_batch(channel)
+        last, last_cpu = time.perf_counter(), time.process_time()
     finally:
         connection.close()
     return Timing((count - 1) / (last - first), (last_cpu - first_cpu) / (count - 1) * 1e6)
@@ -322,14 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amqp-host", default="localhost:5672")
     args = parser.parse_args(argv)
 
-    prefetch = config_module.load(environ={**os.environ, "YAGI_CONFIG": os.devnull}).amqp.prefetch
+    amqp = config_module.load(environ={**os.environ, "YAGI_CONFIG": os.devnull}).amqp
+    prefetch = amqp.prefetch
     bodies = build_bodies(args.messages, args.tenants)
     raw = statistics.mean(len(b) for b in bodies)
     inner = statistics.mean(len(json.loads(b)["oslo.message"]) for b in bodies)
     client = redis.Redis.from_url(args.redis_url)
     print(
         f"{args.messages} messages, mean body {raw:.0f} bytes (notification inside the envelope "
-        f"{inner:.0f}), {args.tenants} tenants, prefetch {prefetch}, {os.cpu_count()} CPUs",
+        f"{inner:.0f}), {args.tenants} tenants, prefetch {prefetch}, batch {amqp.batch_size}, "
+        f"{os.cpu_count()} CPUs",
         flush=True,
     )
 
@@ -339,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     with vhost(args.amqp_host) as url:
         for number in range(1, args.rounds + 1):
             fill(url, bodies)
-            results["bare"].append(bare_consume(url, args.messages, prefetch))
+            results["bare"].append(
+                bare_consume(url, args.messages, prefetch, amqp.batch_size, amqp.batch_wait_ms)
+            )
             for name, compress in (("listen", True), ("listen, no compression", False)):
                 prefix = f"yagibench:{run_id}:{number}:{int(compress)}:"
                 try:
@@ -360,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     rate = {name: statistics.median(t.rate for t in timings) for name, timings in results.items()}
     cpu = {name: statistics.median(t.cpu_us for t in timings) for name, timings in results.items()}
     ratios = [lst.rate / bare.rate for lst, bare in zip(results["listen"], results["bare"], strict=True)]
+    cpu_ratios = [
+        lst.cpu_us / bare.cpu_us for lst, bare in zip(results["listen"], results["bare"], strict=True)
+    ]
     print(f"\nmedian of {args.rounds} rounds (first message stored or acked to last):")
     print(f"  {'':<24} {'messages/s':>10}  {'consumer CPU us/msg':>19}")
     for name in results:
@@ -367,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  ratio listen/bare        {rate['listen'] / rate['bare']:>10.2f}  "
         f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
+    print(
+        f"  CPU per message listen/bare {cpu['listen'] / cpu['bare']:>7.2f}  "
+        f"(per round: {', '.join(f'{r:.2f}' for r in cpu_ratios)}; target at most 2.5)"
     )
     print(f"\nRedis memory per event (MEMORY USAGE of every key / {args.messages}):")
     for name in ("listen", "listen, no compression"):
