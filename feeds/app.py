@@ -14,7 +14,7 @@ from feeds.caching import RenderCache
 from feeds.hub import init_hub, readers_of
 from feeds.metrics import registry
 from yagi_meter.config import Config
-from yagi_meter.errors import StoreError
+from yagi_meter.errors import StoreError, UndecodableEvent
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.pages import Pages
 from yagi_meter.store.stats import ping
@@ -34,7 +34,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.extensions["yagi_meter"] = views.FeedServer(
         config=config,
         store=store,
-        pages=Pages(store.client, store.keys, store.events.watch),
+        pages=Pages(store.client, store.keys, store.events.watch, store.events.dictionaries),
         authenticate=authenticator(config),
         pages_cache=RenderCache(
             PAGE_CACHE_SIZE if config.feeds.cache_entries else 0,
@@ -71,6 +71,10 @@ def error_response(error: Exception) -> Response:
         headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
         if code == 401:
             headers.append(("WWW-Authenticate", 'Token realm="yagi-meter", header="X-Auth-Token"'))
+    elif isinstance(error, UndecodableEvent):
+        # A damaged body or a missing dictionary: this request fails, the server goes on.
+        log.error("%s", error)
+        code, reason, headers = 500, str(error), []
     elif isinstance(error, StoreError):
         log.error("store unavailable: %s", error)
         code, reason, headers = 503, "store unavailable, try again", [("Retry-After", "5")]

@@ -198,6 +198,22 @@ def _parser() -> argparse.ArgumentParser:
         "remove subscriptions and their queued entries (the subscriber may subscribe again)",
     )
     sub_remove.add_argument("ids", nargs="+", metavar="ID", help="subscription ids, as `list` shows them")
+    dict_actions = _group(commands, "dictionary", "zstd dictionaries event bodies are compressed with")
+    dict_train = _command(
+        dict_actions,
+        "train",
+        cmd_dictionary_train,
+        "train a dictionary on the store's recent events (across event types), store it and "
+        "make it current; old events keep theirs",
+    )
+    dict_train.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="recent events to train on (default: [redis] dictionary_samples)",
+    )
+    _command(dict_actions, "list", cmd_dictionary_list, "every stored dictionary: id, size, created, current")
     sample = _command(
         commands, "sample-config", cmd_sample_config, "print yagi.conf.sample: every option, with its default"
     )
@@ -267,11 +283,18 @@ def _start(name: str, config: Config) -> Store:
 
 def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     from yagi_meter.ingest.listener import Listener
+    from yagi_meter.store.dictionaries import AutoTrain
 
     store = _start("listen", config)
     listener = Listener(config, Ingestor(store, config))
     listener.install_signal_handlers()
-    listener.run()
+    trainer = AutoTrain(
+        store.events.dictionaries, config.redis.dictionary_train_after, config.redis.dictionary_samples
+    ).start()
+    try:
+        listener.run()
+    finally:
+        trainer.stop()
     return RET_OK
 
 
@@ -466,6 +489,43 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     store = open_store(config)
     report = status_module.collect(store, config)
     print(json.dumps(report, sort_keys=True) if args.json else status_module.render(report))
+    return RET_OK
+
+
+# -- dictionary --------------------------------------------------------------
+
+
+def cmd_dictionary_train(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.store.dictionaries import train
+
+    store = open_store(config)
+    try:
+        result = train(store.events.dictionaries, args.samples or config.redis.dictionary_samples)
+    except ValueError as e:
+        print(f"yagi-meter: no dictionary trained: {e}", file=sys.stderr)
+        return RET_ERROR
+    print(
+        f"dictionary {result.id}: {result.size:,} bytes, trained on {result.samples:,} events of "
+        f"{result.event_types} event types in {result.seconds:.1f} s; now current\n"
+        f"held-out {result.held_out:,} events, stored/text: {result.ratio_before:.3f} with "
+        f"{result.before}, {result.ratio_after:.3f} with dictionary {result.id}"
+    )
+    return RET_OK
+
+
+def cmd_dictionary_list(args: argparse.Namespace, config: Config) -> int:
+    store = open_store(config)
+    for info in store.events.dictionaries.list():
+        created = f"{info.created:%Y-%m-%d %H:%M:%S}" if info.created else "-"
+        ratios = (
+            f"  held-out {info.ratio_before:.3f} -> {info.ratio_after:.3f}"
+            if info.ratio_before is not None and info.ratio_after is not None
+            else ""
+        )
+        print(
+            f"{info.id}  {info.size:,} bytes  {created}  {info.samples:,} samples{ratios}"
+            f"{'  current' if info.current else ''}"
+        )
     return RET_OK
 
 

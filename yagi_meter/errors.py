@@ -17,6 +17,11 @@ class StoreError(YagiError):
     """Redis could not be reached or refused a write."""
 
 
+class UndecodableEvent(YagiError, ValueError):
+    """A stored event body cannot be decoded (corrupt, or its dictionary is missing or damaged);
+    the message names the seq."""
+
+
 class BrokerError(YagiError):
     """Base class of errors talking to RabbitMQ."""
 

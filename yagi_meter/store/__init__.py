@@ -10,6 +10,7 @@ import redis
 from yagi_meter.config import Config
 from yagi_meter.forward.routes import Routes
 from yagi_meter.store.connection import connect
+from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.error_log import ErrorLog
 from yagi_meter.store.events import EventStore, Outcome, Rejected
 from yagi_meter.store.keys import Keys
@@ -37,5 +38,14 @@ def open_store(
     keys = Keys(config.redis.key_prefix)
     if forward is None and config.forward.url:
         forward = Routes.from_config(config).wanted
-    events = EventStore(client, keys, compress=config.redis.compress, forward=forward)
+    dictionaries = Dictionaries(
+        client,
+        keys,
+        check_seconds=config.redis.dictionary_check_seconds,
+        # Text of a body: the notification (at most max_body_bytes, re-encoded) and derived fields.
+        max_text_bytes=2 * config.amqp.max_body_bytes + 65536,
+    )
+    events = EventStore(
+        client, keys, compress=config.redis.compress, forward=forward, dictionaries=dictionaries
+    )
     return Store(client, keys, events, Quarantine(client, keys), ErrorLog(client, keys))

@@ -15,6 +15,7 @@ import redis
 from yagi_meter.errors import StoreError
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
+from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
 
@@ -160,8 +161,10 @@ class EventStore:
         compress: bool = True,
         push: bool = True,
         forward: Callable[[str], bool] | None = None,
+        dictionaries: Dictionaries | None = None,
     ) -> None:
-        """``push``: write push outbox entries; ``forward``: which event types to forward."""
+        """``push``: write push outbox entries; ``forward``: which event types to forward;
+        ``dictionaries``: where zstd dictionaries are found (default: under ``keys``)."""
         self.client = client
         self.keys = keys
         self.compress = compress
@@ -170,6 +173,9 @@ class EventStore:
         self._ingest = client.register_script(_script("ingest.lua"))
         self._trim_index = client.register_script(_script("trim_index.lua"))
         self.watch = SeqWatch()
+        self.dictionaries = dictionaries or Dictionaries(client, keys)
+        if self.dictionaries.watch is None:  # Redis losing data drops its cache (dictionaries.py)
+            self.dictionaries.watch = self.watch
 
     # -- writing -----------------------------------------------------------
 
@@ -205,7 +211,7 @@ class EventStore:
             int(event.timestamp.timestamp() * 1000),
             len(index_keys),
             "1" if forward else "0",
-            codec.encode(event, self.compress),
+            codec.encode(event, self.compress, self.dictionaries.current() if self.compress else None),
         ]
         return EncodedEvent(event, index_keys, args)
 
@@ -285,7 +291,7 @@ class EventStore:
         for seq, reply in zip(seqs, self._execute(pipe), strict=True):
             if reply:
                 fields = reply[0][1]
-                events.append(codec.decode(fields[b"d"], seq, int(fields[b"t"])))
+                events.append(codec.decode(fields[b"d"], seq, int(fields[b"t"]), self.dictionaries))
         return events
 
     def count(self) -> int:

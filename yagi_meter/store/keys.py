@@ -16,6 +16,12 @@
 | ``outbox:<name>`` | zset | member seq, score ms when next due (``push``, ``forward``): work to do |
 | ``outbox:<name>:seqs`` | zset | the same seqs scored by seq: oldest pending, retention floor |
 | ``outbox:<name>:attempts`` | hash | seq -> failed attempts so far |
+| ``dict:last`` | string | last dictionary id given out (INCR) |
+| ``dict:<id>`` | string | one zstd dictionary's bytes, written once, never changed or deleted |
+|               |        | (bodies name the one they need: codec.py, store/dictionaries.py) |
+| ``dict:info`` | hash | dictionary id -> JSON: size, created_ms, samples, sha256, held-out ratios |
+| ``dict:current`` | string | id of the dictionary new bodies are compressed with (none: zlib) |
+| ``dict:training`` | string | lock (EX 600) while a listener trains the first dictionary |
 | ``conflicts`` | string | count of reused message_ids whose body differed |
 | ``duplicates`` | string | count of redelivered or replayed messages already stored |
 | ``quarantine`` | stream | messages that could not become events: ``reason``, ``source``, ``at`` ms, |
@@ -72,6 +78,10 @@ class Keys:
         self.errors = prefix + "errors"
         self.dead_letters = prefix + "dead_letters"
         self.forwarded = prefix + "forwarded"
+        self.dict_last = prefix + "dict:last"
+        self.dict_info = prefix + "dict:info"
+        self.dict_current = prefix + "dict:current"
+        self.dict_training = prefix + "dict:training"
 
     def tenant(self, tenant_id: str) -> str:
         return f"{self.prefix}tenant:{_part(tenant_id)}"
@@ -81,6 +91,9 @@ class Keys:
 
     def event_type(self, event_type: str) -> str:
         return f"{self.prefix}type:{_part(event_type)}"
+
+    def dictionary(self, dict_id: int) -> str:
+        return f"{self.prefix}dict:{int(dict_id)}"
 
     def outbox(self, name: str) -> str:
         """The due zset of an outbox; ``:seqs`` and ``:attempts`` keys hang off it

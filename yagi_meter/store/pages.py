@@ -9,7 +9,7 @@ call, and a caller holding a rendering of the current state gets no page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -18,6 +18,7 @@ import redis
 from yagi_meter.errors import StoreError
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
+from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import Keys
 
@@ -84,6 +85,7 @@ class StoredEvent:
     message_id: str
     body: bytes
     epoch: str = ""
+    dictionaries: codec.DictionarySource | None = field(default=None, compare=False, repr=False)
 
     @property
     def identity(self) -> tuple[str, int, int, str]:
@@ -92,7 +94,8 @@ class StoredEvent:
         return (self.epoch, self.seq, self.ingested_ms, self.message_id)
 
     def decode(self) -> Event:
-        return codec.decode(self.body, self.seq, self.ingested_ms)
+        """The event; UndecodableEvent (naming the seq) when its body or dictionary is damaged."""
+        return codec.decode(self.body, self.seq, self.ingested_ms, self.dictionaries)
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,17 @@ class Page:
 class Pages:
     """Every read of a feed's index goes through here."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, watch: SeqWatch | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        watch: SeqWatch | None = None,
+        dictionaries: Dictionaries | None = None,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.watch = watch or SeqWatch()
+        self.dictionaries = dictionaries or Dictionaries(client, keys, watch=self.watch)
         script = resources.files("yagi_meter.store")
         self._page = client.register_script(script.joinpath("page.lua").read_text())
 
@@ -190,7 +200,9 @@ class Pages:
         rest = reply[14:]
         for i in range(count):
             seq, ingested_ms, message_id, body = rest[4 * i : 4 * i + 4]
-            events.append(StoredEvent(int(seq), int(ingested_ms), _text(message_id), body, epoch))
+            events.append(
+                StoredEvent(int(seq), int(ingested_ms), _text(message_id), body, epoch, self.dictionaries)
+            )
         return state, Page(events, _text(first_id), _text(last_id), bool(reached_end))
 
     def entry_version(self, message_id: str) -> tuple[int, str] | None:
