@@ -64,5 +64,5 @@ def test_plain_events_stay_readable_after_compress_is_switched_on() -> None:
 
 
 def test_unknown_encoding_is_an_error_naming_the_seq() -> None:
-    with pytest.raises(UndecodableEvent, match="event at seq 7 cannot be decoded: unknown event encoding b'x'"):
+    with pytest.raises(UndecodableEvent, match="seq 7 cannot be decoded: unknown event encoding b'x'"):
         codec.decode(b"x{}", 7, INGESTED_MS)

@@ -70,12 +70,16 @@ class Dictionary:
         self.data = data
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.tag = _DICT + varint(dict_id)
-        self._zdict = zstandard.ZstdCompressionDict(data)
-        self._zdict.precompute_compress(level=ZSTD_LEVEL)
         self._compressors: list[zstandard.ZstdCompressor] = []
         self._decompressors: list[zstandard.ZstdDecompressor] = []
-        # Build the decompression side now too (it is made on first use otherwise).
-        if self.decompress(self.compress(b"{}")[len(self.tag) :], 2) != b"{}":
+        try:
+            self._zdict = zstandard.ZstdCompressionDict(data)
+            self._zdict.precompute_compress(level=ZSTD_LEVEL)
+            # Build the decompression side now too (it is made on first use otherwise).
+            works = self.decompress(self.compress(b"{}")[len(self.tag) :], 2) == b"{}"
+        except zstandard.ZstdError as e:
+            raise ValueError(f"zstd cannot use dictionary {dict_id}: {e}") from None
+        if not works:
             raise ValueError(f"dictionary {dict_id} does not round-trip")
 
     def compress(self, text: bytes) -> bytes:
