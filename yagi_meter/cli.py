@@ -288,8 +288,12 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     store = _start("listen", config)
     listener = Listener(config, Ingestor(store, config))
     listener.install_signal_handlers()
+    redis_settings = config.redis
     trainer = AutoTrain(
-        store.events.dictionaries, config.redis.dictionary_train_after, config.redis.dictionary_samples
+        store.events.dictionaries,
+        redis_settings.dictionary_train_after,
+        redis_settings.dictionary_samples,
+        every=redis_settings.dictionary_check_seconds,
     ).start()
     try:
         listener.run()

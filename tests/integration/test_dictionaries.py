@@ -341,3 +341,49 @@ def test_a_reader_drops_its_dictionaries_after_redis_lost_data(
     store.events.watch.observe("epoch-a", 10)
     store.events.watch.observe("epoch-b", 1)
     assert d.get(1).data == second_dictionary_bytes
+
+
+# -- a real listener ---------------------------------------------------------------
+
+
+def test_a_listener_trains_the_first_dictionary_then_uses_each_new_one(
+    vhost: str, key_prefix: str, redis_server: redis.Redis, start_listener, tmp_path
+) -> None:
+    from tests.integration.listener_helpers import Publisher, listener_env, wait_until
+
+    env = listener_env(
+        vhost,
+        TEST_REDIS_URL,
+        key_prefix,
+        redis_dictionary_train_after="300",
+        redis_dictionary_samples="300",
+        redis_dictionary_check_seconds="0.5",
+    )
+    store = open_config(key_prefix)
+    listener = start_listener(env)
+    listener.wait_consuming()
+    publisher = Publisher(vhost)
+    try:
+        assert publisher.publish_all(m.body for m in messages(300, seed=1)) == 300
+        listener.wait_for_log("trained dictionary 1 ", timeout=60)
+        assert publisher.publish_all(m.body for m in messages(50, seed=2)) == 50
+        listener.wait_for_log("compressing new event bodies with dictionary 1", timeout=10)
+        wait_until(lambda: store.events.count() >= 350, 30, "350 events stored", listener.log_tail)
+        kinds = stored_kinds(redis_server, store)
+        assert set(kinds[:300]) == {(b"z", None)}  # before the dictionary
+        assert set(kinds[300:]) == {(b"d", 1)}
+        # The operator trains another one; the running listener takes it within check_seconds.
+        assert (
+            CLI(key_prefix, tmp_path)
+            .ok("dictionary", "train", "--samples", "300")
+            .startswith("dictionary 2:")
+        )
+        time.sleep(0.6)  # check_seconds: the next batch after this looks at dict:current
+        assert publisher.publish_all(m.body for m in messages(50, seed=3)) == 50
+        listener.wait_for_log("compressing new event bodies with dictionary 2", timeout=10)
+        wait_until(lambda: store.events.count() >= 400, 30, "400 events stored", listener.log_tail)
+    finally:
+        publisher.close()
+    assert set(stored_kinds(redis_server, store)[350:]) == {(b"d", 2)}
+    assert listener.stop() == 0
+    assert len(store.events.get_many(range(1, 401))) == 400

@@ -339,7 +339,8 @@ class AutoTrain:
     """Trains the first dictionary once ``after`` events are stored and none exists yet.
 
     A thread of its own in the listener (zstd's trainer runs without the GIL,
-    on one core): it looks every ``every`` seconds and stops once a dictionary
+    on one core): it looks every ``every`` seconds (the listener passes
+    ``[redis] dictionary_check_seconds``: an XLEN and a GET) and stops once a dictionary
     exists (retraining is the operator's ``yagi-meter dictionary train``).  A
     short lock in Redis (``dict:training``) keeps several listeners from
     training at the same time.
