@@ -213,6 +213,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="recent events to train on (default: [redis] dictionary_samples)",
     )
+    dict_train.add_argument(
+        "--force",
+        action="store_true",
+        help="store it even when it compresses no smaller than the current one",
+    )
     _command(dict_actions, "list", cmd_dictionary_list, "every stored dictionary: id, size, created, current")
     sample = _command(
         commands, "sample-config", cmd_sample_config, "print yagi.conf.sample: every option, with its default"
@@ -504,16 +509,24 @@ def cmd_dictionary_train(args: argparse.Namespace, config: Config) -> int:
 
     store = open_store(config)
     try:
-        result = train(store.events.dictionaries, args.samples or config.redis.dictionary_samples)
+        result = train(
+            store.events.dictionaries, args.samples or config.redis.dictionary_samples, force=args.force
+        )
     except ValueError as e:
         print(f"yagi-meter: no dictionary trained: {e}", file=sys.stderr)
         return RET_ERROR
+    name = f"dictionary {result.id}" if result.id else "the new one"
     print(
-        f"dictionary {result.id}: {result.size:,} bytes, trained on {result.samples:,} events of "
-        f"{result.event_types} event types in {result.seconds:.1f} s; now current\n"
+        f"{name}: {result.size:,} bytes, trained on {result.samples:,} events of "
+        f"{result.event_types} event types in {result.seconds:.1f} s; "
+        f"{'now current' if result.id else 'not stored'}\n"
         f"held-out {result.held_out:,} events, stored/text: {result.ratio_before:.3f} with "
-        f"{result.before}, {result.ratio_after:.3f} with dictionary {result.id}"
+        f"{result.before}, {result.ratio_after:.3f} with {name}"
     )
+    if result.id is None:
+        print(
+            f"yagi-meter: {result.before} does as well; kept it (--force stores the new one)", file=sys.stderr
+        )
     return RET_OK
 
 

@@ -260,9 +260,22 @@ def test_train_stores_a_dictionary_made_from_the_store_s_events_and_writers_use_
     ingestor.ingest(messages(5, seed=1000))
     assert stored_kinds(redis_server, store)[-5:] == [(b"d", 1)] * 5
     # Retraining reads the dictionary-compressed events too, and compares with dictionary 1.
-    again = train(store.events.dictionaries, samples=500)
+    again = train(store.events.dictionaries, samples=500, force=True)
     assert again.id == 2 and again.before == "dictionary 1"
     assert [e.seq for e in store.events.get_many(range(1, 606))] == list(range(1, 606))
+
+
+def test_a_dictionary_no_smaller_than_the_current_one_is_not_stored(key_prefix: str) -> None:
+    store = open_config(key_prefix)
+    Ingestor(store, make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix)).ingest(messages(400))
+    first = train(store.events.dictionaries, samples=300)
+    assert first.id == 1
+    # The same events again: the same sample, the same dictionary, no gain.
+    again = train(store.events.dictionaries, samples=300)
+    assert again.id is None and again.before == "dictionary 1"
+    assert again.ratio_after == pytest.approx(again.ratio_before)
+    assert [i.id for i in store.events.dictionaries.list()] == [1]
+    assert store.events.dictionaries.current_id() == 1
 
 
 def test_too_few_events_train_no_dictionary(key_prefix: str) -> None:
@@ -316,7 +329,12 @@ def test_dictionary_commands(key_prefix: str, tmp_path) -> None:
     assert "held-out 30 events, stored/text: 0." in out and "with zlib, 0." in out
     listing = cli.ok("dictionary", "list").splitlines()
     assert len(listing) == 1 and listing[0].startswith("1  ") and listing[0].endswith("current")
-    out = cli.ok("dictionary", "train", "--samples", "300")
+    result = cli.run("dictionary", "train", "--samples", "300")  # the same events: no gain
+    assert result.returncode == 0
+    assert result.stdout.startswith("the new one: ") and "not stored" in result.stdout
+    assert "dictionary 1 does as well; kept it (--force stores the new one)" in result.stderr
+    assert len(cli.ok("dictionary", "list").splitlines()) == 1
+    out = cli.ok("dictionary", "train", "--samples", "300", "--force")
     assert out.startswith("dictionary 2: ") and "with dictionary 1," in out
     listing = cli.ok("dictionary", "list").splitlines()
     assert [line.split()[0] for line in listing] == ["1", "2"]
@@ -375,7 +393,7 @@ def test_a_listener_trains_the_first_dictionary_then_uses_each_new_one(
         # The operator trains another one; the running listener takes it within check_seconds.
         assert (
             CLI(key_prefix, tmp_path)
-            .ok("dictionary", "train", "--samples", "300")
+            .ok("dictionary", "train", "--samples", "300", "--force")
             .startswith("dictionary 2:")
         )
         time.sleep(0.6)  # check_seconds: the next batch after this looks at dict:current

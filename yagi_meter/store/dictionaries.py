@@ -73,7 +73,7 @@ class DictionaryInfo:
 class Trained:
     """The outcome of one training."""
 
-    id: int
+    id: int | None  # None: not stored (no smaller than the current one)
     size: int
     samples: int
     held_out: int
@@ -301,9 +301,13 @@ def recent_sample(
     return train, held_out, len(by_type)
 
 
-def train(dictionaries: Dictionaries, samples: int = 3000, current: bool = True) -> Trained:
+def train(
+    dictionaries: Dictionaries, samples: int = 3000, current: bool = True, force: bool = False
+) -> Trained:
     """Train a dictionary on the store's recent events, store it and (``current``) make it current.
 
+    A dictionary that compresses the held-out events no smaller than the
+    current one is not stored (every stored one stays for good), unless ``force``.
     Raises ValueError when the store holds too few events.
     """
     began = time.perf_counter()
@@ -319,9 +323,11 @@ def train(dictionaries: Dictionaries, samples: int = 3000, current: bool = True)
     fresh = codec.Dictionary(1, data)
     ratio_before = codec.ratio(held_out, before)
     ratio_after = codec.ratio(held_out, fresh.compress)
-    dict_id = dictionaries.add(
-        data, samples=len(texts), ratio_before=ratio_before, ratio_after=ratio_after, current=current
-    )
+    dict_id = None
+    if force or in_use is None or ratio_after < ratio_before:
+        dict_id = dictionaries.add(
+            data, samples=len(texts), ratio_before=ratio_before, ratio_after=ratio_after, current=current
+        )
     return Trained(
         dict_id,
         len(data),
