@@ -192,7 +192,8 @@ class EventStore:
         return self.send(self.prepare(encoded, rejected, requeued)).result().outcomes
 
     def encode(self, event: Event) -> EncodedEvent:
-        """One event's index keys and script arguments (CPU only, no I/O).
+        """One event's index keys and script arguments (CPU only; at most once every
+        ``[redis] dictionary_check_seconds`` one GET of ``dict:current``, which never raises).
 
         Raises whatever encoding the event raises (e.g. UnicodeEncodeError):
         the caller quarantines that one message and goes on with the others.
