@@ -8,8 +8,9 @@ nova request context), wrapped in the oslo.messaging 2.0 envelope exactly as
 the messagingv2 driver publishes them, to exchange ``nova`` with routing key
 ``notifications.info``, in a RabbitMQ vhost of its own.
 
-Each round fills the queue and times three consumers in turn, each starting
-on a full queue of the same messages:
+Each round fills the queue and times four consumers in turn (the bare one
+first, then the listeners in an order rotated each round), each starting on
+a full queue of the same messages:
 
 - bare: a pika consumer in this process that acks every message, nothing else;
 - listen: ``python -m yagi_meter listen`` storing into Redis (compressed, zlib:
@@ -373,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(1, args.rounds + 1):
             fill(url, bodies)
             results["bare"].append(bare_consume(url, args.messages, prefetch))
-            for variant, (name, compress, use) in enumerate(variants):
+            # The listeners' order rotates from round to round: the machine's load drifts.
+            shift = (number - 1) % len(variants)
+            for variant, (name, compress, use) in enumerate(variants[shift:] + variants[:shift]):
                 prefix = f"yagibench:{run_id}:{number}:{variant}:"
                 try:
                     fill(url, bodies)
