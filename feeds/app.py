@@ -14,7 +14,7 @@ from feeds.caching import RenderCache
 from feeds.hub import init_hub, readers_of
 from feeds.metrics import registry
 from yagi_meter.config import Config
-from yagi_meter.errors import StoreError, UnknownMarker
+from yagi_meter.errors import StoreError, UndecodableEvent, UnknownMarker
 from yagi_meter.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,10 @@ def error_response(error: Exception) -> Response:
             headers.append(("WWW-Authenticate", 'Token realm="yagi-meter", header="X-Auth-Token"'))
     elif isinstance(error, UnknownMarker):  # the client's mistake, never an outage
         code, reason, headers = 400, str(error), []
+    elif isinstance(error, UndecodableEvent):
+        # A damaged body or a missing dictionary: this request fails, the server goes on.
+        log.error("%s", error)
+        code, reason, headers = 500, str(error), []
     elif isinstance(error, StoreError):
         log.error("store unavailable: %s", error)
         code, reason, headers = 503, "store unavailable, try again", [("Retry-After", "5")]

@@ -198,6 +198,32 @@ def _parser() -> argparse.ArgumentParser:
         "remove subscriptions and their queued entries (the subscriber may subscribe again)",
     )
     sub_remove.add_argument("ids", nargs="+", metavar="ID", help="subscription ids, as `list` shows them")
+    dict_actions = _group(commands, "dictionary", "zstd dictionaries event bodies are compressed with")
+    dict_train = _command(
+        dict_actions,
+        "train",
+        lambda args, config: operations.dictionary_train(config, args.samples, args.force),
+        "train a dictionary on the store's recent events (across event types), store it and "
+        "make it current; old events keep theirs",
+    )
+    dict_train.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="recent events to train on (default: [redis] dictionary_samples)",
+    )
+    dict_train.add_argument(
+        "--force",
+        action="store_true",
+        help="store it even when it compresses no smaller than the current one",
+    )
+    _command(
+        dict_actions,
+        "list",
+        lambda args, config: operations.dictionary_list(config),
+        "every stored dictionary: id, size, created, current",
+    )
     sample = _command(
         commands,
         "sample-config",

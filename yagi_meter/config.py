@@ -344,7 +344,38 @@ OPTIONS: tuple[Option, ...] = (
         "Events ingested longer ago than this are removed with their index entries\n"
         "(0 keeps everything forever).",
     ),
-    Option("redis", "compress", "true", _bool, "Store event bodies zlib-compressed."),
+    Option(
+        "redis",
+        "compress",
+        "true",
+        _bool,
+        "Store event bodies compressed: zstd with the current dictionary (README,\n"
+        "Dictionaries), zlib until one exists.",
+    ),
+    Option(
+        "redis",
+        "dictionary_train_after",
+        "5000",
+        _int_at_least(0),
+        "Once this many events are stored and no dictionary exists, the listener\n"
+        "trains the first one in a thread of its own (0: only by `yagi-meter\n"
+        "dictionary train`).",
+    ),
+    Option(
+        "redis",
+        "dictionary_samples",
+        "3000",
+        _int_at_least(200),
+        "Recent events a dictionary is trained on (across event types; one in ten\n"
+        "is held back to measure it).",
+    ),
+    Option(
+        "redis",
+        "dictionary_check_seconds",
+        "30",
+        _float_at_least(0.1),
+        "How often a writer looks whether a new dictionary was made current.",
+    ),
     Option("redis", "socket_timeout", "5", _float_at_least(0.1), "Seconds before a Redis call fails."),
     # [notifications]
     Option(
@@ -744,6 +775,9 @@ class RedisSection:
     key_prefix: str
     retention_days: float
     compress: bool
+    dictionary_train_after: int
+    dictionary_samples: int
+    dictionary_check_seconds: float
     socket_timeout: float
 
 

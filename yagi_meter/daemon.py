@@ -177,11 +177,22 @@ def listen(config: Config) -> int:
     """``yagi-meter listen``: consume until SIGTERM, acknowledging what is stored."""
     from yagi_meter.ingest.ingestor import Ingestor
     from yagi_meter.ingest.listener import Listener
+    from yagi_meter.store.dictionaries import AutoTrain
 
     store = start_store("listen", config)
     listener = Listener(config, Ingestor(store, config))
     listener.lifecycle.install_signal_handlers()
-    listener.run()
+    # Trains the first dictionary in a thread of its own once enough events are stored.
+    trainer = AutoTrain(
+        store.events.dictionaries,
+        config.redis.dictionary_train_after,
+        config.redis.dictionary_samples,
+        every=config.redis.dictionary_check_seconds,
+    ).start()
+    try:
+        listener.run()
+    finally:
+        trainer.stop()
     return RET_OK
 
 

@@ -255,3 +255,45 @@ def check_redis(config: Config) -> int:
     if config.redis.url != "embedded":
         open_store(config).ping()
     return RET_OK
+
+
+def dictionary_train(config: Config, samples: int | None, force: bool) -> int:
+    """``dictionary train``: train on recent events, store the dictionary, make it current."""
+    from yagi_meter.store.dictionaries import train
+
+    store = open_store(config)
+    try:
+        result = train(store.events.dictionaries, samples or config.redis.dictionary_samples, force=force)
+    except ValueError as e:
+        print(f"yagi-meter: no dictionary trained: {e}", file=sys.stderr)
+        return RET_ERROR
+    name = f"dictionary {result.id}" if result.id else "the new one"
+    print(
+        f"{name}: {result.size:,} bytes, trained on {result.samples:,} events of "
+        f"{result.event_types} event types in {result.seconds:.1f} s; "
+        f"{'now current' if result.id else 'not stored'}\n"
+        f"held-out {result.held_out:,} events, stored/text: {result.ratio_before:.3f} with "
+        f"{result.before}, {result.ratio_after:.3f} with {name}"
+    )
+    if result.id is None:
+        print(
+            f"yagi-meter: {result.before} does as well; kept it (--force stores the new one)", file=sys.stderr
+        )
+    return RET_OK
+
+
+def dictionary_list(config: Config) -> int:
+    """``dictionary list``: every stored dictionary, the current one marked."""
+    store = open_store(config)
+    for info in store.events.dictionaries.list():
+        created = f"{info.created:%Y-%m-%d %H:%M:%S}" if info.created else "-"
+        ratios = (
+            f"  held-out {info.ratio_before:.3f} -> {info.ratio_after:.3f}"
+            if info.ratio_before is not None and info.ratio_after is not None
+            else ""
+        )
+        print(
+            f"{info.id}  {info.size:,} bytes  {created}  {info.samples:,} samples{ratios}"
+            f"{'  current' if info.current else ''}"
+        )
+    return RET_OK

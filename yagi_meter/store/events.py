@@ -16,6 +16,7 @@ import redis
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
 from yagi_meter.store.base import Collection, translated
+from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
 from yagi_meter.store.outbox import MEMBER_FORMAT, OutboxKeys
@@ -175,13 +176,18 @@ class EventStore(Collection):
         compress: bool = True,
         push: bool = True,
         forward: Callable[[str], bool] | None = None,
+        dictionaries: Dictionaries | None = None,
     ) -> None:
-        """``push``: write push outbox entries; ``forward``: which event types to forward."""
+        """``push``: write push outbox entries; ``forward``: which event types to forward;
+        ``dictionaries``: where zstd dictionaries are found (default: under ``keys``)."""
         super().__init__(client, keys, scripts)
         self.compress = compress
         self.push = push
         self.forward = forward
         self.watch = SeqWatch()
+        self.dictionaries = dictionaries or Dictionaries(client, keys)
+        if self.dictionaries.watch is None:  # Redis losing data drops its cache (dictionaries.py)
+            self.dictionaries.watch = self.watch
 
     # -- writing -----------------------------------------------------------
 
@@ -198,7 +204,8 @@ class EventStore(Collection):
         return self.send(self.prepare(encoded, rejected, requeued)).result().outcomes
 
     def encode(self, event: Event) -> EncodedEvent:
-        """One event's index keys and script arguments (CPU only, no I/O).
+        """One event's index keys and script arguments (CPU only; at most once every
+        ``[redis] dictionary_check_seconds`` one GET of ``dict:current``, which never raises).
 
         Raises whatever encoding the event raises (e.g. UnicodeEncodeError):
         the caller quarantines that one message and goes on with the others.
@@ -217,7 +224,7 @@ class EventStore(Collection):
             int(event.timestamp.timestamp() * 1000),
             len(index_keys),
             "1" if forward else "0",
-            codec.encode(event, self.compress),
+            codec.encode(event, self.compress, self.dictionaries.current() if self.compress else None),
             (event.user_id or "").encode(),
         ]
         return EncodedEvent(event, index_keys, args)
@@ -303,7 +310,7 @@ class EventStore(Collection):
         for seq, reply in zip(seqs, self._execute(pipe, "reading events"), strict=True):
             if reply:
                 fields = reply[0][1]
-                events.append(codec.decode(fields[b"d"], seq, int(fields[b"t"])))
+                events.append(codec.decode(fields[b"d"], seq, int(fields[b"t"]), self.dictionaries))
         return events
 
     def count(self) -> int:

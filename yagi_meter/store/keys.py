@@ -45,6 +45,17 @@ Owner quarantine.py (_quarantine.lua, included by ingest.lua):
 | ``quarantine:count`` | string | messages ever quarantined |
 | ``quarantine:digests`` | hash | sha256 of a quarantined raw message -> entry id (a repeat is not added) |
 
+Owner dictionaries.py (read by clients, never by scripts):
+
+| key | type | holds |
+| --- | --- | --- |
+| ``dict:last`` | string | last dictionary id given out (INCR) |
+| ``dict:<id>`` | string | one zstd dictionary's bytes, written once, never changed or deleted |
+|               |        | (bodies name the one they need: codec.py, store/dictionaries.py) |
+| ``dict:info`` | hash | dictionary id -> JSON: size, created_ms, samples, sha256, held-out ratios |
+| ``dict:current`` | string | id of the dictionary new bodies are compressed with (none: zlib) |
+| ``dict:training`` | string | lock (EX 600) while a listener trains the first dictionary |
+
 Owners error_log.py, dead_letters.py, archived.py (one stream each):
 
 | key | type | holds |
@@ -108,6 +119,13 @@ class Keys:
         self.errors = prefix + "errors"
         self.dead_letters = prefix + "dead_letters"
         self.forwarded = prefix + "forwarded"
+        self.dict_last = prefix + "dict:last"
+        self.dict_info = prefix + "dict:info"
+        self.dict_current = prefix + "dict:current"
+        self.dict_training = prefix + "dict:training"
+
+    def dictionary(self, dict_id: int) -> str:
+        return f"{self.prefix}dict:{int(dict_id)}"
 
     def tenant(self, tenant_id: str) -> str:
         return f"{self.prefix}tenant:{_part(tenant_id)}"
