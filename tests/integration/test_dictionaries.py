@@ -48,10 +48,7 @@ def open_config(key_prefix: str, **settings: str) -> Store:
 def stored_kinds(client: redis.Redis, store: Store) -> list[tuple[bytes, int | None]]:
     keys = store.events.keys  # tests look at the store's own keys
     """(kind byte, dictionary id) of every stored body, in seq order."""
-    return [
-        (fields[b"d"][:1], codec.dictionary_id(fields[b"d"]))
-        for _, fields in client.xrange(keys.events)
-    ]
+    return [(fields[b"d"][:1], codec.dictionary_id(fields[b"d"])) for _, fields in client.xrange(keys.events)]
 
 
 @pytest.fixture(scope="module")
