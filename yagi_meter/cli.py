@@ -40,9 +40,9 @@ from yagi_meter.store.connection import ping, socket_url, warn_if_evicting
 log = logging.getLogger("yagi_meter")
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
-DAEMONS = ("listen", "serve", "push", "forward")
+DAEMONS = ("listen", "serve", "push", "forward", "audit")
 # Daemons started only when configured.
-WANTED = {"forward": lambda config: bool(config.forward.url)}
+WANTED = {"forward": lambda config: bool(config.forward.url), "audit": lambda config: config.audit.enabled}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
         commands,
         "run",
         cmd_run,
-        "every daemon (listen, serve, push, and forward when [forward] url is set) as a child "
+        "every daemon (listen, serve, push, forward when [forward] url is set, audit when [audit] "
+        "enabled) as a child "
         "process, for one machine; a child that dies is restarted with backoff",
     )
     replay = _command(
@@ -154,6 +155,32 @@ def _parser() -> argparse.ArgumentParser:
         dead_actions, "retry", cmd_dead_letters_retry, "put dead letters back in the forward outbox"
     )
     dead_retry.add_argument("ids", nargs="*", metavar="ID", help="dead letters to retry (default: all)")
+
+    audit = _command(
+        commands,
+        "audit",
+        cmd_audit,
+        "without an action: run the audit daemon, which judges archived exists events against "
+        "their resource's lifecycle and reports resources with no exists ([audit])",
+    )
+    audit.usage = "%(prog)s [-h] [ACTION ...]"  # the action is optional
+    audit_actions = audit.add_subparsers(metavar="ACTION", title="actions")
+    check = _command(
+        audit_actions,
+        "check",
+        cmd_audit_check,
+        "judge once, now: exists events whose grace period is over and audit periods "
+        "finished since DATE; prints what it did",
+    )
+    check.add_argument(
+        "--since", required=True, metavar="DATE", help="ISO 8601 date or time (UTC unless it says)"
+    )
+    check.add_argument(
+        "--reset",
+        action="store_true",
+        help="rebuild the audit's own state from the archive first (verdicts stored are kept)",
+    )
+    check.add_argument("--json", action="store_true", help="print the counts as one JSON object")
 
     status = _command(
         commands,
@@ -379,6 +406,56 @@ def cmd_dead_letters_retry(args: argparse.Namespace, config: Config) -> int:
     for missing in sorted(wanted - {letter.id for letter in letters}):
         print(f"yagi-meter: no dead letter {missing}", file=sys.stderr)
     return RET_ERROR if expired or wanted - {letter.id for letter in letters} else RET_OK
+
+
+# -- audit -----------------------------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.audit.daemon import Auditor
+
+    store = _start("audit", config)
+    auditor = Auditor(config, store)
+    auditor.install_signal_handlers()
+    auditor.run()
+    return RET_OK
+
+
+def cmd_audit_check(args: argparse.Namespace, config: Config) -> int:
+    from yagi_meter.audit.daemon import Auditor
+
+    try:
+        since = datetime.fromisoformat(args.since.strip())
+    except ValueError:
+        print(f"yagi-meter: --since is not an ISO 8601 date: {args.since!r}", file=sys.stderr)
+        return RET_ERROR
+    since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    store = _start("audit check", config)
+    report = Auditor(config, store).check(since, reset=args.reset)
+    waiting = _audit_due(store)
+    counts = {
+        "read": report.read,
+        "judged": report.judged,
+        "missing": report.missing,
+        "stored": report.stored,
+        "periods": report.periods,
+        "waiting": waiting,
+    }
+    if args.json:
+        print(json.dumps(counts, sort_keys=True))
+    else:
+        print(
+            f"audit since {since.isoformat()}: read {report.read} index entries, judged {report.judged} "
+            f"exists events, {report.missing} missing exists in {report.periods} periods, "
+            f"{report.stored} verdicts new; {waiting} exists events still in their grace period"
+        )
+    return RET_OK
+
+
+def _audit_due(store: Store) -> int:
+    from yagi_meter.store.audit import AuditLedger
+
+    return AuditLedger(store.client, store.keys).due_count()
 
 
 # -- run -------------------------------------------------------------------

@@ -15,6 +15,7 @@ import redis
 from yagi_meter.errors import StoreError
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
+from yagi_meter.store.audit import is_verdict
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
 
@@ -197,6 +198,8 @@ class EventStore:
             index_keys.append(k.tenant(event.tenant_id))
             if event.resource_id:
                 index_keys.append(k.resource(event.tenant_id, event.resource_id))
+        if is_verdict(event):
+            index_keys.append(k.audit_verdicts)
         forward = self.forward is not None and self.forward(event.event_type)
         args: list[str | bytes | int] = [
             event.message_id.encode(),
