@@ -236,8 +236,13 @@ def _attributes(
             if value is not None:
                 state[name] = (value, f)
     differ = []
+    created = any(f.event_type in rule.creates for f in facts)
     for name, value in seen.attributes.items():
-        if value is None or name not in state:
+        if value is None:
+            continue
+        if name not in state:
+            if created:  # the life is archived from its start, yet nothing set this attribute
+                differ.append(f"{name}: exists {value!r}, no archived event before the period's end has it")
             continue
         archived, source = state[name]
         judged.append(source.message_id)
