@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.audit_lifecycles import SERVICES, lifecycle
+from tests.audit_lifecycles import REMOVALS, SERVICES, lifecycle
 from yagi_meter.audit import verifier
 from yagi_meter.audit.periods import periods, rule_for
 from yagi_meter.audit.rules import BUILT_IN, parse_rules, select
@@ -46,27 +46,6 @@ def test_a_complete_life_is_verified_every_period(service: str) -> None:
     assert len(verdicts) == 4
     assert {v.outcome for v in verdicts.values()} == {"verified"}
     assert all(v.event_type == RULES[service].exists + ".verified" for v in verdicts.values())
-
-
-# What removing one event makes of each exists verdict, per service.
-REMOVALS = {
-    ("nova", "create"): {f"exists-{n}": ["no_create"] for n in range(4)},
-    ("nova", "delete"): {"exists-3": ["no_delete"]},
-    ("nova", "change-1"): {"exists-1": ["attributes_differ"]},
-    ("nova", "change-2"): {"exists-2": ["attributes_differ"], "exists-3": ["attributes_differ"]},
-    ("nova-versioned", "create"): {f"exists-{n}": ["no_create"] for n in range(4)},
-    ("nova-versioned", "delete"): {"exists-3": ["no_delete"]},
-    ("nova-versioned", "change-1"): {"exists-1": ["attributes_differ"]},
-    ("nova-versioned", "change-2"): {"exists-2": ["attributes_differ"], "exists-3": ["attributes_differ"]},
-    ("cinder", "create"): {f"exists-{n}": ["no_create"] for n in range(4)},
-    ("cinder", "delete"): {"exists-3": ["no_delete"]},
-    # the retype of period 2 carries the grown size too, so only period 1 is off
-    ("cinder", "change-1"): {"exists-1": ["attributes_differ"]},
-    ("cinder", "change-2"): {"exists-2": ["attributes_differ"], "exists-3": ["attributes_differ"]},
-    ("glance", "create"): {f"exists-{n}": ["no_create"] for n in range(4)},
-    ("glance", "delete"): {"exists-3": ["no_delete"]},
-    ("glance", "change-1"): {f"exists-{n}": ["attributes_differ"] for n in range(4)},
-}
 
 
 @pytest.mark.parametrize(("service", "removed"), sorted(REMOVALS), ids="-".join)
