@@ -152,7 +152,7 @@ class Auditor:
                     report.missing,
                     report.stored,
                 )
-            if not report.worked or report.caught_up:
+            if not report.worked:  # work left: the next pass starts at once
                 self._sleep(self.poll_seconds)
         log.info("audit stopped")
 
