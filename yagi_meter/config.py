@@ -727,8 +727,8 @@ OPTIONS: tuple[Option, ...] = (
         "max_due",
         "200000",
         _int_at_least(1),
-        "Most exists events waiting for their grace period; while this many wait,\n"
-        "the audit reads no more (it bounds the audit's Redis memory, about 60 B each).",
+        "Exists events waiting for their grace period at which the audit stops\n"
+        "reading more (so at most this plus one batch_size wait; about 60 B each).",
     ),
     Option(
         "audit",

@@ -168,6 +168,22 @@ def test_audit_keys_are_bounded_once_periods_are_checked(key_prefix: str, redis_
     assert redis_server.zcard(f"{key_prefix}audit:count_periods") <= config.audit.keep_periods
 
 
+def test_no_more_exists_are_read_while_max_due_wait(key_prefix: str) -> None:
+    config = audit_config(key_prefix, audit_grace_seconds="3600", audit_max_due="4")
+    store = open_store(config)
+    ingest(store, config, list(lifecycle("nova", BASE, "tenant-a", "vm-1").values()))
+    auditor = Auditor(config, store)
+    assert auditor.track().caught_up
+    assert auditor.ledger.due_count() == 4
+    ingest(store, config, list(lifecycle("nova", BASE, "tenant-a", "vm-2").values()))
+    held = auditor.track()
+    assert not held.caught_up and held.read == 2  # its create and delete, not its exists
+    assert auditor.ledger.due_count() == 4
+    later = Auditor(config, store, clock=lambda: time.time() + 3700)
+    assert later.check(since=BASE).judged == 8
+    assert later.ledger.due_count() == 0
+
+
 def test_an_exists_waits_for_its_grace_period(key_prefix: str) -> None:
     config = audit_config(key_prefix, audit_grace_seconds="3600")
     store = open_store(config)

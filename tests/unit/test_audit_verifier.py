@@ -48,7 +48,9 @@ def test_a_complete_life_is_verified_every_period(service: str) -> None:
     assert all(v.event_type == RULES[service].exists + ".verified" for v in verdicts.values())
 
 
-@pytest.mark.parametrize(("service", "removed"), sorted(REMOVALS), ids="-".join)
+@pytest.mark.parametrize(
+    ("service", "removed"), sorted(REMOVALS), ids=[f"{s}-{r}" for s, r in sorted(REMOVALS)]
+)
 def test_each_removed_event_is_caught_with_its_reason(service: str, removed: str) -> None:
     steps = lifecycle(service, BASE, TENANT, RESOURCE)
     del steps[removed]

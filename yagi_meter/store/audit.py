@@ -1,7 +1,7 @@
 """The audit's own state in Redis: what it has read, what is due, who is alive, what it counted.
 
 Every key is listed in keys.py.  All of it is bounded: ``audit:due`` by
-``[audit] max_due`` (the audit stops reading exists events while it is full),
+``[audit] max_due`` plus one batch (the audit stops reading exists events once it is full),
 ``audit:alive:<rule>`` and ``audit:launched:<rule>`` by the resources alive
 since the oldest audit period not yet checked (a resource deleted before it is
 forgotten), ``audit:seen:<rule>:<period>`` by the periods not yet checked

@@ -40,7 +40,7 @@
 | ``audit:verdicts`` | zset | member and score seq: the audit's verdict events (the ``/audit`` feed; |
 |                    |      | an index like ``type:``, written by ingest, trimmed by retention) |
 | ``audit:cursors`` | hash | event type -> last seq of its ``type:`` index the audit has read |
-| ``audit:due`` | zset | member exists seq, score ms its grace period ends (at most ``[audit] max_due``) |
+| ``audit:due`` | zset | member exists seq, score ms its grace period ends (``[audit] max_due`` + a batch) |
 | ``audit:alive:<rule>`` | zset | member ``["<t>","<r>"]``, score ms it was deleted (2^52 while alive); |
 |                        |      | resources deleted before the oldest unchecked audit period are removed |
 | ``audit:launched:<rule>`` | hash | the same members -> ms launched (from the create, else an exists) |
