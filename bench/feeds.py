@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from yagi_meter.notification import Event, parse  # noqa: E402
 from yagi_meter.store.events import EventStore  # noqa: E402
 from yagi_meter.store.keys import Keys  # noqa: E402
+from yagi_meter.store.scripts import Scripts  # noqa: E402
 
 SAMPLES = ROOT / "tests" / "fixtures" / "notifications" / "nova-versioned"
 TENANTS = 10
@@ -65,7 +66,7 @@ def sample_events() -> list[Event]:
 
 def fill(client: redis.Redis, prefix: str, count: int) -> None:
     """``count`` events over TENANTS tenants, written in batches of BATCH."""
-    store = EventStore(client, Keys(prefix), push=False)
+    store = EventStore(client, Keys(prefix), Scripts.register(client), push=False)
     samples = sample_events()
     start = datetime(2026, 1, 1, tzinfo=UTC)
     started = time.perf_counter()

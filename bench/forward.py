@@ -40,7 +40,6 @@ from yagi_meter.atom import entry_document  # noqa: E402
 from yagi_meter.forward.forwarder import Forwarder  # noqa: E402
 from yagi_meter.ingest.ingestor import Ingestor, Message  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
-from yagi_meter.store.outbox import Outbox  # noqa: E402
 
 ENTRY_TYPE = "application/atom+xml;type=entry"
 
@@ -103,7 +102,7 @@ def forwarder(config: config_module.Config, limit: float, processes: int = 1) ->
     """Seconds for ``processes`` forwarders (one in this process, the others forked) to drain
     the outbox, as an operator runs several ``yagi-meter forward`` on one machine."""
     store = open_store(config)
-    outbox = Outbox(store.client, store.keys, "forward")
+    outbox = store.outbox("forward")
     go_read, go_write = os.pipe()
     children = [_fork_forwarder(config, go_read) for _ in range(processes - 1)]
     worker = Forwarder(config, store)

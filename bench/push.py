@@ -62,7 +62,6 @@ from yagi_meter import config as config_module  # noqa: E402
 from yagi_meter.atom import entry_bytes  # noqa: E402
 from yagi_meter.ingest.ingestor import Ingestor, Message  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
-from yagi_meter.store.subscriptions import Subscriptions  # noqa: E402
 from yagi_meter.websub.delivery import RenderedEntry, delivery_document, entry_updated  # noqa: E402
 from yagi_meter.websub.push import hub_url  # noqa: E402
 
@@ -134,7 +133,7 @@ def subscribe_all(config, store, pairs: list[tuple[str, str]]) -> None:
     for callback, topic in pairs:
         data = {"hub.mode": "subscribe", "hub.callback": callback, "hub.topic": topic}
         assert client.post("/hub", data=data).status_code == 202
-    subscriptions = Subscriptions(store.client, store.keys)
+    subscriptions = store.subscriptions
     deadline = time.monotonic() + 60
     while len(subscriptions.ids()) < len(pairs):
         if time.monotonic() > deadline:
@@ -250,7 +249,7 @@ def bare_round(server: Subscriber, callbacks: list[str], config, event) -> float
     """The same POSTs from one thread with one keep-alive requests Session: deliveries/s."""
     topic = f"{config.base_url}/events"
     entry = RenderedEntry(event.seq, entry_updated(event), entry_bytes(event, config.base_url))
-    document = delivery_document([entry], topic, "All events", hub_url(config))
+    document = delivery_document([entry], topic, topic, "All events", hub_url(config))
     headers = {
         "Content-Type": "application/atom+xml",
         "Link": f'<{hub_url(config)}>; rel="hub", <{topic}>; rel="self"',

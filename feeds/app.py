@@ -14,10 +14,8 @@ from feeds.caching import RenderCache
 from feeds.hub import init_hub, readers_of
 from feeds.metrics import registry
 from yagi_meter.config import Config
-from yagi_meter.errors import StoreError
+from yagi_meter.errors import StoreError, UnknownMarker
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.pages import Pages
-from yagi_meter.store.stats import ping
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.extensions["yagi_meter"] = views.FeedServer(
         config=config,
         store=store,
-        pages=Pages(store.client, store.keys, store.events.watch),
+        pages=store.pages,
         authenticate=authenticator(config),
         pages_cache=RenderCache(
             PAGE_CACHE_SIZE if config.feeds.cache_entries else 0,
@@ -51,7 +49,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     @app.get("/health")
     def health() -> Response:
         try:
-            seconds = ping(store.client)
+            seconds = store.ping()
         except StoreError as e:
             return Response(f"redis unreachable: {e}\n", 503, mimetype="text/plain")
         return Response(f"ok redis {seconds * 1000:.1f} ms\n", 200, mimetype="text/plain")
@@ -72,6 +70,8 @@ def error_response(error: Exception) -> Response:
         headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
         if code == 401:
             headers.append(("WWW-Authenticate", 'Token realm="yagi-meter", header="X-Auth-Token"'))
+    elif isinstance(error, UnknownMarker):  # the client's mistake, never an outage
+        code, reason, headers = 400, str(error), []
     elif isinstance(error, StoreError):
         log.error("store unavailable: %s", error)
         code, reason, headers = 503, "store unavailable, try again", [("Retry-After", "5")]

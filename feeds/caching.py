@@ -17,7 +17,7 @@ from typing import Any
 from flask import Request
 
 # Part of every ETag: bump when the rendering changes, so caches let go.
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"  # 2: Base64 content, uuid5 ids, JSON
 
 
 def etag_for(*parts: object) -> str:
@@ -44,11 +44,12 @@ def last_modified(newest_ms: int, now_ms: int) -> datetime | None:
 def not_modified(request: Request, etag: str, changed_ms: int) -> bool:
     """True when the request's If-None-Match or If-Modified-Since says it has this version.
 
-    If-None-Match wins when present (RFC 9110 13.2.2).  ``changed_ms``: when
-    the resource last changed, exact.
+    If-None-Match wins when present (RFC 9110 13.2.2) and compares weakly
+    (13.1.2: ``W/"x"`` matches ``"x"``), ``*`` matching any.  ``changed_ms``:
+    when the resource last changed, exact.
     """
     if request.if_none_match:
-        return request.if_none_match.contains(etag)
+        return request.if_none_match.contains_weak(etag)
     since = request.if_modified_since
     if since is not None and changed_ms:
         return changed_ms // 1000 <= int(since.timestamp())

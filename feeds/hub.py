@@ -27,13 +27,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from flask import Blueprint, Flask, Request, current_app, redirect, request
+from flask.blueprints import BlueprintSetupState
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from feeds.auth import TOKEN_HEADER
-from yagi_meter.config import Config
+from yagi_meter.config import Config, HubSection
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.store import Store
-from yagi_meter.store.subscriptions import DENIED, SUBSCRIBE, UNSUBSCRIBE, Intent, Subscriptions
+from yagi_meter.store.subscriptions import HubMode, Intent, Subscriptions
 from yagi_meter.websub.callbacks import check_callback
 from yagi_meter.websub.topics import parse_topic
 
@@ -100,30 +103,33 @@ def init_hub(app: Flask, config: Config, store: Store, topic_allowed: TopicAllow
 
 
 @hub.record
-def _setup(state) -> None:
+def _setup(state: BlueprintSetupState) -> None:
     options = state.options
     store = options["hub_store"]
     state.app.extensions[EXTENSION] = HubSetup(
         options["hub_config"],
-        Subscriptions(store.client, store.keys),
+        store.subscriptions,
         options.get("topic_allowed") or anyone_may_read,
     )
 
 
-class BadRequest(Exception):
-    """A subscription request this hub cannot take; the text is the reason given."""
+class InvalidRequest(Exception):
+    """A hub request this hub cannot take (400); the text is the reason given.
+
+    Not werkzeug's BadRequest: this one never leaves the module, it becomes a plain-text answer.
+    """
 
 
 class NotYours(Exception):
     """An unsubscription from a requester who may not read the topic (403)."""
 
 
-def _text(body: str, status: int):
+def _text(body: str, status: int) -> tuple[str, int, dict[str, str]]:
     return body + "\n", status, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 @hub.post("/hub")
-def websub():
+def websub() -> ResponseReturnValue:
     setup: HubSetup = current_app.extensions[EXTENSION]
     # Read no more than a subscription request can need (413 beyond).
     request.max_content_length = MAX_BODY_BYTES
@@ -133,13 +139,13 @@ def websub():
     try:
         if mode == "publish":
             return _publish(setup, form.get("hub.url") or form.get("hub.topic") or "")
-        if mode not in (SUBSCRIBE, UNSUBSCRIBE):
-            raise BadRequest("hub.mode must be subscribe, unsubscribe or publish")
+        if mode not in (HubMode.SUBSCRIBE, HubMode.UNSUBSCRIBE):
+            raise InvalidRequest("hub.mode must be subscribe, unsubscribe or publish")
         external = setup.config.hub.external_url
         if external:  # WebSub 5.1.2: send the subscriber on to the hub we publish to
             return redirect(external, 307)
-        intent = _intent(setup, mode, form)
-    except BadRequest as e:
+        intent = _intent(setup, HubMode(mode), form)
+    except InvalidRequest as e:
         return _text(str(e), 400)
     except NotYours as e:
         return _text(str(e), 403)
@@ -159,56 +165,58 @@ def websub():
     return _text(f"{mode} request accepted; verification of intent follows", 202)
 
 
-def _publish(setup: HubSetup, topic: str):
+def _publish(setup: HubSetup, topic: str) -> ResponseReturnValue:
     # We know our own content; a ping only has to name one of our topics.
     try:
         parse_topic(topic, setup.config.base_url)
     except ValueError as e:
-        raise BadRequest(f"hub.url: {e}") from None
+        raise InvalidRequest(f"hub.url: {e}") from None
     return _text("publish accepted", 202)
 
 
-def _intent(setup: HubSetup, mode: str, form) -> Intent:
+def _intent(setup: HubSetup, mode: HubMode, form: MultiDict[str, str]) -> Intent:
     hub_config = setup.config.hub
     callback = form.get("hub.callback", "")
     topic = form.get("hub.topic", "")
     if not callback:
-        raise BadRequest("hub.callback is required")
+        raise InvalidRequest("hub.callback is required")
     if not topic:
-        raise BadRequest("hub.topic is required")
+        raise InvalidRequest("hub.topic is required")
     for name, value in (("hub.callback", callback), ("hub.topic", topic)):
         if len(value.encode()) > MAX_URL_BYTES:
-            raise BadRequest(f"{name} must be at most {MAX_URL_BYTES} bytes")
+            raise InvalidRequest(f"{name} must be at most {MAX_URL_BYTES} bytes")
     try:
         check_callback(callback, hub_config.allowed_callback_networks)
     except CallbackRefused as e:
-        raise BadRequest(f"hub.callback: {e}") from None
+        raise InvalidRequest(f"hub.callback: {e}") from None
     secret = form.get("hub.secret", "")
     if len(secret.encode()) > MAX_SECRET_BYTES:
-        raise BadRequest("hub.secret must be less than 200 bytes")
+        raise InvalidRequest("hub.secret must be less than 200 bytes")
     lease = _lease_seconds(form.get("hub.lease_seconds"), hub_config)
     client = request.remote_addr or ""
     try:
         topic_path = parse_topic(topic, setup.config.base_url).path()
     except ValueError as e:
-        if mode == UNSUBSCRIBE:  # nothing to check: verification, then nothing to remove
-            return Intent(UNSUBSCRIBE, topic, "", callback, client=client)
-        return Intent(DENIED, topic, "", callback, reason=f"unknown topic: {e}", client=client)
+        if mode == HubMode.UNSUBSCRIBE:  # nothing to check: verification, then nothing to remove
+            return Intent(HubMode.UNSUBSCRIBE, topic, "", callback, client=client)
+        return Intent(HubMode.DENIED, topic, "", callback, reason=f"unknown topic: {e}", client=client)
     allowed, reason = setup.topic_allowed(topic, request)
     if not allowed:
-        if mode == UNSUBSCRIBE:  # only a reader of the topic may end a subscription to it
+        if mode == HubMode.UNSUBSCRIBE:  # only a reader of the topic may end a subscription to it
             raise NotYours(f"unsubscribe refused: {reason or 'not allowed'}")
-        return Intent(DENIED, topic, topic_path, callback, reason=reason or "not allowed", client=client)
+        return Intent(
+            HubMode.DENIED, topic, topic_path, callback, reason=reason or "not allowed", client=client
+        )
     return Intent(mode, topic, topic_path, callback, secret, lease, client=client)
 
 
-def _lease_seconds(value: str | None, hub_config) -> int:
+def _lease_seconds(value: str | None, hub_config: HubSection) -> int:
     if value is None or value == "":
         value = str(hub_config.lease_seconds_default)
     try:
         seconds = int(value)
     except ValueError:
-        raise BadRequest("hub.lease_seconds must be a positive integer") from None
+        raise InvalidRequest("hub.lease_seconds must be a positive integer") from None
     if seconds <= 0:
-        raise BadRequest("hub.lease_seconds must be a positive integer")
+        raise InvalidRequest("hub.lease_seconds must be a positive integer")
     return max(hub_config.lease_seconds_min, min(seconds, hub_config.lease_seconds_max))

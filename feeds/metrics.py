@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -16,7 +15,6 @@ from yagi_meter.audit.report import OUTCOMES, audit_report
 from yagi_meter.audit.verifier import MISSING_EXISTS
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
-from yagi_meter.store.stats import gauges, hub_counts, ping
 
 _GAUGES = {
     "events": ("yagi_events", "Events stored now (after retention)."),
@@ -43,9 +41,9 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         up = GaugeMetricFamily("yagi_redis_up", "1 when Redis answered this scrape.")
         try:
-            latency = ping(self.store.client)
-            values = gauges(self.store.client, self.store.keys)
-        except (StoreError, redis.RedisError):
+            latency = self.store.ping()
+            values = self.store.gauges()
+        except StoreError:
             up.add_metric([], 0)
             yield up
             return
@@ -79,7 +77,7 @@ _HUB_COUNTERS = {
 
 def _hub_metrics(store: Store) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     try:
-        values = hub_counts(store.client, store.keys)
+        values = store.hub_counts()
     except StoreError:
         return
     for key, (name, text) in _HUB_GAUGES.items():

@@ -14,6 +14,17 @@ oldest page, ``hub`` the WebSub hub.
 
 A poller follows ``previous`` links forever: an empty or short forward page
 links to itself or its newest entry, and sees every entry exactly once.
+
+Markers are message ids.  Links write one as the entry id
+(``urn:uuid:<message_id>``) when the message id is a canonical UUID, which
+every oslo.messaging notification has, and bare otherwise: an entry whose
+message id is not a UUID has a uuid5 as its atom:id (yagi_meter.atom), and
+that cannot be turned back into the message id.  ``urn:uuid:<message_id>``
+is taken for any message id, as earlier links wrote it.
+
+Every link is canonical: the parameters in one order (_href), so the
+``self`` link in the feed and in the Link header are one URL.  The feed id is
+the page's URL without paging parameters: one id per feed and filter.
 """
 
 from __future__ import annotations
@@ -26,11 +37,14 @@ from urllib.parse import urlencode
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
-from yagi_meter.atom import Link
+from yagi_meter.atom import Link, is_canonical_uuid
 from yagi_meter.store.pages import BACKWARD, FORWARD, HEAD, LAST, Page, PageQuery
 
 ENTRY_ID_PREFIX = "urn:uuid:"
-_PARAMS = ("limit", "marker", "direction", "start", "end", "event_type")
+_PARAMS = ("limit", "marker", "direction", "start", "end", "event_type", "user_id", "format")
+FORMATS = ("atom", "json")
+# A user id as the notification model keeps one (notification.MAX_ID_LENGTH).
+MAX_USER_ID_LENGTH = 255
 MAX_MARKER_LENGTH = 300
 # An event_type glob is matched in linear time whatever its stars (page.lua);
 # the cap only keeps silly patterns out.
@@ -45,13 +59,21 @@ class FeedRequest:
     query: PageQuery
     start: str = ""  # as given, for links
     end: str = ""
+    format: str = ""  # "json" when asked for by parameter: links keep it
 
     def filters(self) -> dict[str, str]:
-        params = {"start": self.start, "end": self.end, "event_type": self.query.event_type}
+        params = {
+            "start": self.start,
+            "end": self.end,
+            "event_type": self.query.event_type,
+            "user_id": self.query.user_id,
+        }
         return {name: value for name, value in params.items() if value}
 
 
-def parse_request(args: MultiDict, page_size: int, max_page_size: int, scan_limit: int) -> FeedRequest:
+def parse_request(
+    args: MultiDict[str, str], page_size: int, max_page_size: int, scan_limit: int
+) -> FeedRequest:
     """Validate the query string; raise BadRequest with a one-line reason."""
     for name in args:
         if name not in _PARAMS:
@@ -68,6 +90,7 @@ def parse_request(args: MultiDict, page_size: int, max_page_size: int, scan_limi
         raise BadRequest("event_type is longer than 255 characters")
     if event_type.count("*") > MAX_STARS:
         raise BadRequest(f"event_type has more than {MAX_STARS} '*'")
+    user_id = _user_id(args.get("user_id"))
     query = PageQuery(
         direction=direction,
         marker=marker,
@@ -76,8 +99,26 @@ def parse_request(args: MultiDict, page_size: int, max_page_size: int, scan_limi
         start_ms=start,
         end_ms=end,
         event_type=event_type,
+        user_id=user_id,
     )
-    return FeedRequest(query, start_text, end_text)
+    fmt = args.get("format", "")
+    if fmt and fmt not in FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+    return FeedRequest(query, start_text, end_text, fmt)
+
+
+def _user_id(text: str | None) -> str:
+    """The user_id filter: an exact id, as stored (no patterns)."""
+    if text is None:
+        return ""
+    user_id = text.strip()
+    if not user_id:
+        raise BadRequest("user_id is empty (leave it out for every user)")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise BadRequest(f"user_id is longer than {MAX_USER_ID_LENGTH} characters")
+    if not user_id.isprintable():
+        raise BadRequest("user_id has control characters")
+    return user_id
 
 
 def _limit(text: str | None, page_size: int, max_page_size: int) -> int:
@@ -126,28 +167,49 @@ def _instant(name: str, text: str) -> int | None:
     return int(value.timestamp() * 1000)
 
 
+def marker_text(message_id: str) -> str:
+    """How links write the marker of the entry with ``message_id`` (see module doc)."""
+    return ENTRY_ID_PREFIX + message_id if is_canonical_uuid(message_id) else message_id
+
+
+def _href(url: str, request: FeedRequest, marker: str | None, direction: str | None) -> str:
+    """The canonical URL of a page of this feed: marker, limit, direction, filters, format."""
+    params = {}
+    if marker is not None:
+        params["marker"] = marker if marker == "last" else marker_text(marker)
+    params["limit"] = str(request.query.limit)
+    if direction:
+        params["direction"] = direction
+    params.update(request.filters())
+    if request.format:
+        params["format"] = request.format
+    return f"{url}?{urlencode(params)}"
+
+
+def self_href(url: str, request: FeedRequest) -> str:
+    """The canonical URL of the requested page: its rel=self, in the feed and the Link header."""
+    query = request.query
+    if query.direction == HEAD:
+        return _href(url, request, None, None)
+    if query.direction == LAST:
+        return _href(url, request, "last", BACKWARD)
+    return _href(url, request, query.marker, query.direction)
+
+
+def feed_id(url: str, request: FeedRequest) -> str:
+    """The atom:id of the feed ``request`` pages through: one per feed and filter (RFC 4287 4.2.6)."""
+    filters = request.filters()
+    return f"{url}?{urlencode(filters)}" if filters else url
+
+
 def feed_links(url: str, request: FeedRequest, page: Page, hub: str) -> tuple[Link, ...]:
     """self, current, previous, next, last and hub links of a page (see module doc)."""
     query = request.query
-    filters = request.filters()
 
     def at(marker: str | None, direction: str | None) -> str:
-        params = {}
-        if marker is not None:
-            params["marker"] = marker if marker == "last" else ENTRY_ID_PREFIX + marker
-        params["limit"] = str(query.limit)
-        if direction:
-            params["direction"] = direction
-        params.update(filters)
-        return f"{url}?{urlencode(params)}"
+        return _href(url, request, marker, direction)
 
-    if query.direction == HEAD:
-        self_href = at(None, None)
-    elif query.direction == LAST:
-        self_href = at("last", BACKWARD)
-    else:
-        self_href = at(query.marker, query.direction)
-    links = [Link("self", self_href), Link("current", at(None, None))]
+    links = [Link("self", self_href(url, request)), Link("current", at(None, None))]
     ascending = query.direction in (FORWARD, LAST)
     newest = page.last_id if ascending else page.first_id
     oldest = page.first_id if ascending else page.last_id

@@ -10,13 +10,23 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.http import http_date, quote_etag
 
-from feeds import browser
+from feeds import browser, json_format
+from feeds import representation as rep
 from feeds.auth import TOKEN_HEADER, Authenticator, Principal, require_admin, require_tenant
 from feeds.caching import RenderCache, etag_for, last_modified, not_modified
-from feeds.paging import ENTRY_ID_PREFIX, FeedRequest, feed_links, parse_request
+from feeds.paging import (
+    ENTRY_ID_PREFIX,
+    FORMATS,
+    FeedRequest,
+    feed_id,
+    feed_links,
+    marker_text,
+    parse_request,
+    self_href,
+)
 from yagi_meter import atom
 from yagi_meter.config import Config
-from yagi_meter.notification import Event
+from yagi_meter.errors import UnknownMarker
 from yagi_meter.store import Store
 from yagi_meter.store.pages import (
     FeedIndex,
@@ -25,7 +35,6 @@ from yagi_meter.store.pages import (
     PageQuery,
     Pages,
     StoredEvent,
-    UnknownMarker,
     ms_to_datetime,
 )
 
@@ -175,17 +184,36 @@ def one_event(message_id: str) -> Response:
     found = srv.store.events.get_many([version[0]]) if version else []
     event = found[0] if found else None
     # Another tenant's event is answered exactly like a missing one.
-    if event is None or not caller.may_read_tenant(event.tenant_id):
+    # A billed project reads the events in its feed (README, What is stored).
+    readers = (event.tenant_id, event.billed_tenant_id) if event is not None else ()
+    if version is None or event is None or not any(caller.may_read_tenant(t) for t in readers):
         raise NotFound(f"no event {message_id}")
     changed_ms = int(event.ingested_at.timestamp() * 1000) if event.ingested_at else 0
+    kind = rep.chosen(request, entry_format())
+    gz = rep.gzip_accepted(request)
     # seq and digest alone could come back after Redis lost data; the ingest time does not.
-    etag = etag_for("entry", srv.base_url, event.seq, version[1], changed_ms, html_wanted())
+    etag = etag_for("entry", srv.base_url, event.seq, version[1], changed_ms, kind)
+    etag += rep.GZIP_SUFFIX if gz else ""
     # An entry never changes: its second is over for good once it is stored.
     headers = validators(etag, last_modified(changed_ms, changed_ms + 1000))
     if not_modified(request, etag, changed_ms):
         return Response(status=304, headers=headers)
-    body = atom.entry_document(event, srv.base_url, stylesheet=srv.stylesheet)
-    return represent(body, atom.ENTRY_TYPE, headers)
+    if kind == rep.JSON:
+        entry = json_format.entry_json(event, srv.base_url, marker_text(event.message_id))
+        body = json_format.entry_document(entry)
+    else:
+        body = atom.entry_document(event, srv.base_url, stylesheet=srv.stylesheet)
+        if kind == rep.HTML:
+            body = browser.to_html(body)
+    return respond(body, rep.CONTENT_TYPES.get(kind, atom.ENTRY_TYPE), headers, gz)
+
+
+def entry_format() -> str:
+    """An entry document's ``format`` parameter (other parameters are ignored, as ever)."""
+    fmt = request.args.get("format", "")
+    if fmt and fmt not in FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+    return fmt
 
 
 # -- one way to answer a feed ----------------------------------------------------
@@ -226,36 +254,48 @@ def answer_feed(
     """
     srv = server()
     query = read or feed.query
-    html = html_wanted()
-    key = (path, request.query_string, html)
-    cached = srv.pages_cache.get(key)
+    kind = rep.chosen(request, feed.format)
+    gz = rep.gzip_accepted(request)
+    key = (path, request.query_string, kind)
+    plain = srv.pages_cache.get(key)
+    packed = srv.pages_cache.get((*key, "gzip")) if gz else None
+    held = packed or plain  # a rendering of the feed's current state, in either coding
     conditional = bool(request.if_none_match or request.if_modified_since)
     page = None
     if conditional:
         state = srv.pages.state(index)
     else:
-        state, page = read_page(srv, index, query, cached)
+        state, page = read_page(srv, index, query, held)
     if state.empty and what and not known:
         raise NotFound(f"unknown {what}: no events")
     if state.empty and query.marker:
         raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed")
     etag = etag_for(srv.base_url, *key, state.version)
-    headers = feed_headers(srv, path, etag, state)
-    if conditional and not_modified(request, etag, state.newest_ingested_ms):
+    sent = etag + rep.GZIP_SUFFIX if gz else etag
+    headers = feed_headers(srv, path, feed, sent, state)
+    if conditional and not_modified(request, sent, state.newest_ingested_ms):
         return Response(status=304, headers=headers)
-    if cached is not None and cached.etag == etag:
-        body = cached.body
+    if packed is not None and packed.etag == sent:
+        return respond(packed.body, content_type(kind), headers, gz, compressed=True)
+    if plain is not None and plain.etag == etag:
+        body = plain.body
     else:
         if page is None:  # a conditional request that did not match
             state, page = read_page(srv, index, query, None)
             etag = etag_for(srv.base_url, *key, state.version)
-            headers = feed_headers(srv, path, etag, state)
-        body = render_page(srv, page, feed, srv.base_url + path, title, state)
-        if html:
-            body = browser.to_html(body)
+            sent = etag + rep.GZIP_SUFFIX if gz else etag
+            headers = feed_headers(srv, path, feed, sent, state)
+        assert page is not None  # read without a known version: always a page
+        body = render_page(srv, page, feed, srv.base_url + path, title, state, kind)
         srv.pages_cache.put(key, CachedPage(state.version, etag, body))
-    content_type = "text/html; charset=utf-8" if html else atom.FEED_TYPE
-    return Response(body, 200, headers, content_type=content_type)
+    if gz:
+        body = rep.compress(body)
+        srv.pages_cache.put((*key, "gzip"), CachedPage(state.version, sent, body))
+    return respond(body, content_type(kind), headers, gz, compressed=gz)
+
+
+def content_type(kind: str) -> str:
+    return rep.CONTENT_TYPES.get(kind, atom.FEED_TYPE)
 
 
 def read_page(
@@ -268,55 +308,55 @@ def read_page(
         raise BadRequest(f"unknown marker {query.marker!r}: not an entry of this feed") from None
 
 
-def feed_headers(srv: FeedServer, path: str, etag: str, state: FeedState) -> list[tuple[str, str]]:
-    self_link = srv.base_url + path + ("?" + request.query_string.decode() if request.query_string else "")
+def feed_headers(
+    srv: FeedServer, path: str, feed: FeedRequest, etag: str, state: FeedState
+) -> list[tuple[str, str]]:
     headers = validators(etag, last_modified(state.newest_ingested_ms, state.now_ms))
-    headers.append(("Link", f'<{srv.hub}>; rel="hub", <{self_link}>; rel="self"'))
+    # The same canonical URL as the document's rel=self: one topic URL for WebSub.
+    headers.append(("Link", f'<{srv.hub}>; rel="hub", <{self_href(srv.base_url + path, feed)}>; rel="self"'))
     return headers
 
 
 def render_page(
-    srv: FeedServer, page: Page, feed: FeedRequest, url: str, title: str, state: FeedState
+    srv: FeedServer, page: Page, feed: FeedRequest, url: str, title: str, state: FeedState, kind: str
 ) -> bytes:
     stored = page.events
     if feed.query.direction in ("forward", "last"):
         stored = list(reversed(stored))  # a feed lists newest first
-    entries = [entry_bytes(srv, item) for item in stored]
+    entries = [entry_rendering(srv, item, kind == rep.JSON) for item in stored]
     updated = max([ms_to_datetime(state.newest_ingested_ms or 0)] + [when for _, when in entries])
     meta = atom.FeedMeta(
-        feed_id=url,
+        feed_id=feed_id(url, feed),
         title=f"yagi-meter: {title}",
         updated=updated,
         links=feed_links(url, feed, page, srv.hub),
         stylesheet=srv.stylesheet,
     )
-    return atom.feed_document(meta, (body for body, _ in entries))
+    bodies = (body for body, _ in entries)
+    if kind == rep.JSON:
+        return json_format.feed_document(meta, bodies)
+    document = atom.feed_document(meta, bodies)
+    return browser.to_html(document) if kind == rep.HTML else document
 
 
-def entry_bytes(srv: FeedServer, stored: StoredEvent) -> tuple[bytes, datetime]:
-    """An entry's rendering and its atom:updated, from the cache when there (entries never change;
-    the key is the event's identity, not its seq, which Redis losing data gives out again)."""
-    key = (stored.identity, srv.base_url)
+def entry_rendering(srv: FeedServer, stored: StoredEvent, as_json: bool) -> tuple[bytes, datetime]:
+    """An entry's rendering (Atom, or JSON) and its atom:updated, from the cache when there (entries
+    never change; the key is the event's identity, not its seq, which Redis losing data gives out again)."""
+    key = (stored.identity, srv.base_url, as_json)
     cached = srv.entries_cache.get(key)
     if cached is None:
         event = stored.decode()
-        cached = (atom.entry_bytes(event, srv.base_url), _updated(event))
+        if as_json:
+            body = json_format.entry_json(event, srv.base_url, marker_text(event.message_id))
+        else:
+            body = atom.entry_bytes(event, srv.base_url)
+        cached = (body, atom.entry_updated(event))
         srv.entries_cache.put(key, cached)
     return cached
 
 
-def _updated(event: Event) -> datetime:
-    return max(event.timestamp, event.ingested_at or event.timestamp)
-
-
-def html_wanted() -> bool:
-    """A browser (text/html preferred over Atom) gets the page as HTML."""
-    accept = request.accept_mimetypes
-    return accept.best_match([atom.FEED_TYPE, "application/xml", "text/html"]) == "text/html"
-
-
 def validators(etag: str, modified: datetime | None) -> list[tuple[str, str]]:
-    headers = [("ETag", quote_etag(etag)), ("Vary", f"Accept, {TOKEN_HEADER}")]
+    headers = [("ETag", quote_etag(etag)), ("Vary", f"Accept, Accept-Encoding, {TOKEN_HEADER}")]
     if modified is not None:
         headers.append(("Last-Modified", http_date(modified)))
     if server().config.auth.mode != "none":
@@ -326,7 +366,11 @@ def validators(etag: str, modified: datetime | None) -> list[tuple[str, str]]:
     return headers
 
 
-def represent(body: bytes, content_type: str, headers: list[tuple[str, str]]) -> Response:
-    if html_wanted():
-        return Response(browser.to_html(body), 200, headers, content_type="text/html; charset=utf-8")
+def respond(
+    body: bytes, content_type: str, headers: list[tuple[str, str]], gz: bool, compressed: bool = False
+) -> Response:
+    """A 200 with ``body``, gzipped when ``gz`` (``compressed``: it is already)."""
+    if gz:
+        body = body if compressed else rep.compress(body)
+        headers = [*headers, ("Content-Encoding", "gzip")]
     return Response(body, 200, headers, content_type=content_type)

@@ -25,6 +25,7 @@ from tests import processes
 from tests.servers.redis_cluster import RedisCluster
 from yagi_meter import config as config_module
 from yagi_meter.config import Config
+from yagi_meter.store.keys import Keys
 
 CI = bool(os.environ.get("CI"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,6 +170,12 @@ def make_config(**settings: str) -> Config:
     environ = {"YAGI_CONFIG": os.devnull}
     environ.update({f"YAGI_{name.upper()}": value for name, value in settings.items()})
     return config_module.load(environ=environ)
+
+
+@pytest.fixture
+def keys(key_prefix: str) -> Keys:
+    """The key names under this test's prefix, for tests that look at Redis directly."""
+    return Keys(key_prefix)
 
 
 @pytest.fixture

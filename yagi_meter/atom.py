@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,10 +20,45 @@ CATEGORY_SCHEME = "urn:yagi-meter:"
 _A = f"{{{ATOM_NS}}}"
 FEED_TYPE = "application/atom+xml"
 ENTRY_TYPE = "application/atom+xml;type=entry"
+CONTENT_TYPE = "application/json"  # of atom:content: the notification, Base64
+
+
+# The namespace of the name-based (version 5) UUIDs that stand for message ids
+# that are not UUIDs: uuid5(NAMESPACE_URL, "urn:yagi-meter:message_id"), written
+# out because it is fixed for good (entry ids never change).
+MESSAGE_ID_NAMESPACE = uuid.UUID("9e772dba-b1e1-5374-bd4e-69743dc626ed")
+
+
+def is_canonical_uuid(text: str) -> bool:
+    """True when ``text`` is a UUID written the canonical way (lowercase, 8-4-4-4-12)."""
+    if len(text) != 36:
+        return False
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def entry_uuid(message_id: str) -> str:
+    """The UUID of an entry: its message id when that is a canonical UUID, else a uuid5 of it."""
+    if is_canonical_uuid(message_id):
+        return message_id
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, message_id))
 
 
 def entry_id(event: Event) -> str:
-    return f"urn:uuid:{event.message_id}"
+    """The entry's atom:id: ``urn:uuid:`` and a real UUID (RFC 4287 4.2.6, RFC 4122 3)."""
+    return f"urn:uuid:{entry_uuid(event.message_id)}"
+
+
+def summary(event: Event) -> str:
+    """The entry's one-line atom:summary: event type, tenant, resource."""
+    parts = [event.event_type]
+    if event.tenant_id:
+        parts.append(f"tenant {event.tenant_id}")
+    if event.resource_id:
+        parts.append(f"resource {event.resource_id}")
+    return " ".join(", ".join(parts).split())  # one line, whatever the ids hold
 
 
 def entry_url(base_url: str, event: Event) -> str:
@@ -74,6 +111,23 @@ def _attr(value: str) -> str:
     return value
 
 
+def categories(event: Event) -> list[tuple[str, str]]:
+    """(label, term) of an entry's categories; the scheme is CATEGORY_SCHEME + label."""
+    pairs = (
+        ("event_type", event.event_type),
+        ("service", event.service),
+        ("tenant", event.tenant_id),
+        ("user", event.user_id),
+        ("resource", event.resource_id),
+    )
+    return [(label, term) for label, term in pairs if term]
+
+
+def entry_updated(event: Event) -> datetime:
+    """An entry's atom:updated: when it entered the archive, never before it happened."""
+    return max(event.timestamp, event.ingested_at or event.timestamp)
+
+
 def entry_bytes(event: Event, base_url: str) -> bytes:
     """One ``atom:entry`` element, serialised: the one place an entry is rendered.
 
@@ -84,7 +138,7 @@ def entry_bytes(event: Event, base_url: str) -> bytes:
     # published: when it happened; updated: when it entered the archive (never
     # before published), so a feed's updated moves on even for late arrivals.
     published = format_timestamp(event.timestamp)
-    updated = format_timestamp(max(event.timestamp, event.ingested_at or event.timestamp))
+    updated = format_timestamp(entry_updated(event))
     parts = [
         f'<entry xmlns="{ATOM_NS}"><id>{_text(entry_id(event))}</id>',
         f'<title type="text">{_text(event.event_type)}</title>',
@@ -94,20 +148,13 @@ def entry_bytes(event: Event, base_url: str) -> bytes:
         # The same URL answers a browser with HTML: what feed readers link to.
         f'<link rel="alternate" href="{url}" type="text/html"/>',
     ]
-    categories = (
-        ("event_type", event.event_type),
-        ("service", event.service),
-        ("tenant", event.tenant_id),
-        ("resource", event.resource_id),
-    )
-    for scheme, term in categories:
-        if term:
-            parts.append(
-                f'<category term="{_attr(term)}" scheme="{CATEGORY_SCHEME}{scheme}" label="{scheme}"/>'
-            )
-    # notification_json is ASCII-only JSON: control characters in the payload
-    # are \u escapes there, so the content is always well-formed XML.
-    parts.append(f'<content type="application/json">{_text(event.notification_json)}</content></entry>')
+    for scheme, term in categories(event):
+        parts.append(f'<category term="{_attr(term)}" scheme="{CATEGORY_SCHEME}{scheme}" label="{scheme}"/>')
+    # RFC 4287 4.1.3.3: a media type neither XML nor text/* is Base64, and
+    # then 4.1.2 wants a summary.  notification_json is ASCII-only JSON.
+    content = base64.b64encode(event.notification_json.encode()).decode()
+    parts.append(f'<summary type="text">{_text(summary(event))}</summary>')
+    parts.append(f'<content type="{CONTENT_TYPE}">{content}</content></entry>')
     return "".join(parts).encode()
 
 

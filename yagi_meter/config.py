@@ -2,9 +2,11 @@
 
 Every option is declared once in ``OPTIONS`` with its default, parser and
 help text; ``yagi.conf.sample`` is generated from that table, and a test keeps
-them equal.  ``load()`` validates everything at start: a bad value raises
-``ConfigError`` naming the key, and the CLI turns that into one line and a
-non-zero exit.
+them equal.  Each section is a frozen dataclass (``AmqpSection``, ...) whose
+fields are checked against the table at import, so ``config.amqp.prefetch``
+is an ``int`` to mypy and a misspelt key is caught before anything runs.
+``load()`` validates everything at start: a bad value raises ``ConfigError``
+naming the key, and the CLI turns that into one line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import configparser
 import ipaddress
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from yagi_meter.errors import ConfigError
@@ -102,7 +104,10 @@ def _queue_template(value: str) -> str:
     return value
 
 
-def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(value: str) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(item, strict=False) for item in _list(value))
 
 
@@ -129,6 +134,13 @@ def _targets(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(targets)
 
 
+def _metadata_key(value: str) -> str:
+    value = value.strip()
+    if any(ch.isspace() for ch in value) or len(value) > 255:
+        raise ValueError(f"expected one metadata key (no spaces, at most 255 characters), got {value!r}")
+    return value
+
+
 def _key_prefix(value: str) -> str:
     value = value.strip()
     if not value or any(ch.isspace() for ch in value):
@@ -138,7 +150,7 @@ def _key_prefix(value: str) -> str:
 
 def _tokens(value: str) -> tuple[tuple[str, str | None], ...]:
     """Token lines as (token, tenant_id) pairs; tenant_id None means admin."""
-    pairs = []
+    pairs: list[tuple[str, str | None]] = []
     for line in value.replace(",", "\n").splitlines():
         if not line.strip():
             continue
@@ -346,6 +358,28 @@ OPTIONS: tuple[Option, ...] = (
         "  manila.share.* = tenant:payload.project_id resource:payload.share_id\n"
         "A rule overrides the built-in ones for the event types it matches.",
     ),
+    Option(
+        "notifications",
+        "billed_project_key",
+        "",
+        _metadata_key,
+        "Metadata key naming the project billed for a resource another project\n"
+        "owns, e.g. billed_project_id for the VMs a PaaS service runs for its\n"
+        "users. Read from the payload's metadata (nova instance metadata, legacy\n"
+        "and versioned; cinder volume metadata) of the billed_project_owners'\n"
+        "resources. Such an event keeps both projects (tenant_id the owner,\n"
+        "billed_tenant_id the billed one) and is in the tenant and resource feeds\n"
+        "of both. Empty: off.",
+    ),
+    Option(
+        "notifications",
+        "billed_project_owners",
+        "",
+        _list,
+        "Projects (ids, comma-separated) whose resources may name another project\n"
+        "to bill with billed_project_key: the provider's service projects. Any\n"
+        "tenant can set metadata on its own VMs, so no other project's is read.",
+    ),
     # [feeds]
     Option("feeds", "host", "127.0.0.1", _text, "Address the feed server listens on."),
     Option("feeds", "port", "8080", _int_at_least(1), "Port the feed server listens on."),
@@ -363,8 +397,8 @@ OPTIONS: tuple[Option, ...] = (
         "scan_limit",
         "10000",
         _int_at_least(1),
-        "Most index entries one page examines when start, end or event_type filter\n"
-        "it. A page that reaches this before it is full ends early, with fewer\n"
+        "Most index entries one page examines when start, end, event_type or user_id\n"
+        "filter it. A page that reaches this before it is full ends early, with fewer\n"
         "entries and a next/previous link that continues where it stopped.",
     ),
     Option(
@@ -760,8 +794,182 @@ OPTIONS: tuple[Option, ...] = (
 _BY_NAME = {(o.section, o.key): o for o in OPTIONS}
 
 
+# A section's dataclass has a field per option of the section, in OPTIONS'
+# order (checked at import below; a test checks the types against the parsed
+# defaults): the table stays the one place an option is declared, and mypy
+# knows every ``config.<section>.<key>``.
+@dataclass(frozen=True)
+class AmqpSection:
+    """[amqp]: RabbitMQ: what to consume and how."""
+
+    url: str
+    exchanges: tuple[str, ...]
+    topics: tuple[str, ...]
+    priorities: tuple[str, ...]
+    queue: str
+    durable: bool
+    exchange_durable: bool
+    queue_type: str
+    prefetch: int
+    batch_size: int
+    batch_wait_ms: int
+    heartbeat: int
+    max_body_bytes: int
+    max_message_bytes: int
+    max_batch_bytes: int
+    reconnect_max_seconds: float
+
+
+@dataclass(frozen=True)
+class RedisSection:
+    """[redis]: Redis, which holds every event."""
+
+    url: str
+    embedded_path: str
+    key_prefix: str
+    retention_days: float
+    compress: bool
+    socket_timeout: float
+
+
+@dataclass(frozen=True)
+class NotificationsSection:
+    """[notifications]: How notifications become events."""
+
+    mapping: str
+    billed_project_key: str
+    billed_project_owners: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FeedsSection:
+    """[feeds]: The feed server."""
+
+    host: str
+    port: int
+    base_url: str
+    page_size: int
+    max_page_size: int
+    scan_limit: int
+    cache_entries: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    """[auth]: Who may read which feeds."""
+
+    mode: str
+    tokens: tuple[tuple[str, str | None], ...]
+    keystone_url: str
+    keystone_user: str
+    keystone_password: str
+    keystone_project: str
+    keystone_user_domain: str
+    keystone_project_domain: str
+    keystone_timeout: float
+    admin_roles: tuple[str, ...]
+    cache_seconds: float
+
+
+@dataclass(frozen=True)
+class HubSection:
+    """[hub]: The WebSub hub and the push worker."""
+
+    external_url: str
+    allowed_callback_networks: tuple[Network, ...]
+    lease_seconds_default: int
+    lease_seconds_min: int
+    lease_seconds_max: int
+    signature_algorithm: str
+    delivery_threads: int
+    batch_size: int
+    timeout_seconds: float
+    verify_timeout_seconds: float
+    verify_threads: int
+    verify_per_host: int
+    max_pending_per_client: int
+    max_pending_per_topic: int
+    max_pending_total: int
+    max_delivery_attempts: int
+    max_delivery_age_seconds: float
+    retry_min_seconds: float
+    retry_max_seconds: float
+    poll_interval_ms: int
+
+
+@dataclass(frozen=True)
+class ForwardSection:
+    """[forward]: The AtomPub forwarder."""
+
+    url: str
+    event_types: tuple[str, ...]
+    targets: tuple[tuple[str, str], ...]
+    concurrency: int
+    processes: int
+    timeout: float
+    backoff_base: float
+    backoff_max: float
+    lease_seconds: float
+    auth: str
+    username: str
+    password: str
+    keystone_url: str
+    project_name: str
+    user_domain: str
+    project_domain: str
+
+
+@dataclass(frozen=True)
+class LoggingSection:
+    """[logging]: Where log lines go."""
+
+    level: str
+    config: str
+
+
+SECTIONS: dict[str, type] = {
+    "amqp": AmqpSection,
+    "redis": RedisSection,
+    "notifications": NotificationsSection,
+    "feeds": FeedsSection,
+    "auth": AuthSection,
+    "hub": HubSection,
+    "forward": ForwardSection,
+    "logging": LoggingSection,
+}
+
+
+def _check_sections() -> None:
+    """Each section dataclass has exactly its options' keys, in order (a programming error else)."""
+    for name, cls in SECTIONS.items():
+        keys = [o.key for o in OPTIONS if o.section == name]
+        if [f.name for f in fields(cls)] != keys:
+            raise TypeError(f"{cls.__name__} does not match the [{name}] options of OPTIONS: {keys}")
+    if list(SECTIONS) != list(dict.fromkeys(o.section for o in OPTIONS)):
+        raise TypeError("SECTIONS does not name the sections of OPTIONS in their order")
+
+
+_check_sections()
+
+T = TypeVar("T")
+
+
+def _section(cls: type[T], name: str, values: Mapping[tuple[str, str], Any]) -> T:
+    return cls(**{o.key: values[(name, o.key)] for o in OPTIONS if o.section == name})
+
+
 class Config:
-    """Validated settings; ``config.section.key`` or ``config.get(section, key)``."""
+    """Validated settings, one typed dataclass per section: ``config.<section>.<key>``."""
+
+    amqp: AmqpSection
+    redis: RedisSection
+    notifications: NotificationsSection
+    feeds: FeedsSection
+    auth: AuthSection
+    hub: HubSection
+    forward: ForwardSection
+    logging: LoggingSection
 
     def __init__(
         self,
@@ -772,19 +980,21 @@ class Config:
         self._values = dict(values)
         self._defaulted = defaulted
         self.source = source
-        for section in {s for s, _ in values}:
-            setattr(self, section, _Section(section, self._values))
-
-    def get(self, section: str, key: str) -> Any:
-        return self._values[(section, key)]
+        self.amqp = _section(AmqpSection, "amqp", values)
+        self.redis = _section(RedisSection, "redis", values)
+        self.notifications = _section(NotificationsSection, "notifications", values)
+        self.feeds = _section(FeedsSection, "feeds", values)
+        self.auth = _section(AuthSection, "auth", values)
+        self.hub = _section(HubSection, "hub", values)
+        self.forward = _section(ForwardSection, "forward", values)
+        self.logging = _section(LoggingSection, "logging", values)
 
     @property
     def base_url(self) -> str:
         """The feed server's public URL without a trailing slash."""
-        explicit = self.get("feeds", "base_url")
-        if explicit:
-            return explicit.rstrip("/")
-        return f"http://{self.get('feeds', 'host')}:{self.get('feeds', 'port')}"
+        if self.feeds.base_url:
+            return self.feeds.base_url.rstrip("/")
+        return f"http://{self.feeds.host}:{self.feeds.port}"
 
     def is_default(self, section: str, key: str) -> bool:
         """True when neither the file nor the environment set this key."""
@@ -805,18 +1015,6 @@ class Config:
                 value = ",".join(str(v) for v in value)
             parts.append(f"{option.section}.{option.key}={value}")
         return f"config={self.source} " + " ".join(parts)
-
-
-class _Section:
-    def __init__(self, name: str, values: dict[tuple[str, str], Any]) -> None:
-        self._name = name
-        self._values = values
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self._values[(self._name, key)]
-        except KeyError:
-            raise AttributeError(f"no option [{self._name}] {key}") from None
 
 
 def mask_secret(url: str) -> str:
@@ -901,28 +1099,37 @@ def _not_an_option(name: str) -> bool:
 
 
 def _check_together(config: Config) -> None:
-    if config.get("feeds", "page_size") > config.get("feeds", "max_page_size"):
+    if config.feeds.page_size > config.feeds.max_page_size:
         raise ConfigError("[feeds] page_size: larger than max_page_size")
-    if config.get("auth", "mode") == "token" and not config.get("auth", "tokens"):
+    auth = config.auth
+    if auth.mode == "token" and not auth.tokens:
         raise ConfigError("[auth] tokens: mode token needs at least one token")
-    if config.get("auth", "mode") == "keystone":
-        for key in ("keystone_url", "keystone_user", "keystone_password"):
-            if not config.get("auth", key):
+    if auth.mode == "keystone":
+        for key, value in (
+            ("keystone_url", auth.keystone_url),
+            ("keystone_user", auth.keystone_user),
+            ("keystone_password", auth.keystone_password),
+        ):
+            if not value:
                 raise ConfigError(f"[auth] {key}: mode keystone needs it")
-    if not config.get("amqp", "exchanges"):
+    if not config.amqp.exchanges:
         raise ConfigError("[amqp] exchanges: at least one exchange is needed")
-    if not config.get("amqp", "topics") or not config.get("amqp", "priorities"):
+    if not config.amqp.topics or not config.amqp.priorities:
         raise ConfigError("[amqp] topics/priorities: at least one of each is needed")
     hub = config.hub
     if hub.lease_seconds_min > hub.lease_seconds_max:
         raise ConfigError("[hub] lease_seconds_min: larger than lease_seconds_max")
     if hub.retry_min_seconds > hub.retry_max_seconds:
         raise ConfigError("[hub] retry_min_seconds: larger than retry_max_seconds")
-    _check_forward(config)
+    _check_forward(config.forward)
+    if config.notifications.billed_project_key and not config.notifications.billed_project_owners:
+        raise ConfigError(
+            "[notifications] billed_project_owners: billed_project_key needs the projects it applies to"
+        )
     from yagi_meter.ownership import parse_mapping
 
     try:
-        parse_mapping(config.get("notifications", "mapping"))
+        parse_mapping(config.notifications.mapping)
     except ValueError as e:
         raise ConfigError(f"[notifications] mapping: {e}") from None
     from yagi_meter.audit.rules import parse_rules, select
@@ -937,25 +1144,23 @@ def _check_together(config: Config) -> None:
         raise ConfigError(f"[audit] services: {e}") from None
 
 
-def _check_forward(config: Config) -> None:
-    if not config.get("forward", "event_types"):
+def _check_forward(forward: ForwardSection) -> None:
+    if not forward.event_types:
         raise ConfigError("[forward] event_types: empty; * forwards every event type")
-    if config.get("forward", "targets") and not config.get("forward", "url"):
+    if forward.targets and not forward.url:
         raise ConfigError("[forward] targets: needs [forward] url, the collection of every other event type")
-    timeout = config.get("forward", "timeout")
-    if config.get("forward", "lease_seconds") < 4 * timeout:
+    if forward.lease_seconds < 4 * forward.timeout:
         raise ConfigError(
-            f"[forward] lease_seconds: must be at least 4 x [forward] timeout ({4 * timeout:g})"
+            f"[forward] lease_seconds: must be at least 4 x [forward] timeout ({4 * forward.timeout:g})"
         )
-    if config.get("forward", "backoff_max") < config.get("forward", "backoff_base"):
+    if forward.backoff_max < forward.backoff_base:
         raise ConfigError("[forward] backoff_max: smaller than backoff_base")
-    auth = config.get("forward", "auth")
     needed = {"none": (), "basic": ("username", "password")}.get(
-        auth, ("keystone_url", "username", "password", "project_name")
+        forward.auth, ("keystone_url", "username", "password", "project_name")
     )
     for key in needed:
-        if not config.get("forward", key):
-            raise ConfigError(f"[forward] {key}: needed when [forward] auth = {auth}")
+        if not getattr(forward, key):
+            raise ConfigError(f"[forward] {key}: needed when [forward] auth = {forward.auth}")
 
 
 _SAMPLE_HEADER = """\

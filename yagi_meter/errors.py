@@ -14,7 +14,11 @@ class BadNotification(YagiError):
 
 
 class StoreError(YagiError):
-    """Redis could not be reached or refused a write."""
+    """Redis could not be reached or refused a command: try again later (HTTP 503)."""
+
+
+class UnknownMarker(YagiError):
+    """A feed's marker is not an entry of that feed (never was, or expired): the client's error."""
 
 
 class BrokerError(YagiError):

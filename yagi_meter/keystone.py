@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import requests
 
@@ -151,7 +152,7 @@ class KeystoneClient:
         raise KeystoneError(f"Keystone token check failed: HTTP {response.status_code}")
 
 
-def _token_info(body: dict) -> TokenInfo:
+def _token_info(body: dict[str, Any]) -> TokenInfo:
     try:
         token = body["token"]
         expires = datetime.fromisoformat(token["expires_at"])

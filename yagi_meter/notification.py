@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from yagi_meter.errors import BadNotification
-from yagi_meter.ownership import MappingRule, find_owner
+from yagi_meter.ownership import Billing, MappingRule, find_owner
 
 MAX_ID_LENGTH = 255
 # Characters XML 1.0 cannot carry; an identifying field holding one cannot be
@@ -59,9 +59,10 @@ class Event:
     notification_json: str  # canonical, ASCII-only JSON of the notification
     seq: int | None = None  # ingest sequence, set by the store
     ingested_at: datetime | None = None
+    billed_tenant_id: str | None = None  # ownership.Billing
 
     @property
-    def notification(self) -> dict:
+    def notification(self) -> dict[str, Any]:
         return json.loads(self.notification_json)
 
     @property
@@ -70,8 +71,8 @@ class Event:
         return hashlib.blake2b(self.notification_json.encode(), digest_size=8).hexdigest()
 
     def derived(self) -> dict[str, Any]:
-        """The derived fields as JSON-ready values."""
-        return {
+        """The derived fields as JSON-ready values (billed_tenant_id only when there is one)."""
+        derived = {
             "message_id": self.message_id,
             "event_type": self.event_type,
             "publisher_id": self.publisher_id,
@@ -85,6 +86,14 @@ class Event:
             "initiator_project_id": self.initiator_project_id,
             "initiator_user_id": self.initiator_user_id,
         }
+        if self.billed_tenant_id:
+            derived["billed_tenant_id"] = self.billed_tenant_id
+        return derived
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """The tenants whose feeds hold this event: the owner, and the billed project."""
+        return tuple(t for t in (self.tenant_id, self.billed_tenant_id) if t)
 
 
 def parse(
@@ -93,10 +102,12 @@ def parse(
     received_at: datetime,
     rules: tuple[MappingRule, ...] = (),
     max_body_bytes: int | None = None,
+    billing: Billing | None = None,
 ) -> Event:
     """Turn a message body into an Event, or raise BadNotification with the reason.
 
-    ``received_at`` stands in for a missing or empty timestamp.
+    ``received_at`` stands in for a missing or empty timestamp; ``billing``:
+    which projects' metadata may name a billed project, and under which key.
     """
     if max_body_bytes is not None and len(body) > max_body_bytes:
         raise BadNotification(f"body too large: {len(body)} bytes > max_body_bytes {max_body_bytes}")
@@ -112,10 +123,10 @@ def parse(
         text = inner
         message, strict = _load_object(inner, "oslo.message")
     message = _without_secrets(message, text)
-    return _to_event(message, canonical_json(message, strict), received_at, rules)
+    return _to_event(message, canonical_json(message, strict), received_at, rules, billing)
 
 
-def _load_object(text: str, what: str) -> tuple[dict, bool]:
+def _load_object(text: str, what: str) -> tuple[dict[str, Any], bool]:
     """The JSON object in ``text``, and whether it is strict JSON."""
     try:
         value, strict = _DECODER.decode(text), True
@@ -141,7 +152,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def canonical_json(message: dict, strict: bool = True) -> str:
+def canonical_json(message: dict[str, Any], strict: bool = True) -> str:
     """Sorted keys, no spaces, ASCII only: the same text for the same content.
 
     ``strict``: ``message`` was read from strict JSON.  Otherwise it may hold
@@ -155,7 +166,11 @@ def canonical_json(message: dict, strict: bool = True) -> str:
 
 
 def _to_event(
-    message: dict, notification_json: str, received_at: datetime, rules: tuple[MappingRule, ...]
+    message: dict[str, Any],
+    notification_json: str,
+    received_at: datetime,
+    rules: tuple[MappingRule, ...],
+    billing: Billing | None = None,
 ) -> Event:
     message_id = _required_id(message, "message_id")
     event_type = _required_id(message, "event_type")
@@ -163,8 +178,16 @@ def _to_event(
     raw_timestamp = message.get("timestamp")
     raw_timestamp = "" if raw_timestamp is None else str(raw_timestamp)
     timestamp = parse_timestamp(raw_timestamp) if raw_timestamp.strip() else received_at
-    owner = find_owner(event_type, publisher_id, message, rules)
-    for field in ("tenant_id", "user_id", "resource_id", "initiator_project_id", "initiator_user_id"):
+    owner = find_owner(event_type, publisher_id, message, rules, billing)
+    ids = (
+        "tenant_id",
+        "user_id",
+        "resource_id",
+        "initiator_project_id",
+        "initiator_user_id",
+        "billed_tenant_id",
+    )
+    for field in ids:
         _check_id(field, getattr(owner, field))
     priority = str(message.get("priority") or "INFO").upper()
     _check_id("priority", priority)
@@ -182,17 +205,18 @@ def _to_event(
         initiator_project_id=owner.initiator_project_id,
         initiator_user_id=owner.initiator_user_id,
         notification_json=notification_json,
+        billed_tenant_id=owner.billed_tenant_id,
     )
 
 
-def _required_id(message: dict, field: str) -> str:
+def _required_id(message: dict[str, Any], field: str) -> str:
     value = _optional_id(message, field)
     if not value:
         raise BadNotification(f"missing {field}")
     return value
 
 
-def _optional_id(message: dict, field: str) -> str | None:
+def _optional_id(message: dict[str, Any], field: str) -> str | None:
     value = message.get(field)
     if value is None:
         return None
@@ -233,7 +257,7 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def _without_secrets(message: dict, text: str) -> dict:
+def _without_secrets(message: dict[str, Any], text: str) -> dict[str, Any]:
     """``message``, just parsed from ``text``, without credential keys at any depth.
 
     Every oslo.messaging notification has ``_context_auth_token`` at the top,

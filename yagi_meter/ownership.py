@@ -93,6 +93,9 @@ class Owner:
     resource_id: str | None
     initiator_project_id: str | None
     initiator_user_id: str | None
+    # The project billed for a resource another project owns (Billing);
+    # None when it is the owner itself.
+    billed_tenant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,26 @@ class MappingRule:
 
     pattern: str
     paths: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Billing:
+    """``[notifications] billed_project_key`` and ``billed_project_owners``.
+
+    Instance and volume metadata is the owner's to set: only the projects in
+    ``owners`` (a provider's service projects) may name another project to
+    bill, or any tenant could have its VMs billed to someone else.
+    """
+
+    key: str
+    owners: frozenset[str]
+
+    def billed(self, owner: str | None, payload: dict[str, Any]) -> str | None:
+        """The project ``payload``'s metadata bills, when its owner may; None otherwise."""
+        if not self.key or owner not in self.owners:
+            return None
+        billed = _text(_metadata(payload).get(self.key))
+        return billed if billed != owner else None
 
 
 MAPPABLE_FIELDS = ("tenant", "user", "resource")
@@ -135,7 +158,7 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def lookup(message: dict, path: tuple[str, ...]) -> Any:
+def lookup(message: dict[str, Any], path: tuple[str, ...]) -> Any:
     """Follow a dotted path into a notification, unwrapping versioned objects."""
     value: Any = message
     for part in path:
@@ -153,7 +176,7 @@ _CONTEXT_KEYS = tuple(
 )
 
 
-def context_of(message: dict) -> dict:
+def context_of(message: dict[str, Any]) -> dict[str, Any]:
     """The request context fields oslo.messaging sent as ``_context_*`` keys that the rules use."""
     return {name: message[key] for name, key in _CONTEXT_KEYS if key in message}
 
@@ -167,32 +190,48 @@ def find_service(event_type: str, publisher_id: str) -> str:
 
 
 def find_owner(
-    event_type: str, publisher_id: str, message: dict, rules: tuple[MappingRule, ...] = ()
+    event_type: str,
+    publisher_id: str,
+    message: dict[str, Any],
+    rules: tuple[MappingRule, ...] = (),
+    billing: Billing | None = None,
 ) -> Owner:
-    """Service, tenant, user and resource of a parsed notification."""
+    """Service, tenant, user and resource of a parsed notification (and a billed project)."""
     service = find_service(event_type, publisher_id)
     payload = unwrap(message.get("payload"))
     payload = payload if isinstance(payload, dict) else {}
     context = context_of(message)
     derive = _RULES.get(service, _generic)
-    tenant, resource = derive(event_type, payload, context)
+    tenant, user, resource = derive(event_type, payload, context)
     owner = Owner(
         service=service,
         tenant_id=_text(tenant)
         or _text(_first(payload, "tenant_id", "project_id", "owner"))
         or _context_project(context),
-        user_id=_text(_first(payload, "user_id")) or _context_user(context),
+        user_id=_text(user) or _context_user(context),
         resource_id=_text(resource),
         initiator_project_id=_text(payload.get("action_initiator_project")) or _context_project(context),
         initiator_user_id=_text(payload.get("action_initiator_user")) or _context_user(context),
     )
     for rule in rules:
         if fnmatch.fnmatchcase(event_type, rule.pattern):
-            return _apply(rule, message, owner)
+            owner = _apply(rule, message, owner)
+            break
+    if billing is not None:
+        owner = replace(owner, billed_tenant_id=billing.billed(owner.tenant_id, payload))
     return owner
 
 
-def _apply(rule: MappingRule, message: dict, owner: Owner) -> Owner:
+def _metadata(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload's metadata as a dict: nova sends a dict, cinder a list of {key, value}."""
+    metadata = unwrap(payload.get("metadata"))
+    if isinstance(metadata, list):
+        pairs = (item for item in metadata if isinstance(item, dict) and isinstance(item.get("key"), str))
+        return {item["key"]: item.get("value") for item in pairs}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _apply(rule: MappingRule, message: dict[str, Any], owner: Owner) -> Owner:
     found = {field: _text(lookup(message, path)) for field, path in rule.paths.items()}
     return replace(
         owner,
@@ -202,64 +241,128 @@ def _apply(rule: MappingRule, message: dict, owner: Owner) -> Owner:
     )
 
 
-def _nova(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    if event_type.startswith("compute_task."):
-        # The conductor's errors carry the owner only in the request spec.
-        spec = unwrap(payload.get("request_spec"))
-        tenant = _first(spec, "project_id") if isinstance(spec, dict) else None
-        return tenant, _first(payload, "instance_uuid", "instance_id")
-    if event_type.startswith(("instance.", "compute.instance.", "scheduler.")):
-        resource = _first(payload, "instance_id", "instance_uuid", "uuid")
-    elif event_type.startswith("keypair."):
-        resource = _first(payload, "name", "key_name")
-    else:
-        resource = _first(payload, "uuid", "flavorid", "instance_uuid", "id", "name", "host")
-    return _first(payload, "tenant_id", "project_id"), resource
+# Each rule returns (tenant, user, resource); None leaves find_owner's fallback
+# (payload tenant_id/project_id/owner, then the request context).
+
+Found = tuple[Any, Any, Any]
 
 
-def _glance(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    return _first(payload, "owner", "owner_id"), _first(payload, "id", "image_id")
+def _nova(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> Found:
+    instance = _nova_instance(payload)
+    tenant = _first(payload, "tenant_id", "project_id") or _first(instance, "project_id", "tenant_id")
+    user = _first(payload, "user_id") or _first(instance, "user_id")
+    if event_type.startswith("keypair."):
+        return tenant, user, _first(payload, "name", "key_name")
+    if instance or event_type.startswith(("instance.", "compute.instance.", "scheduler.", "compute_task.")):
+        spec = _dict(payload.get("request_spec"))
+        uuids = spec.get("instance_uuids")
+        resource = (
+            _first(payload, "instance_id", "instance_uuid", "uuid")
+            or _first(instance, "uuid", "instance_uuid")
+            or _first(spec, "instance_uuid")
+            or (uuids[0] if isinstance(uuids, list) and len(uuids) == 1 else None)
+        )
+        return tenant, user, resource
+    return tenant, user, _first(payload, "uuid", "flavorid", "instance_uuid", "id", "name", "host")
 
 
-def _cinder(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
+def _nova_instance(payload: dict[str, Any]) -> dict[str, Any]:
+    """The instance a nova event is about when only nested in it.
+
+    Scheduler and conductor errors (``scheduler.run_instance``,
+    ``compute_task.build_instances``) carry ``instance_properties`` and a
+    ``request_spec``; ``scheduler.select_destinations.*`` only the legacy
+    request spec; the legacy exception notifications of ``wrap_exception``
+    (event type = the failed method, e.g. ``build_and_run_instance``) carry
+    the method's arguments in ``args``, the instance among them.
+    """
+    args = _dict(payload.get("args"))
+    spec = _dict(payload.get("request_spec"))
+    for candidate in (
+        args.get("instance"),
+        payload.get("instance_properties"),
+        spec.get("instance_properties"),
+        spec,  # a versioned RequestSpecPayload names project_id and user_id itself
+    ):
+        candidate = _dict(candidate)
+        if _first(candidate, "project_id", "tenant_id", "uuid", "instance_uuid"):
+            return candidate
+    return {}
+
+
+def _glance(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> Found:
+    return _first(payload, "owner", "owner_id"), _first(payload, "user_id"), _first(payload, "id", "image_id")
+
+
+def _cinder(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> Found:
     kind = event_type.split(".", 1)[0]
-    return _first(payload, "tenant_id", "project_id"), _first(payload, CINDER_RESOURCE.get(kind, "id"), "id")
+    resource = _first(payload, CINDER_RESOURCE.get(kind, "id"), "id")
+    return _first(payload, "tenant_id", "project_id"), _first(payload, "user_id"), resource
 
 
-def _neutron(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    kind = event_type.split(".", 1)[0]
-    body = payload.get(kind)
-    body = body if isinstance(body, dict) else {}
+def _neutron(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> Found:
+    parts = event_type.split(".")
+    kind = parts[0]
+    # The object is under its kind ("port"), a sub-object under kind_sub
+    # ("router_interface", older neutron "router.interface", whose id is the
+    # router's), several created in bulk under the plural ("networks").
+    sub = (f"{kind}_{parts[1]}", f"{kind}.{parts[1]}") if len(parts) > 2 else ()
+    body = next((payload[key] for key in (kind, *sub) if isinstance(payload.get(key), dict)), None)
+    if body is None:
+        plural = payload.get(f"{kind}s")
+        items = [item for item in plural if isinstance(item, dict)] if isinstance(plural, list) else []
+        owners = {_first(item, "project_id", "tenant_id") for item in items}
+        # One tenant for the lot when they agree; a resource only when there is one.
+        body = items[0] if len(items) == 1 else {"project_id": owners.pop() if len(owners) == 1 else None}
     tenant = _first(body, "project_id", "tenant_id") or _context_project(context)
-    return tenant, _first(body, "id") or _first(payload, f"{kind}_id", "id")
+    return tenant, None, _first(body, "id") or _first(payload, f"{kind}_id", "id")
 
 
-def _heat(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
+def _heat(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> Found:
     resource = payload.get("stack_id")
     identity = payload.get("stack_identity")
     if not resource and isinstance(identity, str):
-        resource = identity.rstrip("/").rsplit("/", 1)[-1]
-    return _first(payload, "tenant_id", "project_id"), resource
+        resource = identity
+    if isinstance(resource, str) and resource.startswith("arn:"):
+        # arn:openstack:heat::<tenant>:stacks/<name>/<id>: older heat sends it as stack_id too.
+        resource = resource.rstrip("/").rsplit("/", 1)[-1]
+    # The payload's user_id is the user *name* (heat's context.username);
+    # the acting user's id is in the context, or in user_identity.
+    user = _context_user(context) or _first(payload, "user_identity")
+    return _first(payload, "tenant_id", "project_id"), user, resource
 
 
-def _keystone(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    target = payload.get("target") if isinstance(payload.get("target"), dict) else {}
+def _keystone(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> Found:
+    target = _dict(payload.get("target"))
+    initiator = _dict(payload.get("initiator"))
+    user = _first(initiator, "user_id", "id")
     resource = payload.get("resource_info") or target.get("id")
     if event_type.startswith("identity.project."):
-        return resource, resource
-    initiator = payload.get("initiator") if isinstance(payload.get("initiator"), dict) else {}
-    return _first(initiator, "project_id") or _context_project(context), resource
+        return resource, user, resource
+    if event_type.startswith("identity.role_assignment."):
+        # The assignment belongs to the project it grants a role on; it is
+        # about the user (or group) given the role.
+        subject = _first(payload, "user", "group") or resource
+        return _first(payload, "project") or _first(initiator, "project_id"), user, subject
+    return _first(initiator, "project_id") or _context_project(context), user, resource
 
 
-def _swift(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    initiator = payload.get("initiator") if isinstance(payload.get("initiator"), dict) else {}
-    target = payload.get("target") if isinstance(payload.get("target"), dict) else {}
-    metadata = target.get("metadata") if isinstance(target.get("metadata"), dict) else {}
-    return _first(initiator, "project_id"), metadata.get("container") or target.get("id")
+def _swift(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> Found:
+    initiator = _dict(payload.get("initiator"))
+    target = _dict(payload.get("target"))
+    metadata = _dict(target.get("metadata"))
+    project = _first(initiator, "project_id")
+    # ceilometermiddleware: target.id is the account's project (reseller prefix
+    # stripped).  Without a project (anonymous, temp URL) the initiator id is
+    # pycadf's random one: no user then.
+    tenant = project or target.get("id")
+    user = _first(initiator, "id") if project else None
+    return tenant, user, metadata.get("container") or target.get("id")
 
 
-def _generic(event_type: str, payload: dict, context: dict) -> tuple[Any, Any]:
-    return _first(payload, "tenant_id", "project_id", "owner"), _first(payload, "resource_id", "id", "uuid")
+def _generic(event_type: str, payload: dict[str, Any], context: dict[str, Any]) -> Found:
+    tenant = _first(payload, "tenant_id", "project_id", "owner")
+    return tenant, _first(payload, "user_id"), _first(payload, "resource_id", "id", "uuid")
 
 
 _RULES = {
@@ -273,7 +376,12 @@ _RULES = {
 }
 
 
-def _first(mapping: dict, *keys: str) -> Any:
+def _dict(value: Any) -> dict[str, Any]:
+    value = unwrap(value)
+    return value if isinstance(value, dict) else {}
+
+
+def _first(mapping: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         value = mapping.get(key)
         if value not in (None, ""):
@@ -281,11 +389,11 @@ def _first(mapping: dict, *keys: str) -> Any:
     return None
 
 
-def _context_project(context: dict) -> str | None:
+def _context_project(context: dict[str, Any]) -> str | None:
     return _text(_first(context, "project_id", "tenant_id", "project", "tenant"))
 
 
-def _context_user(context: dict) -> str | None:
+def _context_user(context: dict[str, Any]) -> str | None:
     return _text(_first(context, "user_id", "user"))
 
 

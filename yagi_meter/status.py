@@ -10,14 +10,11 @@ from yagi_meter.config import Config
 from yagi_meter.errors import BrokerError
 from yagi_meter.ingest.amqp import queue_depths
 from yagi_meter.store import Store
-from yagi_meter.store.outbox import Outbox
-from yagi_meter.store.stats import gauges, hub_counts
-from yagi_meter.store.subscriptions import Subscriptions
 
 
 def collect(store: Store, config: Config) -> dict[str, Any]:
     """One JSON-ready report; raises StoreError when Redis cannot be read."""
-    counts = gauges(store.client, store.keys)
+    counts = store.gauges()
     hub = hub_report(store)
     forward_oldest = _oldest_pending_seconds(store, "forward")
     errors = store.errors.recent(10)
@@ -41,7 +38,7 @@ def collect(store: Store, config: Config) -> dict[str, Any]:
 
 def _oldest_pending_seconds(store: Store, outbox: str) -> float | None:
     """How long ago the oldest event still waiting in ``outbox`` was ingested; None when empty."""
-    seq = Outbox(store.client, store.keys, outbox).oldest()
+    seq = store.outbox(outbox).oldest()
     events = store.events.get_many([seq]) if seq is not None else []
     if not events or events[0].ingested_at is None:
         return None
@@ -99,8 +96,8 @@ def _audit_lines(audit: dict[str, Any], listed: int = 5) -> list[str]:
 
 def hub_report(store: Store, listed: int = 10) -> dict[str, Any]:
     """WebSub state: subscriptions, per-subscriber backlog and failures, the worst ``listed``."""
-    rows = Subscriptions(store.client, store.keys).standing()
-    counts = hub_counts(store.client, store.keys)
+    rows = store.subscriptions.standing()
+    counts = store.hub_counts()
     behind = [r for r in rows if r["backlog"] or r["attempts"]]
     behind.sort(key=lambda r: (r["attempts"], r["backlog"]), reverse=True)
     return {

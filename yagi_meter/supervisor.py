@@ -6,17 +6,15 @@ falls back to ``backoff_min`` once the child has stayed up ``stable_seconds``.
 The supervisor says why a child died once, with its exit code and the last
 line it wrote on standard error, and again only when that reason changes.
 
-Every child gets a parent-death signal (Linux ``PR_SET_PDEATHSIG``): when the
+Every child gets a parent-death signal (``daemon.spawn_daemon``): when the
 supervisor dies, even by ``kill -9``, its children get SIGTERM, so a new
 ``run`` never finds the old listeners still consuming or the port still taken.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import random
 import selectors
 import signal
 import subprocess
@@ -24,53 +22,24 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import IO, cast
+
+from yagi_meter.config import Config
+from yagi_meter.daemon import Lifecycle, backoff, child_env, spawn_daemon, start_store
+from yagi_meter.errors import RET_OK
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1  # prctl(2)
+# The daemons `run` starts, in start order; each is `yagi-meter <name>`.
+DAEMONS = ("listen", "serve", "push", "forward", "audit")
+# Daemons started only when configured.
+WANTED = {"forward": lambda config: bool(config.forward.url), "audit": lambda config: config.audit.enabled}
+
 # Only the tail of a child's standard error is kept, to name why it died.
 _TAIL_BYTES = 4096
-
-
-def die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn``: the child gets SIGTERM when ``parent_pid`` dies, so none outlives a kill -9."""
-
-    def arm() -> None:
-        if sys.platform != "linux":
-            return
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        # The parent may have died between fork and prctl: then no signal comes.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return arm
-
-
-def spawn_daemon(name: str, env: dict[str, str], stderr: int | None = None) -> subprocess.Popen:
-    """``python -m yagi_meter <name>`` as a child that dies with this process.
-
-    The child gets a process group of its own, so Ctrl-C in a terminal
-    reaches only this process, which then stops the children with SIGTERM,
-    once and in order (a child hit by both would die mid-shutdown).
-    """
-    return subprocess.Popen(
-        [sys.executable, "-m", "yagi_meter", name],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stderr=stderr,
-        process_group=0,
-        preexec_fn=die_with_parent(os.getpid()),
-    )
-
-
-def backoff_delay(failures: int, minimum: float, maximum: float) -> float:
-    """Seconds to wait before restart number ``failures`` (1, 2, ...): doubling, capped, jittered.
-
-    The jitter (75-100 % of the doubled delay) keeps several supervisors
-    restarted together from hammering a shared broker or Redis in step.
-    """
-    delay = min(maximum, minimum * 2 ** (failures - 1))
-    return delay * random.uniform(0.75, 1.0)
+# Restart delays are jittered by up to a quarter: several supervisors restarted
+# together do not hammer a shared broker or Redis in step.
+RESTART_JITTER = 0.25
 
 
 @dataclass
@@ -78,7 +47,7 @@ class Child:
     """One supervised daemon: its process, its standard error tail, its restart state."""
 
     name: str
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     failures: int = 0  # quick deaths in a row
     restart_at: float | None = None
@@ -96,7 +65,7 @@ class Supervisor:
     def __init__(
         self,
         names: Sequence[str],
-        spawn: Callable[[str], subprocess.Popen],
+        spawn: Callable[[str], subprocess.Popen[bytes]],
         backoff_min: float = 1.0,
         backoff_max: float = 60.0,
         stable_seconds: float = 60.0,
@@ -110,18 +79,18 @@ class Supervisor:
         self.stable_seconds = stable_seconds
         self.poll_seconds = poll_seconds
         self.stop_seconds = stop_seconds
-        self.stopping = False
+        self.lifecycle = Lifecycle("run")
         self._selector = selectors.DefaultSelector()
 
     def stop(self, *_: object) -> None:
-        """Ask the loop to end (a signal handler)."""
-        self.stopping = True
+        """Ask the loop to end (SIGTERM and SIGINT do, through ``lifecycle``)."""
+        self.lifecycle.stop()
 
     def run(self) -> None:
         """Supervise until ``stop()``, then SIGTERM every child and wait for it."""
         for child in self.children:
             self._start(child)
-        while not self.stopping:
+        while not self.lifecycle.stopping:
             self._pump(self.poll_seconds)
             now = time.monotonic()
             for child in self.children:
@@ -161,7 +130,7 @@ class Supervisor:
             child.failures = 0
             child.reported = ""
         child.failures += 1
-        delay = backoff_delay(child.failures, self.backoff_min, self.backoff_max)
+        delay = backoff(child.failures, self.backoff_min, self.backoff_max, jitter=RESTART_JITTER)
         child.restart_at = now + delay
         if reason == child.reported:
             log.debug("%s died again (%s); restarting it in %.1f s", child.name, reason, delay)
@@ -183,9 +152,9 @@ class Supervisor:
             time.sleep(timeout)
             return
         for key, _ in self._selector.select(timeout):
-            self._read(key.data, key.fileobj)
+            self._read(key.data, cast(IO[bytes], key.fileobj))
 
-    def _read(self, child: Child, stream) -> bool:
+    def _read(self, child: Child, stream: IO[bytes]) -> bool:
         """Copy what ``stream`` holds now; False when nothing more is there for the moment or ever.
 
         At end of file the stream is unregistered and closed.  A stream can
@@ -215,22 +184,22 @@ class Supervisor:
         A SIGKILLed listener loses nothing: what it had not acknowledged is
         redelivered to the next one.
         """
-        running = [c for c in self.children if c.process is not None]
-        for child in running:
-            child.process.send_signal(signal.SIGTERM)
+        running = [(c, c.process) for c in self.children if c.process is not None]
+        for _, process in running:
+            process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_seconds
-        for child in running:
-            while child.process.poll() is None:
+        for child, process in running:
+            while process.poll() is None:
                 if time.monotonic() > deadline:
                     log.error(
                         "%s did not stop within %.0f s of SIGTERM; killing it", child.name, self.stop_seconds
                     )
-                    child.process.kill()
-                    child.process.wait()
+                    process.kill()
+                    process.wait()
                     break
                 self._pump(0.1)
             self._drain(child)
-            log.info("%s stopped (exit %s)", child.name, child.process.returncode)
+            log.info("%s stopped (exit %s)", child.name, process.returncode)
 
 
 def _write_stderr(data: bytes) -> None:
@@ -239,3 +208,14 @@ def _write_stderr(data: bytes) -> None:
         sys.stderr.buffer.flush()
     except (OSError, ValueError):
         pass  # our own standard error is gone; the children's lines cannot go anywhere
+
+
+def run(config: Config, config_path: str | None) -> int:
+    """``yagi-meter run``: every daemon as a child, restarted when it dies, all stopped on SIGTERM."""
+    store = start_store("run", config)
+    env = child_env(config_path, store)
+    names = [name for name in DAEMONS if WANTED.get(name, lambda _: True)(config)]
+    supervisor = Supervisor(names, lambda name: spawn_daemon(name, env, stderr=subprocess.PIPE))
+    supervisor.lifecycle.install_signal_handlers()
+    supervisor.run()
+    return RET_OK

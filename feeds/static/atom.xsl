@@ -85,7 +85,7 @@
   <xsl:template match="atom:entry">
     <header>
       <h1><xsl:value-of select="atom:title"/></h1>
-      <p><xsl:value-of select="atom:id"/></p>
+      <p><xsl:value-of select="atom:summary"/> · <xsl:value-of select="atom:id"/></p>
     </header>
     <main>
       <table>
@@ -95,6 +95,8 @@
           <tr><th><xsl:value-of select="@label"/></th><td><xsl:value-of select="@term"/></td></tr>
         </xsl:for-each>
       </table>
+      <!-- Base64 in the Atom document (RFC 4287 4.1.3.3); feeds/browser.py decodes it
+           for the HTML it serves, a browser running this stylesheet itself shows Base64. -->
       <h2>Notification</h2>
       <pre><xsl:value-of select="atom:content"/></pre>
     </main>

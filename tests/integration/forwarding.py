@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, make_config, sample_paths
 from tests.processes import spawn
+from yagi_meter.atom import entry_uuid
 from yagi_meter.config import Config
 from yagi_meter.forward.forwarder import Forwarder
 from yagi_meter.ingest.ingestor import Ingestor, Message
@@ -38,20 +39,24 @@ def forward_config(key_prefix: str, url: str, **settings: str) -> Config:
 
 
 def ingest(config: Config, count: int) -> dict[str, str]:
-    """Ingest ``count`` events made from the real samples; return entry id -> event type."""
+    """Ingest ``count`` events made from the real samples; return entry id -> event type.
+
+    Every fifth has a message id that is not a UUID (as replayed files have), so
+    posted entries with uuid5 ids are checked too."""
     store = open_store(config)
     samples = itertools.cycle(load_sample(path) for path in sample_paths())
     messages, sent = [], {}
-    for sample in itertools.islice(samples, count):
-        message = as_sent(sample, message_id=str(uuid.uuid4()))
+    for number, sample in enumerate(itertools.islice(samples, count)):
+        message_id = str(uuid.uuid4()) if number % 5 else f"replayed-{number}-{uuid.uuid4().hex}"
+        message = as_sent(sample, message_id=message_id)
         messages.append(Message(json.dumps(message).encode(), "test"))
-        sent[f"urn:uuid:{message['message_id']}"] = message["event_type"]
+        sent[f"urn:uuid:{entry_uuid(message_id)}"] = message["event_type"]
     Ingestor(store, config).ingest(messages)
     return sent
 
 
 def outbox(store: Store) -> Outbox:
-    return Outbox(store.client, store.keys, "forward")
+    return store.outbox("forward")
 
 
 def free_port() -> int:

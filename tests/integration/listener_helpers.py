@@ -28,8 +28,9 @@ import redis
 
 from tests.processes import spawn
 from yagi_meter.config import Config
-from yagi_meter.store import codec
+from yagi_meter.store import codec, open_store
 from yagi_meter.store.keys import Keys
+from yagi_meter.store.quarantine import Quarantine
 
 EXCHANGE = "nova"
 ROUTING_KEY = "notifications.info"
@@ -448,6 +449,13 @@ class StoredEvents:
     def __init__(self, client: redis.Redis, key_prefix: str) -> None:
         self.client = client
         self.keys = Keys(key_prefix)
+
+    @property
+    def quarantine(self) -> Quarantine:
+        """The quarantine under this prefix, read through the store."""
+        from tests.conftest import make_config
+
+        return open_store(make_config(redis_key_prefix=self.keys.prefix), client=self.client).quarantine
 
     def count(self) -> int:
         return self.client.xlen(self.keys.events)

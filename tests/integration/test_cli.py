@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, TEST_AMQP_HOST, TEST_REDIS_URL, as_sent, load_sample, sample_paths
+from tests.conftest import (
+    ROOT,
+    TEST_AMQP_HOST,
+    TEST_REDIS_URL,
+    as_sent,
+    load_sample,
+    make_config,
+    sample_paths,
+)
+from yagi_meter.store import open_store
 from yagi_meter.store.keys import Keys
 
 pytestmark = pytest.mark.integration
@@ -355,10 +364,13 @@ def test_quarantine_list_into_a_closed_pipe_ends_quietly_with_141(cli: CLI, tmp_
 
 
 def subscribe(redis_server: redis.Redis, key_prefix: str, topic_path: str, callback: str) -> str:
-    from yagi_meter.store.subscriptions import SUBSCRIBE, Intent, Subscriptions
+    from yagi_meter.store.subscriptions import HubMode, Intent
 
-    subscriptions = Subscriptions(redis_server, Keys(key_prefix))
-    intent = Intent(SUBSCRIBE, f"http://127.0.0.1:8080{topic_path}", topic_path, callback, lease_seconds=3600)
+    config = make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix)
+    subscriptions = open_store(config, client=redis_server).subscriptions
+    intent = Intent(
+        HubMode.SUBSCRIBE, f"http://127.0.0.1:8080{topic_path}", topic_path, callback, lease_seconds=3600
+    )
     subscriptions.activate(intent, expires_ms=4102444800000)  # 2100-01-01
     return intent.id
 

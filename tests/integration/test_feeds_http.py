@@ -12,7 +12,7 @@ from werkzeug.http import http_date
 
 from feeds.app import create_app
 from tests.conftest import make_config
-from tests.feeds_support import all_sample_messages, atom_ids, tenant_message
+from tests.feeds_support import all_sample_messages, atom_ids, links, tenant_message
 from yagi_meter.store.pages import PageQuery
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,9 @@ def test_every_feed_has_validators_and_hub_and_self_link_headers(client, alpha_i
     assert response.headers["Last-Modified"]
     link = response.headers["Link"]
     assert '<http://127.0.0.1:8080/hub>; rel="hub"' in link
-    assert f'<http://127.0.0.1:8080{path}>; rel="self"' in link
+    # One canonical topic URL: the Link header's self is the feed's rel=self.
+    assert f'<{links(response.data)["self"]}>; rel="self"' in link
+    assert links(response.data)["self"] == f"http://127.0.0.1:8080{path}?limit=25"
 
 
 @pytest.mark.parametrize("path", FEEDS)
@@ -85,7 +87,7 @@ def test_entry_document_has_validators_and_answers_304(client, alpha_ids):
 def test_head_page_is_served_from_the_page_cache(client, alpha_ids):
     first = client.get("/tenants/alpha/events")
     server = client.application.extensions["yagi_meter"]
-    cached = server.pages_cache.get(("/tenants/alpha/events", b"", False))
+    cached = server.pages_cache.get(("/tenants/alpha/events", b"", "atom"))
     assert (cached.etag, cached.body) == (first.headers["ETag"].strip('"'), first.data)
     # The cached state is still the feed's: Redis answers with the state only.
     state, page = server.pages.read(server.pages.tenant("alpha"), PageQuery(), cached.version)
@@ -193,6 +195,6 @@ def test_hub_link_names_the_external_hub_when_configured(key_prefix, store, alph
     )
     response = create_app(config, store).test_client().get("/tenants/alpha/events")
     assert '<https://hub.example.net/>; rel="hub"' in response.headers["Link"]
-    assert '<https://feeds.example.net/tenants/alpha/events>; rel="self"' in response.headers["Link"]
+    assert '<https://feeds.example.net/tenants/alpha/events?limit=25>; rel="self"' in response.headers["Link"]
     assert b'<link rel="hub" href="https://hub.example.net/"/>' in response.data
     assert b'href="https://feeds.example.net/events/' in response.data

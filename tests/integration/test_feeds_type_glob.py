@@ -20,7 +20,7 @@ from tests.integration.listener_helpers import RedisServer
 from yagi_meter.config import Config
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.pages import PageQuery, Pages
+from yagi_meter.store.pages import PageQuery
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ def test_globs_match_exactly_what_fnmatch_matches_for_star_only_patterns(
     alphabet = "ab.%-"  # '%' and '-' were magic to the old Lua patterns
     types = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 7))) for _ in range(300)})
     ingest_types(store, config, types)
-    pages = Pages(store.client, store.keys)
+    pages = store.pages
     patterns = ["*", "**", "a*", "*a", "a*a", "*a*", "a**b", "*.*", "ab*ba", "%*-", "*a*b*a*", "a*b*a*b"]
     patterns += ["".join(rng.choice(alphabet + "**") for _ in range(rng.randint(1, 8))) for _ in range(150)]
     for pattern in patterns:

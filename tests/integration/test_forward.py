@@ -22,15 +22,13 @@ from tests.servers.atomhopper import AtomHopper
 from tests.servers.keystone import FakeKeystone
 from yagi_meter import cli
 from yagi_meter.store import open_store
-from yagi_meter.store.archived import ArchivedLog
-from yagi_meter.store.dead_letters import DeadLetters
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def archive():
-    with AtomHopper() as server:
+    with AtomHopper(validate=True) as server:
         yield server
 
 
@@ -48,7 +46,7 @@ def test_every_event_is_archived_exactly_once_with_requests_in_parallel(archive,
     assert_archived_once(archive, sent)
     assert archive.posts.total() == len(sent)
     assert 1 < archive.max_in_flight <= 4
-    recent = ArchivedLog(open_store(config).client, open_store(config).keys).recent(1)
+    recent = open_store(config).archived.recent(1)
     assert recent[0].status == 201
     assert recent[0].location.startswith(archive.url() + "/entries/urn")
 
@@ -107,7 +105,7 @@ def test_archive_down_then_failing_then_up_drains_the_backlog(key_prefix):
     store = open_store(config)
     with running(config):
         wait_until(lambda: any("Connection refused" in e.text for e in store.errors.recent()))
-        with AtomHopper(port) as archive:
+        with AtomHopper(port, validate=True) as archive:
             archive.fail_status = 500
             wait_until(lambda: archive.statuses[500] >= 5, what="500s")
             archive.fail_status = None
@@ -137,7 +135,7 @@ def test_400_is_dead_lettered_and_can_be_retried(archive, key_prefix, monkeypatc
         wait_until(drained(config))
     assert archive.ids() == set(sent) - {refused}
     store = open_store(config)
-    [letter] = DeadLetters(store.client, store.keys).list()
+    [letter] = store.dead_letters.list()
     assert (f"urn:uuid:{letter.message_id}", letter.status, letter.url) == (refused, 400, archive.url())
     assert letter.event_type == sent[refused] and "bad category" in letter.body
     assert any(refused.removeprefix("urn:uuid:") in e.text for e in store.errors.recent())
@@ -153,7 +151,7 @@ def test_400_is_dead_lettered_and_can_be_retried(archive, key_prefix, monkeypatc
     del archive.refuse[refused]  # the operator fixed the archive's rule
     assert cli.main(["forward", "dead-letters", "retry", letter.id]) == 0
     assert "re-driven 1" in capsys.readouterr().out
-    assert DeadLetters(store.client, store.keys).count() == 0
+    assert store.dead_letters.count() == 0
     assert outbox(store).backlog() == 1
     with running(config):
         wait_until(drained(config))
@@ -215,7 +213,7 @@ def test_two_forwarders_never_post_an_entry_twice(archive, key_prefix):
     assert one.counts["archived"] > 0 and two.counts["archived"] > 0
 
 
-def test_sigterm_finishes_requests_in_flight_and_exits_0(archive, key_prefix, tmp_path):
+def test_sigterm_finishes_requests_in_flight_and_exits_0(archive, key_prefix, tmp_path, keys, redis_server):
     config = forward_config(key_prefix, archive.url(), forward_timeout="5", forward_lease_seconds="60")
     archive.delay = 0.5
     sent = ingest(config, 100)
@@ -226,7 +224,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(archive, key_prefix, tm
     store = open_store(config)
     # Every request the archive answered was recorded, and nothing is still leased.
     assert outbox(store).backlog() == len(sent) - len(archive.created)
-    due = store.client.zrange(store.keys.outbox("forward"), 0, -1, withscores=True)
+    due = redis_server.zrange(keys.outbox("forward"), 0, -1, withscores=True)
     assert all(score <= time.time() * 1000 for _, score in due)
 
 
@@ -260,7 +258,9 @@ def test_status_shows_backlog_oldest_pending_age_and_dead_letters(archive, key_p
     assert 0.05 <= report["forward_oldest_pending_seconds"] < 30
 
 
-def test_an_archive_in_trouble_is_not_hammered_and_queued_events_are_given_back(archive, key_prefix):
+def test_an_archive_in_trouble_is_not_hammered_and_queued_events_are_given_back(
+    archive, key_prefix, keys, redis_server
+):
     config = forward_config(
         key_prefix,
         archive.url(),
@@ -275,8 +275,7 @@ def test_an_archive_in_trouble_is_not_hammered_and_queued_events_are_given_back(
         wait_until(lambda: archive.statuses[503] >= 1)
         time.sleep(0.4)  # within the first pause (0.5-1 s)
         assert archive.statuses.total() <= 2  # only what was in flight when trouble began
-    store = open_store(config)
-    due = store.client.zrange(store.keys.outbox("forward"), 0, -1, withscores=True)
+    due = redis_server.zrange(keys.outbox("forward"), 0, -1, withscores=True)
     assert len(due) == len(sent)
     leased = [member for member, score in due if score > (time.time() + 6) * 1000]
     assert leased == []  # the queued ones went back at once, not held for the 30 s lease

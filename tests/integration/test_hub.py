@@ -9,6 +9,7 @@ import threading
 from urllib.parse import parse_qs
 
 import pytest
+import redis
 from flask import Flask
 from lxml import etree
 
@@ -19,7 +20,8 @@ from tests.servers.subscriber import Subscriber
 from yagi_meter import status
 from yagi_meter.atom import ATOM_NS
 from yagi_meter.store import open_store
-from yagi_meter.store.subscriptions import Subscriptions, subscription_id
+from yagi_meter.store.keys import Keys
+from yagi_meter.store.subscriptions import subscription_id
 from yagi_meter.websub.push import PushWorker
 
 pytestmark = pytest.mark.integration
@@ -45,7 +47,10 @@ class Hub:
     def __init__(self, config, topic_allowed=None):
         self.config = config
         self.store = open_store(config)
-        self.subscriptions = Subscriptions(self.store.client, self.store.keys)
+        self.subscriptions = self.store.subscriptions
+        # For looking at Redis directly: the keys stay the store's own business.
+        self.redis = redis.Redis.from_url(TEST_REDIS_URL)
+        self.keys = Keys(config.redis.key_prefix)
         app = Flask(__name__)
         init_hub(app, config, self.store, topic_allowed)
         self.client = app.test_client()
@@ -145,7 +150,7 @@ def test_failed_verification_stores_no_subscription(hub, subscriber):
     subscriber.refuse_verification = True
     assert subscribe(hub.client, subscriber.url("/cb"), tenant_topic()).status_code == 202
     assert subscriber.wait_for(lambda: subscriber.verifications)
-    assert wait_until(lambda: not hub.store.client.exists(hub.store.keys.hub_intents))
+    assert wait_until(lambda: not hub.redis.exists(hub.keys.hub_intents))
     assert hub.subscriptions.ids() == []
 
 
@@ -363,7 +368,7 @@ def test_external_hub_is_pinged_once_per_updated_topic(key_prefix):
                     f"{BASE}/tenants/tenant-x/resources/{event.resource_id}/events",
                 ]
             )
-            assert hub.store.client.zcard(hub.store.keys.outbox("push")) == 0
+            assert hub.redis.zcard(hub.keys.outbox("push")) == 0
         finally:
             hub.stop()
 
@@ -377,7 +382,7 @@ def test_failed_pings_to_the_external_hub_are_retried(key_prefix):
             assert external.wait_for(lambda: external.attempts >= 8)  # 4 topics, twice
             external.status = 202
             assert external.wait_for(lambda: len(external.posts) == 4)
-            assert wait_until(lambda: hub.store.client.zcard(hub.store.keys.outbox("push")) == 0)
+            assert wait_until(lambda: hub.redis.zcard(hub.keys.outbox("push")) == 0)
         finally:
             hub.stop()
 
@@ -471,7 +476,7 @@ def test_long_urls_and_large_bodies_are_refused_with_the_reason(hub):
     form = {"hub.mode": "subscribe", "hub.callback": "http://127.0.0.1/cb", "hub.topic": tenant_topic()}
     response = hub.client.post("/hub", data={**form, "padding": "z" * 1_000_000})
     assert response.status_code == 413
-    assert hub.subscriptions.client.zcard(hub.store.keys.hub_intents) == 0
+    assert hub.redis.zcard(hub.keys.hub_intents) == 0
 
 
 def test_a_client_with_too_many_pending_requests_gets_429_others_do_not(key_prefix):

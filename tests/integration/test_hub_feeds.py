@@ -6,14 +6,17 @@ import threading
 
 import pytest
 import requests.utils
+from lxml import etree
 
 from feeds.app import create_app
 from tests.conftest import TEST_REDIS_URL, make_config
+from tests.feeds_support import ATOM_NS, assert_valid_atom, atom_ids, links, tenant_message
 from tests.hub_helpers import ingest, wait_until
 from tests.integration.conftest import TOKENS
 from tests.servers.subscriber import Subscriber
+from yagi_meter import atom
+from yagi_meter.ingest.ingestor import Ingestor
 from yagi_meter.store import open_store
-from yagi_meter.store.subscriptions import Subscriptions
 from yagi_meter.websub.push import PushWorker
 
 pytestmark = pytest.mark.integration
@@ -58,7 +61,7 @@ def test_a_tenant_subscribes_to_its_feed_as_discovered_and_receives_its_events(s
     hub, topic = discover(client, "/tenants/alpha/events?limit=5", "alpha-token")
     assert hub == f"{config.base_url}/hub"
     assert subscribe(client, subscriber.url("/alpha"), topic, "alpha-token").status_code == 202
-    subscriptions = Subscriptions(store.client, store.keys)
+    subscriptions = store.subscriptions
     assert wait_until(lambda: len(subscriptions.ids()) == 1)
     [alpha] = ingest(store, config, 1, "alpha")
     ingest(store, config, 1, "beta")
@@ -84,7 +87,7 @@ def test_a_topic_of_tenant_a_cannot_be_subscribed_with_a_tenant_b_token(served):
     assert reasons["/all-by-beta"] == "this feed is for administrators"
     assert "X-Auth-Token" in reasons["/anonymous"]
     assert not subscriber.verifications
-    assert Subscriptions(store.client, store.keys).ids() == []
+    assert store.subscriptions.ids() == []
     ingest(store, config, 2, "alpha")
     assert not subscriber.wait_for(lambda: subscriber.attempts, timeout=0.5)
 
@@ -95,7 +98,7 @@ def test_an_administrator_may_follow_the_global_feed(served):
         subscribe(client, subscriber.url("/admin"), f"{config.base_url}/events", "admin-token").status_code
         == 202
     )
-    assert wait_until(lambda: len(Subscriptions(store.client, store.keys).ids()) == 1)
+    assert wait_until(lambda: len(store.subscriptions.ids()) == 1)
     ingest(store, config, 1, "beta")
     assert subscriber.wait_for(lambda: subscriber.posts)
 
@@ -104,7 +107,7 @@ def test_metrics_count_subscriptions_and_failed_deliveries(served):
     config, store, client, subscriber = served
     topic = f"{config.base_url}/tenants/alpha/events"
     assert subscribe(client, subscriber.url("/m"), topic, "alpha-token").status_code == 202
-    assert wait_until(lambda: len(Subscriptions(store.client, store.keys).ids()) == 1)
+    assert wait_until(lambda: len(store.subscriptions.ids()) == 1)
     subscriber.status = 500
     ingest(store, config, 1, "alpha")
     assert wait_until(lambda: "yagi_push_failed_deliveries_total 0.0" not in client.get("/metrics").text)
@@ -117,7 +120,7 @@ def test_only_a_reader_of_the_topic_may_unsubscribe_from_it(served):
     config, store, client, subscriber = served
     topic = f"{config.base_url}/tenants/alpha/events"
     assert subscribe(client, subscriber.url("/alpha"), topic, "alpha-token").status_code == 202
-    subscriptions = Subscriptions(store.client, store.keys)
+    subscriptions = store.subscriptions
     assert wait_until(lambda: len(subscriptions.ids()) == 1)
     for token in (None, "guess", "beta-token"):
         headers = {"X-Auth-Token": token} if token else {}
@@ -130,3 +133,30 @@ def test_only_a_reader_of_the_topic_may_unsubscribe_from_it(served):
     data = {"hub.mode": "unsubscribe", "hub.callback": subscriber.url("/alpha"), "hub.topic": topic}
     assert client.post("/hub", data=data, headers={"X-Auth-Token": "alpha-token"}).status_code == 202
     assert wait_until(lambda: subscriptions.ids() == [])
+
+
+def test_deliveries_name_the_topic_as_subscribed_and_the_feed_id_as_the_feed_has_it(served):
+    config, store, client, subscriber = served
+    _, canonical = discover(client, "/tenants/alpha/events?limit=5", "alpha-token")
+    # The Link header's self is the document's self: one canonical URL, parameters in one order.
+    feed = client.get("/tenants/alpha/events?limit=5", headers={"X-Auth-Token": "alpha-token"})
+    assert canonical == links(feed.data)["self"] == f"{config.base_url}/tenants/alpha/events?limit=5"
+    bare = f"{config.base_url}/tenants/alpha/events"
+    for path, topic in (("/canonical", canonical), ("/bare", bare)):
+        assert subscribe(client, subscriber.url(path), topic, "alpha-token").status_code == 202
+    subscriptions = store.subscriptions
+    assert wait_until(lambda: len(subscriptions.ids()) == 2)
+    message_id, message = tenant_message("alpha", message_id="req-7f1e-not-a-uuid")
+    Ingestor(store, config).ingest([message])
+    assert subscriber.wait_for(lambda: subscriber.posts_to("/canonical") and subscriber.posts_to("/bare"))
+    for path, topic in (("/canonical", canonical), ("/bare", bare)):
+        [post] = subscriber.posts_to(path)
+        assert_valid_atom(post.body)
+        assert links(post.body)["self"] == topic
+        assert f'<{topic}>; rel="self"' in post.headers["Link"]
+        assert etree.fromstring(post.body).findtext(f"{{{ATOM_NS}}}id") == bare == atom_feed_id(feed.data)
+        assert atom_ids(post.body) == [atom.entry_uuid(message_id)]
+
+
+def atom_feed_id(document: bytes) -> str:
+    return etree.fromstring(document).findtext(f"{{{ATOM_NS}}}id")

@@ -107,7 +107,7 @@ def test_a_flood_to_a_tarpit_neither_delays_a_subscriber_nor_grows_redis_unbound
             assert grown < MEMORY_BOUND
             # Verifications that time out meanwhile free a place or two for the flood.
             assert set(statuses) == {202, 429} and statuses[429] >= FLOOD - 2 * PENDING_PER_TOPIC
-            assert redis_client.zcard(hub.store.keys.hub_intents) <= PENDING_PER_TOPIC
+            assert redis_client.zcard(hub.keys.hub_intents) <= PENDING_PER_TOPIC
     finally:
         tarpit.close()
         hub.stop()

@@ -23,7 +23,6 @@ from tests.integration.listener_helpers import (
     status,
     wait_until,
 )
-from yagi_meter.store.quarantine import Quarantine
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +78,7 @@ def test_each_bad_message_is_quarantined_with_its_reason_and_good_ones_around_it
     finally:
         publisher.close()
 
-    quarantine = Quarantine(redis_server, stored.keys)
+    quarantine = stored.quarantine
     wait_until(
         lambda: stored.count() == len(good_ids) and quarantine.count() == len(bad),
         20,
@@ -130,7 +129,7 @@ def test_compressed_bodies_that_cannot_be_undone_are_quarantined_as_received(
         publisher.publish(zlib.compress(good_bodies[1]), {"compression": "application/x-gzip"})
     finally:
         publisher.close()
-    quarantine = Quarantine(redis_server, stored.keys)
+    quarantine = stored.quarantine
     wait_until(
         lambda: stored.count() == 1 and quarantine.count() == len(bad),
         20,

@@ -20,7 +20,6 @@ from tests.integration.listener_helpers import (
     run_cli,
     wait_until,
 )
-from yagi_meter.store.quarantine import Quarantine
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +70,7 @@ def test_a_poison_message_among_thousands_is_quarantined_once_and_all_others_are
     listener = start_listener(env)
     listener.wait_consuming()
     publish(vhost, bodies)
-    quarantine = Quarantine(redis_server, stored.keys)
+    quarantine = stored.quarantine
     drained(vhost, stored, quarantine, listener, 2000, 2, 60)
     stored.assert_exactly_once(good_ids, tenant_id)
     reasons = sorted(entry.reason for entry in quarantine.list())
@@ -95,7 +94,7 @@ def test_replay_of_a_file_with_a_poison_line_quarantines_it_once_and_exits_norma
     # Replayed again: the bad lines are repeats, not new quarantine entries.
     out = run_cli(env, "replay", str(path))
     assert "stored 0, duplicates 5, conflicts 0, quarantined 0" in out
-    assert Quarantine(redis_server, stored.keys).count() == 2
+    assert stored.quarantine.count() == 2
     stored.assert_exactly_once(good_ids, tenant_id)
 
 
@@ -113,7 +112,7 @@ def test_bad_messages_redelivered_after_a_crash_are_quarantined_once(
     publish(vhost, bad)
     listener = start_listener(env)
     wait_until(lambda: messages_in(vhost) == 0, 30, "an empty queue", listener.log_tail)
-    quarantine = Quarantine(redis_server, stored.keys)
+    quarantine = stored.quarantine
     assert quarantine.count() == 100
     assert sorted(entry.body for entry in quarantine.list(count=1000)) == sorted(bad)
     assert listener.stop() == 0
@@ -135,7 +134,7 @@ def test_big_messages_are_held_in_bounded_form_and_the_others_stored(
     declare_listener_queue(vhost)
     publish(vhost, mixed)  # a backlog: RabbitMQ may send all of it at once
     listener = start_listener(env)
-    quarantine = Quarantine(redis_server, stored.keys)
+    quarantine = stored.quarantine
     drained(vhost, stored, quarantine, listener, 300, 8, 120)
     status = Path(f"/proc/{listener.pid}/status").read_text()
     peak_kb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))

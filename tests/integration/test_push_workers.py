@@ -18,7 +18,6 @@ from tests.processes import spawn
 from tests.servers.subscriber import Subscriber
 from yagi_meter.atom import ATOM_NS
 from yagi_meter.store import open_store
-from yagi_meter.store.subscriptions import Subscriptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NS = {"a": ATOM_NS}
@@ -53,7 +52,7 @@ def setup(key_prefix):
     store = open_store(config)
     app = Flask(__name__)
     init_hub(app, config, store)
-    return config, store, app.test_client(), Subscriptions(store.client, store.keys)
+    return config, store, app.test_client(), store.subscriptions
 
 
 def entry_ids(posts):
@@ -92,7 +91,7 @@ def test_two_push_workers_at_once_send_every_entry_exactly_once(key_prefix, setu
     assert codes == [0, 0]
 
 
-def test_sigterm_finishes_the_delivery_in_flight_and_exits_0(key_prefix, setup):
+def test_sigterm_finishes_the_delivery_in_flight_and_exits_0(key_prefix, setup, keys, redis_server):
     config, store, client, subscriptions = setup
     worker = start_worker(key_prefix)
     with Subscriber() as subscriber:
@@ -105,4 +104,4 @@ def test_sigterm_finishes_the_delivery_in_flight_and_exits_0(key_prefix, setup):
         assert entry_ids(subscriber.posts) == [f"urn:uuid:{i}" for i in ids]
         [sid] = subscriptions.ids()
         assert subscriptions.backlog(sid) == 0
-        assert store.client.zscore(store.keys.hub_due, sid) is None
+        assert redis_server.zscore(keys.hub_due, sid) is None

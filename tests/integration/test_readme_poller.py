@@ -70,6 +70,8 @@ def test_the_readme_poller_reads_every_tenant_event_once_in_order_then_new_ones(
         assert len(first) == 10, first
         stored_order = [m["message_id"] for m in mine]
         assert [line.split()[-1] for line in first] == [f"urn:uuid:{i}" for i in stored_order][: len(first)]
+        # The poller read each notification from the Base64 content, as feedparser decoded it.
+        assert [line.split()[2] for line in first] == [m["publisher_id"] for m in mine][: len(first)]
 
         time.sleep(1)  # the poller reaches the empty page and waits, then asks with its ETag
         new = dict(mine[0], message_id="6f1c1f3e-2d7a-4c55-9a53-0b9c3a1e2f40")

@@ -18,8 +18,9 @@ from yagi_meter.config import Config
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.notification import Event, parse
 from yagi_meter.store import Store, open_store
-from yagi_meter.store.events import DUPLICATE, STORED
-from yagi_meter.store.outbox import Outbox, member
+from yagi_meter.store.events import Ingested
+from yagi_meter.store.keys import Keys
+from yagi_meter.store.outbox import member
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +70,12 @@ def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, Any]:
     return state
 
 
-def has_event(client: redis.Redis, store: Store, seq: int) -> bool:
-    return bool(client.xrange(store.keys.events, f"{seq}-0", f"{seq}-0"))
+def has_event(client: redis.Redis, keys: Keys, seq: int) -> bool:
+    return bool(client.xrange(keys.events, f"{seq}-0", f"{seq}-0"))
 
 
-def assert_every_index_entry_has_its_event(client: redis.Redis, store: Store) -> None:
-    k = store.keys
+def assert_every_index_entry_has_its_event(client: redis.Redis, keys: Keys) -> None:
+    k = keys
     wanted: dict[int, str] = {}
     for index in [k.by_time, *client.smembers(k.indexes)]:
         for seq in client.zrange(index, 0, -1):
@@ -96,16 +97,17 @@ def assert_every_index_entry_has_its_event(client: redis.Redis, store: Store) ->
 
 
 def test_one_write_stores_event_ids_time_indexes_and_push_outbox(
-    store: Store, redis_server: redis.Redis
+    store: Store, redis_server: redis.Redis, keys: Keys
 ) -> None:
     event = make_event("m-1")
     [outcome] = store.events.write([event])
-    assert (outcome.status, outcome.seq) == (STORED, 1)
+    assert (outcome.status, outcome.seq) == (Ingested.STORED, 1)
 
-    k, r = store.keys, redis_server
+    k, r = keys, redis_server
     [(entry_id, fields)] = r.xrange(k.events)
     assert entry_id == b"1-0"
     assert (fields[b"e"], fields[b"m"]) == (b"compute.instance.create.end", b"m-1")
+    assert fields[b"u"] == event.user_id.encode()  # what the user_id filter reads
     assert r.hget(k.ids, "m-1") == f"1 {event.digest}".encode()
     assert r.zscore(k.by_time, "1") == int(event.timestamp.timestamp() * 1000)
     indexes = [k.event_type(event.event_type), k.tenant(TENANT), k.resource(TENANT, INSTANCE)]
@@ -125,7 +127,7 @@ def test_one_write_stores_event_ids_time_indexes_and_push_outbox(
 
 
 def test_forward_outbox_is_written_when_forwarding_is_configured(
-    key_prefix: str, redis_server: redis.Redis
+    key_prefix: str, redis_server: redis.Redis, keys: Keys
 ) -> None:
     config = make_config(
         redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, forward_url="http://archive.example/events"
@@ -133,32 +135,36 @@ def test_forward_outbox_is_written_when_forwarding_is_configured(
     store = open_store(config, client=redis_server)
     store.events.write([make_event("m-1"), make_event("m-2")])
     expected = [member(1).encode(), member(2).encode()]
-    assert redis_server.zrange(store.keys.outbox_seqs("forward"), 0, -1) == expected
-    assert redis_server.zrange(store.keys.outbox("forward"), 0, -1) == expected
-    assert redis_server.zrange(store.keys.outbox_seqs("push"), 0, -1) == expected
+    assert redis_server.zrange(keys.outbox_seqs("forward"), 0, -1) == expected
+    assert redis_server.zrange(keys.outbox("forward"), 0, -1) == expected
+    assert redis_server.zrange(keys.outbox_seqs("push"), 0, -1) == expected
 
 
-def test_event_without_tenant_is_indexed_by_type_only(store: Store, redis_server: redis.Redis) -> None:
+def test_event_without_tenant_is_indexed_by_type_only(
+    store: Store, redis_server: redis.Redis, keys: Keys
+) -> None:
     sample = as_sent(load_sample(next(p for p in sample_paths() if p.name == "service-update.json")))
     event = parse(json.dumps(sample).encode(), received_at=datetime.now(UTC))
     assert event.tenant_id is None
     store.events.write([event])
-    assert redis_server.smembers(store.keys.indexes) == {store.keys.event_type("service.update").encode()}
+    assert redis_server.smembers(keys.indexes) == {keys.event_type("service.update").encode()}
 
 
-def test_ids_with_separators_never_share_an_index(store: Store, redis_server: redis.Redis) -> None:
+def test_ids_with_separators_never_share_an_index(
+    store: Store, redis_server: redis.Redis, keys: Keys
+) -> None:
     store.events.write(
         [make_event("m-1", tenant="a:b", resource="c"), make_event("m-2", tenant="a", resource="b:c")]
     )
-    k = store.keys
+    k = keys
     assert k.resource("a:b", "c") != k.resource("a", "b:c")
     assert redis_server.zrange(k.resource("a:b", "c"), 0, -1) == [b"1"]
     assert redis_server.zrange(k.resource("a", "b:c"), 0, -1) == [b"2"]
     assert redis_server.zrange(k.tenant("a"), 0, -1) == [b"2"]
 
 
-def test_readers_never_see_half_a_write(store: Store, redis_server: redis.Redis) -> None:
-    k = store.keys
+def test_readers_never_see_half_a_write(store: Store, redis_server: redis.Redis, keys: Keys) -> None:
+    k = keys
     stop = threading.Event()
     torn: list[tuple] = []
 
@@ -189,25 +195,25 @@ def test_readers_never_see_half_a_write(store: Store, redis_server: redis.Redis)
 
 
 def test_redelivered_message_changes_nothing_and_counts_a_duplicate(
-    store: Store, redis_server: redis.Redis, key_prefix: str
+    store: Store, redis_server: redis.Redis, key_prefix: str, keys: Keys
 ) -> None:
     store.events.write([make_event("m-1"), make_event("m-2")])
     before = snapshot(redis_server, key_prefix)
     [outcome] = store.events.write([make_event("m-1")])
-    assert (outcome.status, outcome.seq) == (DUPLICATE, 1)
+    assert (outcome.status, outcome.seq) == (Ingested.DUPLICATE, 1)
     after = snapshot(redis_server, key_prefix)
-    assert after.pop(store.keys.duplicates.encode()) == b"1"
+    assert after.pop(keys.duplicates.encode()) == b"1"
     assert after == before
 
 
 def test_duplicate_within_one_batch_is_stored_once(store: Store) -> None:
     outcomes = store.events.write([make_event("m-1"), make_event("m-1")])
-    assert [(o.status, o.seq) for o in outcomes] == [(STORED, 1), (DUPLICATE, 1)]
+    assert [(o.status, o.seq) for o in outcomes] == [(Ingested.STORED, 1), (Ingested.DUPLICATE, 1)]
     assert store.events.count() == 1
 
 
 def test_reused_message_id_with_another_body_keeps_the_first_counts_and_warns(
-    store: Store, config: Config, redis_server: redis.Redis, caplog: pytest.LogCaptureFixture
+    store: Store, config: Config, redis_server: redis.Redis, caplog: pytest.LogCaptureFixture, keys: Keys
 ) -> None:
     ingestor = Ingestor(store, config)
     first = json.dumps(make_message("m-1", display_name="first")).encode()
@@ -216,7 +222,7 @@ def test_reused_message_id_with_another_body_keeps_the_first_counts_and_warns(
     with caplog.at_level(logging.WARNING, logger="yagi_meter"):
         summary = ingestor.ingest([Message(second, "test")])
     assert (summary.stored, summary.duplicates, summary.conflicts) == (0, 0, 1)
-    assert redis_server.get(store.keys.conflicts) == b"1"
+    assert redis_server.get(keys.conflicts) == b"1"
     assert store.events.count() == 1
     assert store.events.get("m-1").notification["payload"]["display_name"] == "first"
     [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -225,7 +231,7 @@ def test_reused_message_id_with_another_body_keeps_the_first_counts_and_warns(
 
 
 def test_bad_messages_in_a_batch_are_quarantined_with_their_reason_and_nothing_else_is_lost(
-    store: Store, config: Config
+    store: Store, config: Config, key_prefix: str
 ) -> None:
     good = [json.dumps(make_message(f"good-{i}")).encode() for i in range(3)]
     bad = {
@@ -236,9 +242,7 @@ def test_bad_messages_in_a_batch_are_quarantined_with_their_reason_and_nothing_e
         json.dumps(make_message("bad\x01id")).encode(): "message_id has characters XML cannot carry",
         json.dumps(make_message("huge", blob="x" * 5000)).encode(): "body too large",
     }
-    limited = make_config(
-        redis_url=TEST_REDIS_URL, redis_key_prefix=store.keys.prefix, amqp_max_body_bytes="4096"
-    )
+    limited = make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, amqp_max_body_bytes="4096")
     bodies = [good[0], *bad, good[1], good[2]]
     summary = Ingestor(store, limited).ingest([Message(body, f"test:{n}") for n, body in enumerate(bodies)])
     assert (summary.stored, summary.quarantined) == (3, len(bad))
@@ -270,7 +274,7 @@ def test_sequence_numbers_strictly_increase_across_batches(store: Store) -> None
 
 
 def test_concurrent_writers_leave_no_gaps_or_duplicates_in_any_index(
-    store: Store, config: Config, redis_server: redis.Redis
+    store: Store, config: Config, redis_server: redis.Redis, keys: Keys
 ) -> None:
     writers, batches, size = 6, 10, 20
     outcomes: dict[int, list] = {}
@@ -302,7 +306,7 @@ def test_concurrent_writers_leave_no_gaps_or_duplicates_in_any_index(
     for found in outcomes.values():  # each writer's own seqs only go up
         assert [o.seq for o in found] == sorted(o.seq for o in found)
 
-    k, r = store.keys, redis_server
+    k, r = keys, redis_server
     entry_seqs = [int(entry_id.split(b"-")[0]) for entry_id, _ in r.xrange(k.events)]
     assert entry_seqs == list(range(1, total + 1))
     expected: dict[str, set[int]] = {}
@@ -348,33 +352,33 @@ def test_plain_events_stay_readable_after_compress_is_switched_on(
 # -- retention ---------------------------------------------------------------
 
 
-def ingested_ms(client: redis.Redis, store: Store, seq: int) -> int:
-    [(_, fields)] = client.xrange(store.keys.events, f"{seq}-0", f"{seq}-0")
+def ingested_ms(client: redis.Redis, keys: Keys, seq: int) -> int:
+    [(_, fields)] = client.xrange(keys.events, f"{seq}-0", f"{seq}-0")
     return int(fields[b"t"])
 
 
 @pytest.fixture
-def old_and_new(store: Store, redis_server: redis.Redis) -> Iterator[float]:
+def old_and_new(store: Store, redis_server: redis.Redis, keys: Keys) -> Iterator[float]:
     """Seqs 1-10 (tenant-old) ingested before seqs 11-15; yields a `now` that expires only 1-10."""
     store.events.write(
         [make_event(f"old-{i}", tenant="tenant-old", resource=f"vm-{i % 2}") for i in range(1, 11)]
     )
-    cutoff = ingested_ms(redis_server, store, 10) + 1
+    cutoff = ingested_ms(redis_server, keys, 10) + 1
     while int(time.time() * 1000) <= cutoff:
         time.sleep(0.002)
     store.events.write(
         [make_event(f"new-{i}", resource="vm-new") for i in range(11, 14)]
         + [make_event(f"new-{i}", tenant="tenant-old", resource="vm-0") for i in range(14, 16)]
     )
-    assert ingested_ms(redis_server, store, 11) >= cutoff
+    assert ingested_ms(redis_server, keys, 11) >= cutoff
     yield cutoff / 1000 + 1 * 86400
 
 
 def test_retention_removes_old_events_with_their_index_entries(
-    store: Store, redis_server: redis.Redis, old_and_new: float
+    store: Store, redis_server: redis.Redis, old_and_new: float, keys: Keys
 ) -> None:
-    k, r = store.keys, redis_server
-    Outbox(r, k, "push").done(*range(1, 16))
+    k, r = keys, redis_server
+    store.outbox("push").done(*range(1, 16))
     assert store.events.expire(1, now=old_and_new) == 10
 
     assert [int(i.split(b"-")[0]) for i, _ in r.xrange(k.events)] == list(range(11, 16))
@@ -387,24 +391,24 @@ def test_retention_removes_old_events_with_their_index_entries(
     # An index emptied by retention is gone, and forgotten.
     assert not r.exists(k.resource("tenant-old", "vm-1"))
     assert k.resource("tenant-old", "vm-1").encode() not in r.smembers(k.indexes)
-    assert_every_index_entry_has_its_event(r, store)
+    assert_every_index_entry_has_its_event(r, keys)
     assert store.events.expire(1, now=old_and_new) == 0
 
 
 def test_retention_keeps_events_still_waiting_in_an_outbox(
-    store: Store, redis_server: redis.Redis, old_and_new: float
+    store: Store, redis_server: redis.Redis, old_and_new: float, keys: Keys
 ) -> None:
-    k, r = store.keys, redis_server
-    push = Outbox(r, k, "push")
+    r = redis_server
+    push = store.outbox("push")
     push.done(*(seq for seq in range(1, 16) if seq != 7))
     assert store.events.expire(1, now=old_and_new) == 6
     assert store.events.get("old-6") is None
     assert store.events.get("old-7").seq == 7
-    assert_every_index_entry_has_its_event(r, store)
+    assert_every_index_entry_has_its_event(r, keys)
     push.done(7)
     assert store.events.expire(1, now=old_and_new) == 4
     assert store.events.count() == 5
-    assert_every_index_entry_has_its_event(r, store)
+    assert_every_index_entry_has_its_event(r, keys)
 
 
 def test_retention_zero_keeps_everything(store: Store, old_and_new: float) -> None:
@@ -413,15 +417,15 @@ def test_retention_zero_keeps_everything(store: Store, old_and_new: float) -> No
 
 
 def test_retention_during_writes_never_leaves_an_index_entry_without_its_event(
-    store: Store, config: Config, redis_server: redis.Redis
+    store: Store, config: Config, redis_server: redis.Redis, keys: Keys
 ) -> None:
-    k = store.keys
+    k = keys
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def write() -> None:
         own = open_store(config, client=redis.Redis.from_url(TEST_REDIS_URL))
-        outbox = Outbox(own.client, own.keys, "push")
+        outbox = own.outbox("push")
         n = 0
         try:
             while not stop.is_set() and n < 200:
@@ -437,7 +441,7 @@ def test_retention_during_writes_never_leaves_an_index_entry_without_its_event(
         for _ in range(20):
             time.sleep(0.01)
             store.events.expire(1, now=time.time() + 86400)
-            assert_every_index_entry_has_its_event(redis_server, store)
+            assert_every_index_entry_has_its_event(redis_server, keys)
     finally:
         stop.set()
         writer.join()
@@ -453,7 +457,7 @@ def test_retention_during_writes_never_leaves_an_index_entry_without_its_event(
 
 def test_outbox_claim_lease_done_and_retry(store: Store, redis_server: redis.Redis) -> None:
     store.events.write([make_event(f"m-{i}") for i in range(1, 6)])
-    push = Outbox(redis_server, store.keys, "push")
+    push = store.outbox("push")
     assert push.backlog() == 5 and push.oldest() == 1
 
     assert push.claim(2, lease_seconds=30) == [1, 2]  # oldest due first, at most count
@@ -476,7 +480,7 @@ def test_leased_entry_is_not_claimed_again_until_its_lease_ends(
     store: Store, redis_server: redis.Redis
 ) -> None:
     store.events.write([make_event("m-1")])
-    push = Outbox(redis_server, store.keys, "push")
+    push = store.outbox("push")
     assert push.claim(10, lease_seconds=1) == [1]
     assert push.claim(10, lease_seconds=1) == []
     time.sleep(1.1)
@@ -492,7 +496,7 @@ def test_competing_workers_never_hold_the_same_entry(store: Store, config: Confi
     start = threading.Barrier(5)
 
     def work() -> None:
-        own = Outbox(redis.Redis.from_url(TEST_REDIS_URL), store.keys, "push")
+        own = open_store(config, client=redis.Redis.from_url(TEST_REDIS_URL)).outbox("push")
         mine: list[int] = []
         start.wait()
         while seqs := own.claim(7, lease_seconds=60):
@@ -528,7 +532,11 @@ def test_memory_per_event_stays_below_the_raw_json_size(
     )
     per_event = used / len(bodies)
     raw = sum(map(len, bodies)) / len(bodies)
+    # The user id is kept once more, uncompressed, beside the body (the "u"
+    # field the user_id filter reads): a listpack string of its length + 2.
+    beside = sum(len(event.user_id or "") + 2 for event in events) / len(events)
     print(
-        f"\nRedis memory per event: {per_event:.0f} bytes (raw JSON {raw:.0f} bytes, {per_event / raw:.0%})"
+        f"\nRedis memory per event: {per_event:.0f} bytes (raw JSON {raw:.0f} bytes, {per_event / raw:.0%};"
+        f" user id beside the body {beside:.1f} bytes)"
     )
-    assert per_event < raw
+    assert per_event < raw + beside

@@ -9,6 +9,8 @@ repeated id in the same collection answers 409.  Tests turn on trouble:
 check of the request headers; False answers 401).  ``posts`` counts every
 POST per entry id, ``created`` every 201, ``max_in_flight`` the most requests
 handled at once, ``connections`` the client addresses seen (keep-alive).
+With ``validate=True`` (the forwarder's tests), leaving the ``with`` block
+checks that every stored entry was valid Atom.
 
 Run alone for benchmarks: ``python -m tests.servers.atomhopper --port 8090``.
 """
@@ -33,7 +35,8 @@ ENTRY_TYPE = "application/atom+xml;type=entry"
 class AtomHopper:
     """Start with ``with AtomHopper() as archive:``; ``archive.url(path)`` is a collection URL."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, validate: bool = False) -> None:
+        self.validate = validate  # check every stored entry on leaving ``with``
         self.entries: dict[str, dict[str, bytes]] = {}  # collection path -> entry id -> document
         self.posts: Counter[str] = Counter()
         self.created: Counter[str] = Counter()
@@ -63,9 +66,20 @@ class AtomHopper:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if exc_type is None and self.validate:
+            self.assert_valid_entries()
+
+    def assert_valid_entries(self) -> None:
+        """Every entry stored is valid Atom (tests/atom_rules.py): checked on leaving ``with``."""
+        from tests.atom_rules import assert_valid_atom  # not needed when run for benchmarks
+
+        with self._lock:
+            documents = [body for stored in self.entries.values() for body in stored.values()]
+        for document in documents:
+            assert_valid_atom(document)
 
     def ids(self, path: str | None = None) -> set[str]:
         """Entry ids stored in one collection, or in all of them."""

@@ -4,7 +4,8 @@ Any path on the server is a callback.  ``GET`` with ``hub.challenge`` echoes
 it (unless ``refuse_verification``); ``hub.mode=denied`` is recorded.
 ``POST`` is recorded with its headers and body and answered with ``status``
 after ``delay`` seconds.  ``down()`` closes the port (connections refused),
-``up()`` opens it again on the same port.
+``up()`` opens it again on the same port.  Leaving the ``with`` block checks
+that every delivery (Atom POST) received was valid Atom.
 """
 
 from __future__ import annotations
@@ -50,8 +51,21 @@ class Subscriber:
         self.up()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.down()
+        if exc_type is None:
+            self.assert_valid_deliveries()
+
+    def assert_valid_deliveries(self) -> None:
+        """Every Atom POST received (a delivery) is valid Atom (tests/atom_rules.py): checked on
+        leaving ``with``.  Other POSTs (external hub pings, tests' own) are not Atom."""
+        from tests.atom_rules import assert_valid_atom  # not needed when run for benchmarks
+
+        with self._lock:
+            posts = list(self.posts)
+        for post in posts:
+            if post.headers.get("Content-Type", "").startswith("application/atom+xml"):
+                assert_valid_atom(post.body)
 
     def up(self) -> None:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())

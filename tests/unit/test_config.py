@@ -113,3 +113,58 @@ def test_queue_template_names_one_queue_per_routing_key_bound_on_every_exchange(
 def test_bad_queue_templates_are_refused_naming_the_key(template):
     with pytest.raises(ConfigError, match=r"^\[amqp\] queue: "):
         make_config(amqp_queue=template)
+
+
+# Values beside the defaults for options whose default is empty, so that the
+# types of their items are checked too.
+EXAMPLES = {
+    ("auth", "tokens"): "t1 = admin\nt2 = tenant:abc",
+    ("hub", "allowed_callback_networks"): "127.0.0.0/8, ::1/128",
+    ("forward", "targets"): "compute.* = http://archive/nova",
+}
+
+
+def _is_a(value, annotation) -> bool:
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, arm) for arm in typing.get_args(annotation))
+    if origin is tuple:
+        items = typing.get_args(annotation)
+        if not isinstance(value, tuple):
+            return False
+        if len(items) == 2 and items[1] is Ellipsis:
+            return all(_is_a(item, items[0]) for item in value)
+        return len(items) == len(value) and all(map(_is_a, value, items))
+    if annotation is type(None):
+        return value is None
+    if annotation is int:  # a bool is an int to isinstance, not to the configuration
+        return type(value) is int
+    return isinstance(value, annotation)
+
+
+def test_each_section_is_a_dataclass_of_its_options_with_the_types_they_parse_to():
+    import dataclasses
+    import typing
+
+    for name, cls in config_module.SECTIONS.items():
+        options = [o for o in config_module.OPTIONS if o.section == name]
+        assert [f.name for f in dataclasses.fields(cls)] == [o.key for o in options]
+        hints = typing.get_type_hints(cls, vars(config_module))
+        for option in options:
+            for text in (option.default, EXAMPLES.get((name, option.key), option.default)):
+                value = option.parse(text)
+                assert _is_a(value, hints[option.key]), (name, option.key, value, hints[option.key])
+
+
+def test_the_type_check_of_the_sections_can_fail():
+    assert not _is_a(True, int)
+    assert not _is_a(("a", 1), tuple[str, ...])
+    assert _is_a((("t", None),), tuple[tuple[str, str | None], ...])
+
+
+def test_a_misspelt_option_is_no_attribute():
+    with pytest.raises(AttributeError):
+        make_config().redis.urll  # noqa: B018  (mypy reports it before any run)

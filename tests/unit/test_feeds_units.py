@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -10,13 +11,13 @@ from werkzeug.exceptions import BadRequest, Unauthorized
 
 from feeds.auth import TokenTable
 from feeds.caching import RenderCache, last_modified
-from feeds.paging import feed_links, parse_request
+from feeds.paging import feed_id, feed_links, parse_request, self_href
 from tests.conftest import make_config
 from tests.feeds_support import assert_valid_atom
 from yagi_meter import atom
-from yagi_meter.cli import DAEMONS
 from yagi_meter.errors import ConfigError
 from yagi_meter.store.pages import Page
+from yagi_meter.supervisor import DAEMONS
 
 
 def parse(**args: str):
@@ -51,21 +52,22 @@ def test_bad_parameters_raise_bad_request(args):
         parse(**args)
 
 
+NEW = "0c3a5e7e-5b8a-4a1e-9f4e-1a2b3c4d5e01"
+
+
 def test_links_of_a_head_page_name_what_atom_hopper_names():
     request = parse(limit="2", event_type="compute.*")
-    page = Page([], first_id="new", last_id="old", reached_end=False)
+    page = Page([], first_id=NEW, last_id="req-old", reached_end=False)
     links = dict(
         (link.rel, link.href) for link in feed_links("http://h/events", request, page, "http://h/hub")
     )
     assert links["self"] == links["current"] == "http://h/events?limit=2&event_type=compute.%2A"
     assert (
         links["previous"]
-        == "http://h/events?marker=urn%3Auuid%3Anew&limit=2&direction=forward&event_type=compute.%2A"
+        == f"http://h/events?marker=urn%3Auuid%3A{NEW}&limit=2&direction=forward&event_type=compute.%2A"
     )
-    assert (
-        links["next"]
-        == "http://h/events?marker=urn%3Auuid%3Aold&limit=2&direction=backward&event_type=compute.%2A"
-    )
+    # A message id that is not a UUID is its own marker: its entry id is a uuid5 of it.
+    assert links["next"] == "http://h/events?marker=req-old&limit=2&direction=backward&event_type=compute.%2A"
     assert links["last"] == "http://h/events?marker=last&limit=2&direction=backward&event_type=compute.%2A"
     assert links["hub"] == "http://h/hub"
 
@@ -129,3 +131,32 @@ def test_render_cache_keeps_within_its_byte_budget():
     cache.put("b", b"1")
     cache.put("c", b"123456789")
     assert cache.get("b") == b"1" and cache.get("c") == b"123456789"
+
+
+def test_feed_ids_are_one_per_feed_and_filter_whatever_the_page():
+    url = "http://h/events"
+    assert feed_id(url, parse()) == feed_id(url, parse(marker=NEW, direction="backward", limit="5")) == url
+    filtered = feed_id(url, parse(event_type="compute.*", start="2024-01-01"))
+    assert filtered == "http://h/events?start=2024-01-01&event_type=compute.%2A"
+    assert filtered == feed_id(url, parse(start="2024-01-01", event_type="compute.*", limit="3"))
+    assert feed_id(url, parse(event_type="image.*")) not in (url, filtered)
+
+
+def test_self_href_is_canonical_whatever_the_order_of_the_query():
+    one = parse(event_type="a.*", limit="5", marker=f"urn:uuid:{NEW}", direction="forward")
+    two = parse(direction="forward", marker=NEW, limit="5", event_type="a.*")
+    assert self_href("http://h/e", one) == self_href("http://h/e", two)
+    assert (
+        self_href("http://h/e", one)
+        == f"http://h/e?marker=urn%3Auuid%3A{NEW}&limit=5&direction=forward&event_type=a.%2A"
+    )
+    assert self_href("http://h/e", parse(format="json")) == "http://h/e?limit=25&format=json"
+
+
+def test_entry_ids_are_urn_uuids_of_real_uuids():
+    assert atom.entry_uuid(NEW) == NEW
+    derived = atom.entry_uuid("req-42")
+    assert derived == str(uuid.uuid5(uuid.UUID("9e772dba-b1e1-5374-bd4e-69743dc626ed"), "req-42"))
+    assert atom.MESSAGE_ID_NAMESPACE == uuid.uuid5(uuid.NAMESPACE_URL, "urn:yagi-meter:message_id")
+    assert atom.entry_uuid(NEW.upper()) != NEW.upper()  # not canonical: derived as well
+    assert atom.entry_uuid(derived) == derived

@@ -2,43 +2,34 @@ import pytest
 
 from tests.conftest import make_config
 from yagi_meter import cli
-from yagi_meter.cli import DAEMONS, WANTED
 from yagi_meter.errors import RET_CONFIG, ConfigError
-from yagi_meter.forward.forwarder import ARCHIVED, DEAD, DUPLICATE, RETRY, backoff, classify
+from yagi_meter.forward.forwarder import Verdict, classify
 from yagi_meter.forward.routes import Routes
+from yagi_meter.supervisor import DAEMONS, WANTED
 
 
 @pytest.mark.parametrize(
     ("status", "outcome"),
     [
-        (201, ARCHIVED),
-        (200, ARCHIVED),
-        (409, DUPLICATE),
-        (400, DEAD),
-        (403, DEAD),
-        (404, DEAD),
-        (413, DEAD),
-        (422, DEAD),
-        (401, RETRY),
-        (408, RETRY),
-        (429, RETRY),
-        (500, RETRY),
-        (502, RETRY),
-        (503, RETRY),
-        (302, RETRY),
+        (201, Verdict.ARCHIVED),
+        (200, Verdict.ARCHIVED),
+        (409, Verdict.DUPLICATE),
+        (400, Verdict.DEAD),
+        (403, Verdict.DEAD),
+        (404, Verdict.DEAD),
+        (413, Verdict.DEAD),
+        (422, Verdict.DEAD),
+        (401, Verdict.RETRY),
+        (408, Verdict.RETRY),
+        (429, Verdict.RETRY),
+        (500, Verdict.RETRY),
+        (502, Verdict.RETRY),
+        (503, Verdict.RETRY),
+        (302, Verdict.RETRY),
     ],
 )
 def test_each_status_has_the_outcome_the_design_gives_it(status, outcome):
     assert classify(status) == outcome
-
-
-def test_backoff_doubles_with_jitter_and_stops_at_the_cap():
-    assert backoff(0, 1, 300, rand=0) == 0.5
-    assert backoff(0, 1, 300, rand=1) == 1
-    assert backoff(3, 1, 300, rand=1) == 8
-    assert backoff(20, 1, 300, rand=1) == 300
-    assert backoff(10_000, 1, 300, rand=0) == 150
-    assert 0.5 <= backoff(0, 1, 300) <= 1
 
 
 def test_routes_filter_and_first_matching_target():

@@ -29,7 +29,7 @@ NOVA_FIELDS: dict[str, tuple[str | None, str | None, str | None]] = {
     "ServerGroupPayload": ("uuid", "project_id", "user_id"),
     "ServiceStatusPayload": ("uuid", None, None),
     # The conductor's error names the instance; its owner is in the request spec.
-    "ComputeTaskPayload": ("instance_uuid", "request_spec.project_id", None),
+    "ComputeTaskPayload": ("instance_uuid", "request_spec.project_id", "request_spec.user_id"),
 }
 INSTANCE_FIELDS = ("uuid", "tenant_id", "user_id")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from unittest.mock import ANY
 
 import pytest
 
@@ -33,16 +32,51 @@ EXPECTED = {
     # Delete payloads only carry <kind>_id; the tenant comes from the context.
     "neutron-router.delete.end": ("neutron", TENANT, USER, "3d4e5f60-ffff-4000-8111-222233330006"),
     "neutron-floatingip.update.end": ("neutron", TENANT, USER, "4e5f6071-0000-4111-8222-333344440007"),
-    "heat-orchestration.stack.create.end": ("heat", TENANT, "demo", "70819203-2222-4333-8444-555566660009"),
+    # The payload's user_id is heat's user *name*: the user is the context's.
+    "heat-orchestration.stack.create.end": ("heat", TENANT, USER, "70819203-2222-4333-8444-555566660009"),
     "keystone-identity.project.created": (
         "keystone",
         "c2d3e4f5a6b74c8d9e0f1a2b3c4d5e6f",
         None,
         "c2d3e4f5a6b74c8d9e0f1a2b3c4d5e6f",
     ),
-    # CADF: the acting admin's project; the user is not derived from the initiator.
-    "keystone-identity.user.created": ("keystone", ADMIN_PROJECT, ANY, "d4e5f6a7b8c94d0e8f1a2b3c4d5e6f70"),
-    "swift-objectstore.http.request": ("swift", TENANT, ANY, "backups"),
+    # CADF: the acting admin's project; the user is the initiator.
+    "keystone-identity.user.created": (
+        "keystone",
+        ADMIN_PROJECT,
+        ADMIN_USER,
+        "d4e5f6a7b8c94d0e8f1a2b3c4d5e6f70",
+    ),
+    "swift-objectstore.http.request": ("swift", TENANT, USER, "backups"),
+}
+
+INSTANCE = "5e9f8a7b-6c5d-4e3f-8a1b-2c3d4e5f6a70"
+SERVICE_PROJECT = "5e7f1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
+SERVICE_USER = "5ec0000000004000800000000000aa42"
+# <service>/<file> -> (service, tenant_id, user_id, resource_id); see the README there.
+BY_SERVICE = {
+    # The instance only inside the legacy request spec.
+    "nova/scheduler.select_destinations.start": ("nova", TENANT, USER, INSTANCE),
+    # An admin migrates: the owner is the instance's, not the admin's context.
+    "nova/compute_task.migrate_server": ("nova", TENANT, USER, INSTANCE),
+    # A legacy exception notification: the instance is in the failed method's args.
+    "nova/terminate_instance": ("nova", TENANT, USER, INSTANCE),
+    "nova/compute.instance.create.end-billed": (
+        "nova",
+        SERVICE_PROJECT,
+        SERVICE_USER,
+        "8a9b0c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d",
+    ),
+    # The router is the resource of its interface events.
+    "neutron/router.interface.create": ("neutron", TENANT, USER, "3d4e5f60-ffff-4000-8111-222233330006"),
+    # Two networks at once, by an admin: the networks' tenant, no one resource.
+    "neutron/network.create.end-bulk": ("neutron", TENANT, ADMIN_USER, None),
+    "heat/orchestration.stack.create.end": ("heat", TENANT, USER, "70819203-2222-4333-8444-555566660009"),
+    "heat/orchestration.stack.delete.end-arn": ("heat", TENANT, USER, "70819203-2222-4333-8444-555566660009"),
+    # Granted by an admin: the assigned project's, about the assigned user.
+    "keystone/identity.role_assignment.created": ("keystone", TENANT, ADMIN_USER, USER),
+    # Anonymous: the account owner's, and no user (pycadf made the initiator id up).
+    "swift/objectstore.http.request-anonymous": ("swift", TENANT, None, "www"),
 }
 
 
@@ -55,17 +89,79 @@ def parse_message(message: dict, rules: tuple[MappingRule, ...] = ()) -> Event:
 
 
 def fixture(name: str) -> dict:
+    """A fixture by name: ``<file>`` at the top, or ``<service>/<file>``."""
     return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def test_every_fixture_has_an_expectation() -> None:
     assert {p.stem for p in FIXTURES.glob("*.json")} == set(EXPECTED)
+    by_service = {
+        f"{p.parent.name}/{p.stem}" for p in FIXTURES.glob("*/*.json") if p.parent.name != "nova-versioned"
+    }
+    assert by_service == set(BY_SERVICE)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_service_tenant_user_and_resource_are_derived(name: str) -> None:
     event = parse_file(FIXTURES / f"{name}.json")
     assert (event.service, event.tenant_id, event.user_id, event.resource_id) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(BY_SERVICE))
+def test_hard_cases_of_each_service_are_attributed_to_the_owner(name: str) -> None:
+    event = parse_file(FIXTURES / f"{name}.json")
+    assert (event.service, event.tenant_id, event.user_id, event.resource_id) == BY_SERVICE[name]
+
+
+def test_admin_acting_on_a_tenant_instance_keeps_the_admin_as_initiator() -> None:
+    for name in ("nova/terminate_instance", "nova/compute_task.migrate_server"):
+        event = parse_file(FIXTURES / f"{name}.json")
+        assert (event.tenant_id, event.initiator_project_id, event.initiator_user_id) == (
+            TENANT,
+            ADMIN_PROJECT,
+            ADMIN_USER,
+        )
+
+
+def test_old_neutron_router_interface_key_names_the_router_too() -> None:
+    message = fixture("neutron/router.interface.create")
+    message["payload"] = {"router.interface": message["payload"].pop("router_interface")}
+    event = parse_message(message)
+    assert (event.tenant_id, event.resource_id) == (TENANT, "3d4e5f60-ffff-4000-8111-222233330006")
+
+
+def test_a_bulk_create_of_one_names_it_and_of_several_tenants_falls_back_to_the_context() -> None:
+    message = fixture("neutron/network.create.end-bulk")
+    networks = message["payload"]["networks"]
+    one = parse_message({**message, "payload": {"networks": networks[:1]}})
+    assert (one.tenant_id, one.resource_id) == (TENANT, "7a8b9c0d-1111-4222-8333-000000000301")
+    networks[1] = {**networks[1], "project_id": "other", "tenant_id": "other"}
+    mixed = parse_message(message)
+    assert (mixed.tenant_id, mixed.resource_id) == (ADMIN_PROJECT, None)
+
+
+@pytest.mark.parametrize("plural", [7, "networks", {"id": "x"}, [1, None]])
+def test_a_plural_key_that_holds_no_objects_names_nothing(plural) -> None:
+    message = {**fixture("neutron/network.create.end-bulk"), "payload": {"networks": plural}}
+    event = parse_message(message)
+    assert (event.tenant_id, event.resource_id) == (ADMIN_PROJECT, None)
+
+
+def test_heat_without_a_context_user_takes_user_identity_never_the_name() -> None:
+    message = fixture("heat/orchestration.stack.create.end")
+    for key in [k for k in message if k.startswith("_context_user")]:
+        del message[key]
+    assert parse_message(message).user_id == USER
+    del message["payload"]["user_identity"]
+    assert parse_message(message).user_id is None
+
+
+def test_role_assignment_on_a_domain_has_the_initiator_project_and_names_a_group() -> None:
+    message = fixture("keystone/identity.role_assignment.created")
+    del message["payload"]["project"], message["payload"]["user"]
+    message["payload"].update({"domain": "default", "group": "g-1"})
+    event = parse_message(message)
+    assert (event.tenant_id, event.user_id, event.resource_id) == (ADMIN_PROJECT, ADMIN_USER, "g-1")
 
 
 def test_legacy_nova_event_keeps_the_context_as_initiator_and_drops_the_token() -> None:

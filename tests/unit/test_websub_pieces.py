@@ -6,12 +6,13 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 
+from tests.atom_rules import assert_valid_atom
 from yagi_meter.atom import ATOM_NS, entry_bytes
 from yagi_meter.errors import CallbackRefused
 from yagi_meter.notification import format_timestamp, parse
 from yagi_meter.websub.callbacks import check_callback, with_query
-from yagi_meter.websub.delivery import RenderedEntry, backoff, delivery_document, entry_updated, signature
-from yagi_meter.websub.topics import ALL, EVENT_TYPE, RESOURCE, TENANT, Topic, parse_topic, topics_of
+from yagi_meter.websub.delivery import RenderedEntry, delivery_document, entry_updated, signature
+from yagi_meter.websub.topics import Topic, TopicKind, parse_topic, topics_of
 
 BASE = "http://feeds.example:8080"
 
@@ -36,10 +37,10 @@ def test_an_event_belongs_to_the_global_type_tenant_and_resource_feeds():
 @pytest.mark.parametrize(
     "topic",
     [
-        Topic(ALL),
-        Topic(TENANT, tenant_id="a:b/c d"),
-        Topic(RESOURCE, tenant_id="t", resource_id="r@1"),
-        Topic(EVENT_TYPE, event_type="compute.instance.create.end"),
+        Topic(TopicKind.ALL),
+        Topic(TopicKind.TENANT, tenant_id="a:b/c d"),
+        Topic(TopicKind.RESOURCE, tenant_id="t", resource_id="r@1"),
+        Topic(TopicKind.EVENT_TYPE, event_type="compute.instance.create.end"),
     ],
 )
 def test_topic_urls_parse_back_to_their_topic(topic):
@@ -49,9 +50,11 @@ def test_topic_urls_parse_back_to_their_topic(topic):
 def test_other_spellings_of_a_topic_have_the_same_canonical_path():
     assert parse_topic(f"{BASE}/tenants/a%3Ab/events", BASE).path() == "/tenants/a%3Ab/events"
     assert parse_topic(f"{BASE}/tenants/a:b/events", BASE).path() == "/tenants/a%3Ab/events"
-    assert parse_topic("HTTP://FEEDS.example:8080/events", BASE) == Topic(ALL)
+    assert parse_topic("HTTP://FEEDS.example:8080/events", BASE) == Topic(TopicKind.ALL)
     paged = f"{BASE}/tenants/t/events?limit=5&marker=urn:uuid:x&direction=forward"
-    assert parse_topic(paged, BASE) == Topic(TENANT, tenant_id="t")
+    assert parse_topic(paged, BASE) == Topic(TopicKind.TENANT, tenant_id="t")
+    # A JSON page's rel=self names the same feed (deliveries are Atom).
+    assert parse_topic(f"{BASE}/events?limit=25&format=json", BASE) == Topic(TopicKind.ALL)
 
 
 @pytest.mark.parametrize(
@@ -75,13 +78,6 @@ def test_urls_that_name_no_feed_are_refused_with_a_reason(url, reason):
 def test_signature_is_the_hmac_of_the_body_named_by_its_algorithm(algorithm):
     expected = hmac.new(b"s3cret", b"body", getattr(hashlib, algorithm)).hexdigest()
     assert signature(algorithm, "s3cret", b"body") == f"{algorithm}={expected}"
-
-
-def test_backoff_doubles_with_jitter_up_to_the_cap():
-    for attempt in range(1, 20):
-        delay = backoff(attempt, 1, 600)
-        ceiling = min(600, 2 ** (attempt - 1))
-        assert ceiling / 2 <= delay <= ceiling
 
 
 def test_verification_parameters_are_appended_to_the_callbacks_own_query():
@@ -183,7 +179,9 @@ def test_every_resolved_address_must_be_allowed():
 def test_a_delivery_is_a_feed_document_of_exactly_its_entries_with_hub_and_self():
     events = [event("t1"), event("t1")]
     entries = [RenderedEntry(i, entry_updated(e), entry_bytes(e, BASE)) for i, e in enumerate(events)]
-    body = delivery_document(entries, f"{BASE}/tenants/t1/events", "Events of t1", f"{BASE}/hub")
+    topic = f"{BASE}/tenants/t1/events?limit=25"  # as subscribed: the feed's own rel=self
+    body = delivery_document(entries, f"{BASE}/tenants/t1/events", topic, "Events of t1", f"{BASE}/hub")
+    assert_valid_atom(body)
     feed = etree.fromstring(body)
     ns = {"a": ATOM_NS}
     assert feed.findtext("a:id", namespaces=ns) == f"{BASE}/tenants/t1/events"
@@ -191,7 +189,7 @@ def test_a_delivery_is_a_feed_document_of_exactly_its_entries_with_hub_and_self(
         f"urn:uuid:{e.message_id}" for e in events
     ]
     links = {link.get("rel"): link.get("href") for link in feed.findall("a:link", ns)}
-    assert links == {"self": f"{BASE}/tenants/t1/events", "hub": f"{BASE}/hub"}
+    assert links == {"self": topic, "hub": f"{BASE}/hub"}
     assert feed.findtext("a:updated", namespaces=ns) == format_timestamp(max(e.updated for e in entries))
 
 

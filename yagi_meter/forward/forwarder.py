@@ -18,23 +18,22 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
-import signal
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from yagi_meter.atom import entry_document
 from yagi_meter.config import Config
+from yagi_meter.daemon import Lifecycle, backoff
 from yagi_meter.errors import ArchiveError, StoreError
 from yagi_meter.forward.atompub import AtomPubClient, Posted, auth_from_config
 from yagi_meter.forward.routes import Routes
 from yagi_meter.notification import Event
 from yagi_meter.store import Store
-from yagi_meter.store.archived import Archived, ArchivedLog
-from yagi_meter.store.dead_letters import DeadLetter, DeadLetters
-from yagi_meter.store.outbox import Outbox
+from yagi_meter.store.archived import Archived
+from yagi_meter.store.dead_letters import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +44,26 @@ IDLE_SECONDS = 0.2  # between claims while the outbox is empty
 # covers the wait.
 MIN_BATCH = 16
 REPORT_SECONDS = 60  # one summary line per minute
-STOP_CHECK_SECONDS = 0.1  # how soon the main loop notices SIGTERM
-ARCHIVED, DUPLICATE, RETRY, DEAD = "archived", "duplicate", "retry", "dead"
 
 
-def classify(status: int) -> str:
-    """What an HTTP status means for the event: ARCHIVED, DUPLICATE, RETRY or DEAD."""
+class Verdict(StrEnum):
+    """What the archive's answer means for the event (also the names counted in the report)."""
+
+    ARCHIVED = "archived"  # 2xx: the archive has it now
+    DUPLICATE = "duplicate"  # 409: the archive had it already
+    RETRY = "retry"  # try again later
+    DEAD = "dead"  # refused for good: a dead letter
+
+
+def classify(status: int) -> Verdict:
+    """What an HTTP status means for the event."""
     if 200 <= status < 300:
-        return ARCHIVED
+        return Verdict.ARCHIVED
     if status == 409:
-        return DUPLICATE
+        return Verdict.DUPLICATE
     if 400 <= status < 500 and status not in (401, 408, 429):
-        return DEAD
-    return RETRY  # 401 after re-auth, 408, 429, 5xx, and the unexpected 1xx/3xx
-
-
-def backoff(attempts: int, base: float, cap: float, rand: float | None = None) -> float:
-    """Seconds before the next try: base * 2**attempts capped, between half and all of it."""
-    delay = min(cap, base * 2 ** min(attempts, 40))
-    return delay / 2 + (random.random() if rand is None else rand) * delay / 2
+        return Verdict.DEAD
+    return Verdict.RETRY  # 401 after re-auth, 408, 429, 5xx, and the unexpected 1xx/3xx
 
 
 class Forwarder:
@@ -78,12 +78,11 @@ class Forwarder:
         self.concurrency = f.concurrency
         self.lease_seconds = f.lease_seconds
         self.backoff_base, self.backoff_max = f.backoff_base, f.backoff_max
-        self.outbox = Outbox(store.client, store.keys, "forward")
-        self.dead_letters = DeadLetters(store.client, store.keys)
-        self.archived = ArchivedLog(store.client, store.keys)
-        self.stopping = threading.Event()
-        self._signalled = False  # set by the signal handler, read by run()
-        self.counts: Counter[str] = Counter()
+        self.outbox = store.outbox("forward")
+        self.dead_letters = store.dead_letters
+        self.archived = store.archived
+        self.lifecycle = Lifecycle(COMPONENT, store.errors)
+        self.counts: Counter[Verdict] = Counter()
         self._lock = threading.Lock()
         self._failures = 0  # consecutive rounds of archive trouble
         self._paused_until = 0.0  # monotonic; no claims before it
@@ -95,19 +94,9 @@ class Forwarder:
         self._refill_at = self._batch  # queue length below which it is refilled
         self._next_claim = 0.0  # monotonic; after an empty claim, wait a moment
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, *_: object) -> None:
-        # Only a flag: the handler runs in the main thread, which may be inside
-        # stopping.wait() holding that Event's lock, so stopping.set() here could
-        # deadlock.  The main loop looks at the flag every STOP_CHECK_SECONDS.
-        self._signalled = True
-
     def stop(self) -> None:
         """Finish the requests in flight, give back the rest, and return from ``run``."""
-        self.stopping.set()
+        self.lifecycle.stop()
 
     def run(self) -> None:
         """Forward until ``stop()``; the worker threads claim, post and record."""
@@ -120,7 +109,8 @@ class Forwarder:
         log.info("forwarding to %s with %d requests in flight", self.routes.url, self.concurrency)
         started = time.monotonic()
         try:
-            while not self._signalled and not self.stopping.wait(STOP_CHECK_SECONDS):
+            while not self.lifecycle.stopping:
+                self.lifecycle.wait(REPORT_SECONDS - (time.monotonic() - started))
                 if time.monotonic() - started >= REPORT_SECONDS:
                     self._report(time.monotonic() - started)
                     started = time.monotonic()
@@ -128,7 +118,7 @@ class Forwarder:
             self._shut_down(threads)
 
     def _shut_down(self, threads: list[threading.Thread]) -> None:
-        self.stopping.set()
+        self.lifecycle.stop()  # also when run() ends by an exception
         for thread in threads:
             thread.join()
         self.client.close()
@@ -140,7 +130,7 @@ class Forwarder:
                 break
         self._record_archived()
         try:
-            self.outbox.release(*(event.seq for event in unstarted))
+            self.outbox.release(*(event.seq for event in unstarted if event.seq is not None))
         except StoreError as e:  # their leases end soon anyway
             log.warning("forward: could not give back %d claimed events: %s", len(unstarted), e)
         log.info(
@@ -150,7 +140,7 @@ class Forwarder:
     # -- the worker threads --------------------------------------------------
 
     def _work(self) -> None:
-        while not self.stopping.is_set():
+        while not self.lifecycle.stopping:
             # The queue runs low: whichever thread sees it first refills it while the
             # others keep posting (no thread to wake up, no thread idle meanwhile).
             if self._queue.qsize() < self._refill_at and self._claiming.acquire(blocking=False):
@@ -197,7 +187,7 @@ class Forwarder:
             self.archived.add(entries, self.outbox)
         except StoreError as e:
             log.error("forward: could not mark %d archived events done: %s", len(entries), e)
-            self.store.errors.record(COMPONENT, str(e))
+            self.lifecycle.record(str(e))
             with self._lock:  # try again on the next round; the leases cover a while
                 self._archived_entries[:0] = entries
 
@@ -210,15 +200,16 @@ class Forwarder:
             backlog = -1
         log.info(
             "forwarded %d (%d already archived), retried %d, dead-lettered %d in %.0fs; backlog %d",
-            counts[ARCHIVED] + counts[DUPLICATE],
-            counts[DUPLICATE],
-            counts[RETRY],
-            counts[DEAD],
+            counts[Verdict.ARCHIVED] + counts[Verdict.DUPLICATE],
+            counts[Verdict.DUPLICATE],
+            counts[Verdict.RETRY],
+            counts[Verdict.DEAD],
             seconds,
             backlog,
         )
 
     def _forward(self, event: Event) -> None:
+        assert event.seq is not None  # claimed from the outbox: a stored event
         url = self.routes.target(event.event_type)
         try:
             if time.monotonic() < self._paused_until:  # the archive is in trouble: don't queue up on it
@@ -228,22 +219,22 @@ class Forwarder:
                 posted = self.client.post(url, entry_document(event, self.base_url))
             except ArchiveError as e:
                 self._retry(event, str(e), None)
-                self._count(RETRY)
+                self._count(Verdict.RETRY)
                 return
             outcome = classify(posted.status)
-            if outcome in (ARCHIVED, DUPLICATE):
+            if outcome in (Verdict.ARCHIVED, Verdict.DUPLICATE):
                 self._archived(event, posted)
-            elif outcome == RETRY:
+            elif outcome == Verdict.RETRY:
                 self._retry(event, f"{url} answered HTTP {posted.status}: {posted.body[:200]}", posted)
             else:
                 self._dead(event, url, posted)
             self._count(outcome)
         except StoreError as e:  # the lease ends and the event is posted again (409 if it got there)
             log.error("forward: message_id %s (event_type %s): %s", event.message_id, event.event_type, e)
-            self.store.errors.record(COMPONENT, f"{event.message_id}: {e}")
+            self.lifecycle.record(f"{event.message_id}: {e}")
         except Exception as e:  # a bug must not kill the thread; the lease brings the event back
             log.exception("forward: message_id %s (event_type %s) failed", event.message_id, event.event_type)
-            self.store.errors.record(COMPONENT, f"{event.message_id}: {e!r}")
+            self.lifecycle.record(f"{event.message_id}: {e!r}")
 
     def _archived(self, event: Event, posted: Posted) -> None:
         assert event.seq is not None
@@ -264,7 +255,7 @@ class Forwarder:
     def _retry(self, event: Event, reason: str, posted: Posted | None) -> None:
         assert event.seq is not None
         attempts = self.outbox.attempts(event.seq)
-        delay = backoff(attempts, self.backoff_base, self.backoff_max)
+        delay = backoff(attempts + 1, self.backoff_base, self.backoff_max)
         if posted is not None and posted.retry_after:
             delay = max(delay, min(posted.retry_after, self.backoff_max))
         self.outbox.retry(event.seq, delay)
@@ -300,7 +291,7 @@ class Forwarder:
             posted.status,
             posted.body[:200],
         )
-        self.store.errors.record(COMPONENT, text)
+        self.lifecycle.record(text)
 
     def _trouble(self, reason: str) -> None:
         """The archive (or Redis) is in trouble: pause claiming, longer each round, and record it.
@@ -314,13 +305,13 @@ class Forwarder:
             new_round = now >= self._paused_until
             if new_round:
                 self._failures += 1
-                pause = backoff(self._failures - 1, self.backoff_base, self.backoff_max)
+                pause = backoff(self._failures, self.backoff_base, self.backoff_max)
                 self._paused_until = now + pause
             if not new_round and reason == self._last_reason:
                 return
             self._last_reason = reason
-        self.store.errors.record(COMPONENT, reason)
+        self.lifecycle.record(reason)
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: Verdict) -> None:
         with self._lock:
             self.counts[outcome] += 1

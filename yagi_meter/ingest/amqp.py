@@ -13,9 +13,10 @@ import logging
 import lzma
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # oslo.messaging's [oslo_messaging_rabbit] kombu_compression makes kombu
 # compress the body and name the method in a "compression" header.
-_DECOMPRESSORS = {
+_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
     "application/x-gzip": zlib.decompressobj,  # kombu's "gzip" is zlib
     "application/x-bz2": bz2.BZ2Decompressor,
     "application/x-lzma": lzma.LZMADecompressor,
@@ -104,8 +105,9 @@ class Consumer:
         self.config = config
         self.received: list[Delivery] = []
         self.received_bytes = 0  # of the bodies in ``received``; the caller subtracts what it takes
-        self._connection: pika.BlockingConnection | None = None
-        self._channel = None
+        # pika has no type information: to mypy these are Any, None until connect().
+        self._connection: Any = None
+        self._channel: Any = None
         self._queue_by_tag: dict[str, str] = {}
         self._cancelled: list[str] = []
 
@@ -150,7 +152,7 @@ class Consumer:
             alternate_event_sink=self._on_event,
         )
 
-    def _on_event(self, event) -> None:
+    def _on_event(self, event: Any) -> None:
         if hasattr(event, "body"):
             self._on_message(self._channel, event.method, event.properties, event.body)
         else:  # cancelled by the broker
@@ -183,7 +185,7 @@ class Consumer:
             "declared %s %s (durable=%s, queue_type=%s)", kind, name, durable, self.config.amqp.queue_type
         )
 
-    def _on_message(self, channel, method, properties, body: bytes) -> None:
+    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         source = f"{method.exchange}/{method.routing_key}"
         compression = (properties.headers or {}).get("compression")
         if compression:
@@ -192,7 +194,7 @@ class Consumer:
         self.received.append(Delivery(method.delivery_tag, message))
         self.received_bytes += len(message.body)
 
-    def _on_cancel(self, method_frame) -> None:
+    def _on_cancel(self, method_frame: Any) -> None:
         # RabbitMQ cancels a consumer when its queue is deleted or the node
         # holding it fails; pika then just stops delivering, silently.
         self._cancelled.append(method_frame.method.consumer_tag)

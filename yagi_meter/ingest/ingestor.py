@@ -11,13 +11,11 @@ from datetime import UTC, datetime
 from yagi_meter.config import Config
 from yagi_meter.errors import BadNotification
 from yagi_meter.notification import Event, parse
-from yagi_meter.ownership import parse_mapping
+from yagi_meter.ownership import Billing, parse_mapping
 from yagi_meter.store import Store
 from yagi_meter.store.events import (
-    CONFLICT,
-    DUPLICATE,
-    STORED,
     EncodedEvent,
+    Ingested,
     Rejected,
     WriteCall,
     WriteResult,
@@ -85,6 +83,9 @@ class Ingestor:
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.rules = parse_mapping(config.notifications.mapping)
+        self.billing = Billing(
+            config.notifications.billed_project_key, frozenset(config.notifications.billed_project_owners)
+        )
         self.max_body_bytes = config.amqp.max_body_bytes
         self.max_message_bytes = config.amqp.max_message_bytes
 
@@ -128,7 +129,11 @@ class Ingestor:
 
     def _parse(self, message: Message, received_at: datetime) -> Event:
         return parse(
-            message.body, received_at=received_at, rules=self.rules, max_body_bytes=self.max_body_bytes
+            message.body,
+            received_at=received_at,
+            rules=self.rules,
+            max_body_bytes=self.max_body_bytes,
+            billing=self.billing,
         )
 
     def summarize(self, batch: Batch, result: WriteResult) -> Summary:
@@ -140,11 +145,11 @@ class Ingestor:
         repeats = result.quarantine_repeats
         summary = Summary(quarantined=batch.quarantined - repeats, duplicates=repeats)
         for outcome in result.outcomes:
-            if outcome.status == STORED:
+            if outcome.status == Ingested.STORED:
                 summary.stored += 1
-            elif outcome.status == DUPLICATE:
+            elif outcome.status == Ingested.DUPLICATE:
                 summary.duplicates += 1
-            elif outcome.status == CONFLICT:
+            elif outcome.status == Ingested.CONFLICT:
                 summary.conflicts += 1
                 log.warning(
                     "message_id %s (event_type %s) reused with a different body; "

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from yagi_meter.config import Config
+from yagi_meter.daemon import Backoff, Lifecycle
 from yagi_meter.errors import AccessRefused, ConnectionClosed, StoreError
 from yagi_meter.ingest.amqp import Consumer, Delivery
 from yagi_meter.ingest.ingestor import Batch, Ingestor, Summary
@@ -29,8 +28,6 @@ log = logging.getLogger(__name__)
 RETENTION_EVERY_SECONDS = 600
 GC_THRESHOLD = 50_000
 FIRST_BACKOFF_SECONDS = 0.2
-# Longest a backoff wait goes without looking whether SIGTERM asked to stop.
-STOP_CHECK_SECONDS = 0.1
 
 
 @dataclass
@@ -50,16 +47,12 @@ class Listener:
         self.ingestor = ingestor
         self.consumer = consumer or Consumer(config)
         self.totals = Summary()
-        self._stopping = False
+        self.lifecycle = Lifecycle("listen", ingestor.store.errors)
         self._next_retention = time.monotonic()
 
     def stop(self, *_: object) -> None:
         """Finish the batch in hand, acknowledge it and return from ``run``."""
-        self._stopping = True
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        self.lifecycle.stop()
 
     def run(self) -> None:
         # Parsing allocates many short-lived dicts: the cyclic collector's default
@@ -68,27 +61,27 @@ class Listener:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, 20, 100)
-        backoff = FIRST_BACKOFF_SECONDS
+        reconnect = Backoff(FIRST_BACKOFF_SECONDS, self.config.amqp.reconnect_max_seconds)
         connected_once = False
-        while not self._stopping:
+        while not self.lifecycle.stopping:
             try:
                 self.consumer.connect()
                 connected_once = True
                 log.info(
                     "consuming; prefetch %d, batch %d", self.config.amqp.prefetch, self.config.amqp.batch_size
                 )
-                backoff = FIRST_BACKOFF_SECONDS
+                reconnect.reset()
                 self._consume()
             except (AccessRefused, ConnectionClosed) as e:
                 self.consumer.close()
                 if isinstance(e, AccessRefused) and not connected_once:
                     raise  # wrong credentials or vhost at start: a configuration error
-                if self._stopping:
+                if self.lifecycle.stopping:
                     break
-                log.error("RabbitMQ connection lost (%s); reconnecting in %.1fs", e, backoff)
-                self.ingestor.store.errors.record("listen", f"RabbitMQ connection lost: {e}")
-                self._wait(backoff, time.sleep)
-                backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
+                delay = reconnect.next()
+                log.error("RabbitMQ connection lost (%s); reconnecting in %.1fs", e, delay)
+                self.lifecycle.record(f"RabbitMQ connection lost: {e}")
+                self.lifecycle.wait(delay)
         self.consumer.close()
         log.info(
             "stopped; stored %d, duplicates %d, conflicts %d, quarantined %d",
@@ -105,6 +98,7 @@ class Listener:
         wait = self.config.amqp.batch_wait_ms / 1000
         consumer = self.consumer
         received = consumer.received
+        lifecycle = self.lifecycle
         flight: _InFlight | None = None
         try:
             while True:
@@ -112,7 +106,9 @@ class Listener:
                 # Not receiving while a batch's worth of bytes is held: pika
                 # then reads no more from the socket, and RabbitMQ waits.
                 while (
-                    len(received) < batch_size and consumer.received_bytes < max_bytes and not self._stopping
+                    not lifecycle.stopping
+                    and len(received) < batch_size
+                    and consumer.received_bytes < max_bytes
                 ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -127,7 +123,7 @@ class Listener:
                 elif flight is not None:
                     self._finish(flight)
                     flight = None
-                if self._stopping and not received:
+                if lifecycle.stopping and not received:
                     break
                 self._maybe_expire()
             if flight is not None:
@@ -161,7 +157,7 @@ class Listener:
 
     def _finish(self, flight: _InFlight) -> None:
         """Wait until Redis has the batch (retrying while it is down), then acknowledge it."""
-        backoff = FIRST_BACKOFF_SECONDS
+        retry = Backoff(FIRST_BACKOFF_SECONDS, self.config.amqp.reconnect_max_seconds)
         while True:
             try:
                 if flight.pending is None:
@@ -170,7 +166,7 @@ class Listener:
                 break
             except StoreError as e:
                 flight.pending = None
-                if self._stopping:
+                if self.lifecycle.stopping:
                     log.error(
                         "Redis unavailable while stopping (%s); leaving %d messages "
                         "unacknowledged for redelivery",
@@ -178,30 +174,17 @@ class Listener:
                         len(flight.batch.call.events) + flight.batch.quarantined,
                     )
                     raise ConnectionClosed("stopping without Redis") from None
+                delay = retry.next()
                 log.error(
                     "Redis unavailable (%s); holding %d messages, retry in %.1fs",
                     e,
                     len(flight.batch.call.events) + flight.batch.quarantined,
-                    backoff,
+                    delay,
                 )
-                self._wait(backoff, self.consumer.sleep)
-                backoff = min(backoff * 2, self.config.amqp.reconnect_max_seconds)
+                self.lifecycle.wait(delay, self.consumer.sleep)
         flight.pending = None
         self.consumer.ack_through(flight.last_tag)
         self.totals.add(self.ingestor.summarize(flight.batch, result))
-
-    def _wait(self, seconds: float, sleep: Callable[[float], None]) -> None:
-        """Back off for ``seconds`` in short steps; return early once stopping.
-
-        A signal does not cut a sleep short, so one long sleep would hold
-        SIGTERM for up to reconnect_max_seconds.
-        """
-        deadline = time.monotonic() + seconds
-        while not self._stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            sleep(min(remaining, STOP_CHECK_SECONDS))
 
     def _maybe_expire(self) -> None:
         if time.monotonic() < self._next_retention:
@@ -211,7 +194,7 @@ class Listener:
             removed = self.ingestor.store.events.expire(self.config.redis.retention_days)
         except StoreError as e:
             log.error("retention failed: %s; trying again in %ds", e, RETENTION_EVERY_SECONDS)
-            self.ingestor.store.errors.record("listen", f"retention failed: {e}")
+            self.lifecycle.record(f"retention failed: {e}")
             return
         if removed:
             log.info(

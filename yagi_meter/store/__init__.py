@@ -1,41 +1,96 @@
-"""Redis is yagi-meter's only state; this package owns every key and script."""
+"""Redis is yagi-meter's only state; this package owns every key and script.
+
+``Store`` is the boundary: the rest of yagi-meter calls its collections and
+methods and never sees a Redis client, a key name or a Redis exception
+(every one becomes StoreError, base.py).  Which module writes which key is
+in keys.py's table.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import redis
 
 from yagi_meter.config import Config
 from yagi_meter.forward.routes import Routes
-from yagi_meter.store.connection import connect
+from yagi_meter.store import connection, stats
+from yagi_meter.store.archived import ArchivedLog
+from yagi_meter.store.base import translated
+from yagi_meter.store.dead_letters import DeadLetters
 from yagi_meter.store.error_log import ErrorLog
 from yagi_meter.store.events import EventStore, Outcome, Rejected
-from yagi_meter.store.keys import Keys
+from yagi_meter.store.keys import OUTBOXES, Keys
+from yagi_meter.store.outbox import Outbox
+from yagi_meter.store.pages import Pages
 from yagi_meter.store.quarantine import Quarantine
+from yagi_meter.store.scripts import Scripts
+from yagi_meter.store.subscriptions import Subscriptions
 
-__all__ = ["EventStore", "Keys", "Outcome", "Quarantine", "Rejected", "Store", "open_store"]
+__all__ = ["EventStore", "Outcome", "Quarantine", "Rejected", "Store", "open_store"]
 
 
-@dataclass(frozen=True)
 class Store:
-    """The parts of the store one process uses, sharing one client."""
+    """Every collection one process uses, over one client, with the scripts registered once."""
 
-    client: redis.Redis
-    keys: Keys
-    events: EventStore
-    quarantine: Quarantine
-    errors: ErrorLog
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        compress: bool = True,
+        forward: Callable[[str], bool] | None = None,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        scripts = Scripts.register(client)
+        parts = (client, keys, scripts)
+        self.events = EventStore(*parts, compress=compress, forward=forward)
+        self.quarantine = Quarantine(*parts)
+        self.errors = ErrorLog(*parts)
+        self.dead_letters = DeadLetters(*parts)
+        self.archived = ArchivedLog(*parts)
+        self.subscriptions = Subscriptions(*parts)
+        # Feed reads note a seq gone back in the same watch as the writes (epoch.py).
+        self.pages = Pages(*parts, watch=self.events.watch)
+        self._outboxes = {name: Outbox(*parts, name) for name in OUTBOXES}
+
+    def outbox(self, name: str) -> Outbox:
+        """The outbox ``push`` or ``forward``."""
+        if name not in self._outboxes:
+            raise ValueError(f"no outbox {name!r}")
+        return self._outboxes[name]
+
+    def ping(self) -> float:
+        """Round-trip time to Redis in seconds; raises StoreError when Redis does not answer."""
+        started = time.perf_counter()
+        with translated("cannot reach Redis: ping"):
+            self._client.ping()
+        return time.perf_counter() - started
+
+    def gauges(self) -> dict[str, int]:
+        """Archive-wide counts in one round trip (events, last seq, backlogs, ...)."""
+        return stats.gauges(self._client, self._keys)
+
+    def hub_counts(self) -> dict[str, int]:
+        """WebSub counts in one round trip: subscriptions, verifications waiting, failures, drops."""
+        return stats.hub_counts(self._client, self._keys)
+
+    def warn_if_evicting(self) -> None:
+        """Log a warning when Redis may evict keys: an evicted key is a lost event."""
+        connection.warn_if_evicting(self._client)
+
+    def socket_url(self) -> str | None:
+        """unix:// URL of an embedded server, for child processes to share it; else None."""
+        return connection.socket_url(self._client)
 
 
 def open_store(
     config: Config, client: redis.Redis | None = None, forward: Callable[[str], bool] | None = None
 ) -> Store:
     """The store for ``config``; pass ``client`` to use a given Redis (tests)."""
-    client = connect(config) if client is None else client
-    keys = Keys(config.redis.key_prefix)
+    client = connection.connect(config) if client is None else client
     if forward is None and config.forward.url:
         forward = Routes.from_config(config).wanted
-    events = EventStore(client, keys, compress=config.redis.compress, forward=forward)
-    return Store(client, keys, events, Quarantine(client, keys), ErrorLog(client, keys))
+    return Store(client, Keys(config.redis.key_prefix), compress=config.redis.compress, forward=forward)

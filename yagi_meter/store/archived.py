@@ -12,10 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import redis
-
-from yagi_meter.errors import StoreError
-from yagi_meter.store.keys import Keys
+from yagi_meter.store.base import StreamLog
 from yagi_meter.store.outbox import Outbox
 
 KEEP = 10_000  # ~2 MB of Redis at most
@@ -33,10 +30,11 @@ class Archived:
     at: datetime
 
 
-class ArchivedLog:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client = client
-        self.key = keys.forwarded
+class ArchivedLog(StreamLog):
+    """The accepted forwards, newest kept; each marks its forward outbox entry done."""
+
+    key_name = "forwarded"
+    what = "forwarded entries"
 
     def add(self, entries: Sequence[Archived], outbox: Outbox) -> None:
         """Record ``entries`` and mark their outbox entries done, in one step."""
@@ -54,17 +52,10 @@ class ArchivedLog:
             }
             pipe.xadd(self.key, fields, maxlen=KEEP, approximate=True)
         outbox.done(*(entry.seq for entry in entries), pipe=pipe)
-        try:
-            pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"marking {len(entries)} events forwarded failed: {e}") from None
+        self._execute(pipe, f"marking {len(entries)} events forwarded")
 
     def recent(self, count: int = 100) -> list[Archived]:
         """The newest ``count`` forwards, newest first."""
-        try:
-            entries = self.client.xrevrange(self.key, "+", "-", count=count)
-        except redis.RedisError as e:
-            raise StoreError(f"reading forwarded entries failed: {e}") from None
         return [
             Archived(
                 seq=int(f[b"seq"]),
@@ -74,5 +65,5 @@ class ArchivedLog:
                 location=f[b"location"].decode(),
                 at=datetime.fromtimestamp(int(f[b"at"]) / 1000, UTC),
             )
-            for _, f in entries
+            for _, f in self._newest(count)
         ]

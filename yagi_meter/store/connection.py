@@ -35,14 +35,6 @@ def connect(config: Config) -> redis.Redis:
     )
 
 
-def ping(client: redis.Redis) -> None:
-    """Raise StoreError unless Redis answers."""
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        raise StoreError(f"cannot reach Redis: {e}") from None
-
-
 def embedded(path: str) -> redis.Redis:
     """Start (or join) the embedded Redis keeping its data in ``path``."""
     path = str(Path(path).resolve())

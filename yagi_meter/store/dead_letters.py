@@ -11,10 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import redis
-
-from yagi_meter.errors import StoreError
-from yagi_meter.store.keys import Keys
+from yagi_meter.store.base import StreamLog
 from yagi_meter.store.outbox import Outbox
 
 BODY_LIMIT = 4096  # characters of the archive's answer kept: enough for any error page's point
@@ -34,10 +31,11 @@ class DeadLetter:
     at: datetime
 
 
-class DeadLetters:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client = client
-        self.key = keys.dead_letters
+class DeadLetters(StreamLog):
+    """The refused forwards; each leaves the forward outbox as it comes in, and goes back on re-drive."""
+
+    key_name = "dead_letters"
+    what = "dead letters"
 
     def add(self, letter: DeadLetter, outbox: Outbox) -> None:
         """Keep ``letter`` and mark its outbox entry done, in one step."""
@@ -55,19 +53,11 @@ class DeadLetters:
             },
         )
         outbox.done(letter.seq, pipe=pipe)
-        try:
-            pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"writing dead letter {letter.message_id} failed: {e}") from None
+        self._execute(pipe, f"writing dead letter {letter.message_id}")
 
     def list(self, count: int = 100, after: str = "-") -> list[DeadLetter]:
         """Up to ``count`` dead letters, oldest first, after the entry id ``after``."""
-        start = after if after == "-" else f"({after}"
-        try:
-            entries = self.client.xrange(self.key, start, "+", count=count)
-        except redis.RedisError as e:
-            raise StoreError(f"reading dead letters failed: {e}") from None
-        return [_letter(entry_id, fields) for entry_id, fields in entries]
+        return [_letter(entry_id, fields) for entry_id, fields in self._after(after, count)]
 
     def redrive(self, letters: Sequence[DeadLetter], outbox: Outbox) -> None:
         """Put the letters' events back in the outbox and remove the letters, in one step."""
@@ -76,16 +66,7 @@ class DeadLetters:
         pipe = self.client.pipeline(transaction=True)
         outbox.add(*(letter.seq for letter in letters), pipe=pipe)
         pipe.xdel(self.key, *(letter.id for letter in letters))
-        try:
-            pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"re-driving dead letters failed: {e}") from None
-
-    def count(self) -> int:
-        try:
-            return self.client.xlen(self.key)
-        except redis.RedisError as e:
-            raise StoreError(f"reading dead letters failed: {e}") from None
+        self._execute(pipe, "re-driving dead letters")
 
 
 def now() -> datetime:

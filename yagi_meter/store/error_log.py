@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from yagi_meter.errors import StoreError
-from yagi_meter.store.keys import Keys
+from yagi_meter.store.base import StreamLog
 
 log = logging.getLogger(__name__)
 
@@ -24,35 +23,30 @@ class RecordedError:
     text: str
 
 
-class ErrorLog:
+class ErrorLog(StreamLog):
     """A capped stream of recent errors; recording never raises (it is only a report)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client = client
-        self.keys = keys
+    key_name = "errors"
+    what = "the error log"
 
     def record(self, component: str, text: str) -> None:
         try:
             self.client.xadd(
-                self.keys.errors,
+                self.key,
                 {"component": component, "text": text, "at": str(int(time.time() * 1000))},
                 maxlen=KEEP,
                 approximate=True,
             )
-        except redis.RedisError as e:
+        except redis.RedisError as e:  # a report only: logged, never raised
             log.warning("could not record error of %s in Redis: %s", component, e)
 
     def recent(self, count: int = 10) -> list[RecordedError]:
         """The newest ``count`` errors, newest first."""
-        try:
-            entries = self.client.xrevrange(self.keys.errors, "+", "-", count=count)
-        except redis.RedisError as e:
-            raise StoreError(f"reading the error log failed: {e}") from None
         return [
             RecordedError(
                 datetime.fromtimestamp(int(f[b"at"]) / 1000, UTC),
                 f[b"component"].decode(),
                 f[b"text"].decode(),
             )
-            for _, f in entries
+            for _, f in self._newest(count)
         ]

@@ -6,22 +6,33 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
+from enum import IntEnum
 
 import redis
 
-from yagi_meter.errors import StoreError
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
 from yagi_meter.store.audit import is_verdict
+from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
+from yagi_meter.store.outbox import MEMBER_FORMAT, OutboxKeys
+from yagi_meter.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
-STORED, DUPLICATE, CONFLICT = 1, 2, 3
+
+class Ingested(IntEnum):
+    """What the ingest script did with one event (the numbers are its replies)."""
+
+    STORED = 1
+    DUPLICATE = 2  # this message_id with this content was already stored
+    CONFLICT = 3  # this message_id was stored with other content: kept as it was
+
+
 _SCAN_BATCH = 1000
 
 
@@ -64,9 +75,9 @@ class EncodedEvent:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a write did with one event: STORED, DUPLICATE or CONFLICT, and its seq."""
+    """What a write did with one event, and its seq."""
 
-    status: int
+    status: Ingested
     seq: int
     event: Event
 
@@ -101,34 +112,39 @@ class PendingWrite:
         self._call = call
         self._connection = None
         pool = store.client.connection_pool
-        try:
+        with self._dropped_on_error():
             self._connection = pool.get_connection()
             self._connection.send_command(
-                "EVALSHA", store._ingest.sha, len(call.keys), *call.keys, *call.args
+                "EVALSHA", store.scripts["ingest"].sha, len(call.keys), *call.keys, *call.args
             )
-        except redis.RedisError as e:
-            self._release(broken=True)
-            raise StoreError(f"write of {len(call.events)} events failed: {e}") from None
+
+    @contextmanager
+    def _dropped_on_error(self) -> Iterator[None]:
+        """A Redis error drops the connection (its state is unknown) and becomes StoreError."""
+        with translated(f"write of {len(self._call.events)} events"):
+            try:
+                yield
+            except redis.RedisError:
+                self._release(broken=True)
+                raise
 
     def result(self) -> WriteResult:
         """The outcome of each event; raise StoreError if the write may not have happened.
 
         Retrying a write that did happen is safe: every event is then a duplicate.
         """
-        try:
-            replies = self._connection.read_response()
-        except redis.exceptions.NoScriptError:  # Redis restarted since the script was loaded
-            self._release(broken=False)
-            replies = self._store._call(self._store._ingest, keys=self._call.keys, args=self._call.args)
-        except redis.RedisError as e:
-            self._release(broken=True)
-            raise StoreError(f"write of {len(self._call.events)} events failed: {e}") from None
-        else:
-            self._release(broken=False)
+        with self._dropped_on_error():
+            try:
+                replies = self._connection.read_response()
+            except redis.exceptions.NoScriptError:  # Redis restarted since the script was loaded
+                self._release(broken=False)
+                replies = self._store._run("ingest", self._call.keys, self._call.args)
+            else:
+                self._release(broken=False)
         results, repeats, epoch, last_seq = replies
         self._store.watch.observe(epoch, last_seq, "ingest")
         outcomes = [
-            Outcome(status, seq, event)
+            Outcome(Ingested(status), seq, event)
             for (status, seq), event in zip(results, self._call.events, strict=True)
         ]
         return WriteResult(outcomes, repeats)
@@ -146,30 +162,26 @@ class PendingWrite:
         self._store.client.connection_pool.release(connection)
 
 
-def _script(name: str) -> str:
-    return resources.files("yagi_meter.store").joinpath(name).read_text()
-
-
-class EventStore:
+class EventStore(Collection):
     """Every read and write of events goes through here; no other module touches their keys."""
+
+    what = "events"
 
     def __init__(
         self,
         client: redis.Redis,
         keys: Keys,
+        scripts: Scripts,
         *,
         compress: bool = True,
         push: bool = True,
         forward: Callable[[str], bool] | None = None,
     ) -> None:
         """``push``: write push outbox entries; ``forward``: which event types to forward."""
-        self.client = client
-        self.keys = keys
+        super().__init__(client, keys, scripts)
         self.compress = compress
         self.push = push
         self.forward = forward
-        self._ingest = client.register_script(_script("ingest.lua"))
-        self._trim_index = client.register_script(_script("trim_index.lua"))
         self.watch = SeqWatch()
 
     # -- writing -----------------------------------------------------------
@@ -194,10 +206,10 @@ class EventStore:
         """
         k = self.keys
         index_keys = [k.event_type(event.event_type)]
-        if event.tenant_id:
-            index_keys.append(k.tenant(event.tenant_id))
+        for tenant_id in event.tenants:  # the owner, and a billed project
+            index_keys.append(k.tenant(tenant_id))
             if event.resource_id:
-                index_keys.append(k.resource(event.tenant_id, event.resource_id))
+                index_keys.append(k.resource(tenant_id, event.resource_id))
         if is_verdict(event):
             index_keys.append(k.audit_verdicts)
         forward = self.forward is not None and self.forward(event.event_type)
@@ -209,6 +221,7 @@ class EventStore:
             len(index_keys),
             "1" if forward else "0",
             codec.encode(event, self.compress),
+            (event.user_id or "").encode(),
         ]
         return EncodedEvent(event, index_keys, args)
 
@@ -217,14 +230,17 @@ class EventStore:
     ) -> WriteCall:
         """Put encoded events and rejected messages into one call of the ingest script (no I/O)."""
         k = self.keys
+        push, forward = OutboxKeys.of(k, "push"), OutboxKeys.of(k, "forward")
         keys = [
             k.seq,
             k.ids,
             k.events,
             k.by_time,
             k.indexes,
-            k.outbox("push"),
-            k.outbox("forward"),
+            push.due,
+            push.seqs,
+            forward.due,
+            forward.seqs,
             k.conflicts,
             k.duplicates,
             k.quarantine,
@@ -240,6 +256,7 @@ class EventStore:
             uuid.uuid4().hex,
             self.watch.epoch,
             self.watch.seq,
+            MEMBER_FORMAT,
         ]
         for encoded in events:
             keys.extend(encoded.keys)
@@ -267,7 +284,8 @@ class EventStore:
 
     def seq_of(self, message_id: str) -> int | None:
         """The ingest sequence of a stored message_id, or None."""
-        known = self._call(self.client.hget, self.keys.ids, message_id)
+        with translated("reading an event id"):
+            known = self.client.hget(self.keys.ids, message_id)
         return int(known.split(b" ", 1)[0]) if known else None
 
     def get(self, message_id: str) -> Event | None:
@@ -285,21 +303,24 @@ class EventStore:
         for seq in seqs:
             pipe.xrange(self.keys.events, f"{seq}-0", f"{seq}-0")
         events = []
-        for seq, reply in zip(seqs, self._execute(pipe), strict=True):
+        for seq, reply in zip(seqs, self._execute(pipe, "reading events"), strict=True):
             if reply:
                 fields = reply[0][1]
                 events.append(codec.decode(fields[b"d"], seq, int(fields[b"t"])))
         return events
 
     def count(self) -> int:
-        return self._call(self.client.xlen, self.keys.events)
+        with translated("counting events"):
+            return self.client.xlen(self.keys.events)
 
     def last_seq(self) -> int:
-        return int(self._call(self.client.get, self.keys.seq) or 0)
+        with translated("reading the last seq"):
+            return int(self.client.get(self.keys.seq) or 0)
 
     def position(self) -> tuple[str, int]:
         """The store's epoch ("" before the first write) and last seq, checked by ``watch``."""
-        epoch, seq = self._call(self.client.mget, [self.keys.epoch, self.keys.seq])
+        with translated("reading the store position"):
+            epoch, seq = self.client.mget([self.keys.epoch, self.keys.seq])
         position = (epoch.decode() if epoch else "", int(seq or 0))
         self.watch.observe(*position, "read")
         return position
@@ -319,22 +340,20 @@ class EventStore:
         last = self._last_expired_seq(cutoff_ms)
         if last == 0:
             return 0
-        try:
+        with translated("listing indexes"):
             index_keys = list(self.client.sscan_iter(self.keys.indexes, count=_SCAN_BATCH))
-        except redis.RedisError as e:
-            raise StoreError(f"listing indexes failed: {e}") from None
         for key in index_keys:
-            self._call(self._trim_index, keys=[key, self.keys.indexes], args=[last])
+            self._run("trim_index", [key, self.keys.indexes], [last])
         removed = 0
         while True:
-            entries = self._call(self.client.xrange, self.keys.events, "-", f"{last}-0", count=_SCAN_BATCH)
+            entries = self._range("-", f"{last}-0")
             if not entries:
                 return removed
             pipe = self.client.pipeline(transaction=True)
             pipe.zrem(self.keys.by_time, *(entry_id.split(b"-", 1)[0] for entry_id, _ in entries))
             pipe.hdel(self.keys.ids, *(fields[b"m"] for _, fields in entries))
             pipe.xdel(self.keys.events, *(entry_id for entry_id, _ in entries))
-            self._execute(pipe)
+            self._execute(pipe, "removing expired events")
             removed += len(entries)
             log.info("retention removed %d events up to seq %d", removed, last)
 
@@ -343,7 +362,7 @@ class EventStore:
         floor = self._outbox_floor()
         last, start = 0, "-"
         while True:
-            entries = self._call(self.client.xrange, self.keys.events, start, "+", count=_SCAN_BATCH)
+            entries = self._range(start, "+")
             for entry_id, fields in entries:
                 seq = int(entry_id.split(b"-", 1)[0])
                 if int(fields[b"t"]) >= cutoff_ms or (floor is not None and seq >= floor):
@@ -357,22 +376,13 @@ class EventStore:
         """The oldest seq any outbox still has to deliver."""
         floor = None
         for name in OUTBOXES:
-            first = self._call(self.client.zrange, self.keys.outbox_seqs(name), 0, 0)
+            with translated(f"reading outbox {name}"):
+                first = self.client.zrange(self.keys.outbox_seqs(name), 0, 0)
             if first:
                 seq = int(first[0])
                 floor = seq if floor is None else min(floor, seq)
         return floor
 
-    # -- plumbing ----------------------------------------------------------
-
-    def _call(self, method: Callable, *args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except redis.RedisError as e:
-            raise StoreError(f"{getattr(method, '__name__', 'redis call')} failed: {e}") from None
-
-    def _execute(self, pipe: redis.client.Pipeline) -> list:
-        try:
-            return pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"pipeline failed: {e}") from None
+    def _range(self, start: str, end: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        with translated("reading events"):
+            return self.client.xrange(self.keys.events, start, end, count=_SCAN_BATCH)

@@ -3,50 +3,66 @@
 -- atomic step, so a crash loses or doubles nothing.
 --
 -- KEYS[1..5]: outbox:push, outbox:push:seqs, outbox:push:attempts, hub:leases, hub:due
--- KEYS[6..]:  per entry, the hub:topic:<topic> sets of its topics
--- ARGV[1]: the prefix of delivery queues ("<prefix>hub:queue:")
--- ARGV[2..]: per entry: outbox member, seq, number of topic keys
+-- KEYS[6..]:  per topic, its hub:topic:<topic> set, then the hub:queue:<id> of
+--             each subscription the caller read in that set
+-- ARGV[1]: the number of topics
+-- ARGV[2..]: per topic: the number of subscription ids, then the ids, in the
+--            order of their queue keys; then per entry: outbox member, seq,
+--            number of its topics, then their positions (1-based) in the topic list
 --
+-- The caller reads the topic sets first (every key a script touches is in
+-- KEYS, as a Redis Cluster requires); when a set is no longer what the caller
+-- read, nothing is written and -1 comes back: the caller reads again and retries.
 -- An entry no longer in the outbox (another worker fanned it out after this
 -- one's claim lapsed) is skipped, so no subscriber gets it twice.  A
 -- subscription already due or leased keeps its schedule (ZADD NX): one in
 -- back-off is not hurried, one being delivered to is not claimed twice.
 -- Returns the number of queue entries added.
+-- include: _outbox.lua
+
 local outbox, outbox_seqs, outbox_attempts, leases, due = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local queue_prefix = ARGV[1]
 local now = redis.call("TIME")
 local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
 
-local members_of = {}
+-- topics[t] = {ids = {...}, queues = {...}}, checked against the sets as they are now.
+local topics = {}
+local k, a = 6, 2
+for t = 1, tonumber(ARGV[1]) do
+  local topic_key, n = KEYS[k], tonumber(ARGV[a])
+  if redis.call("SCARD", topic_key) ~= n then
+    return -1
+  end
+  local ids, queues = {}, {}
+  for i = 1, n do
+    ids[i], queues[i] = ARGV[a + i], KEYS[k + i]
+    if redis.call("SISMEMBER", topic_key, ids[i]) == 0 then
+      return -1
+    end
+  end
+  topics[t] = {ids = ids, queues = queues}
+  k, a = k + n + 1, a + n + 1
+end
+
 local live = {}
 local added = 0
-local k = 6
-local a = 2
 while a <= #ARGV do
-  local member, seq, nkeys = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  a = a + 3
+  local member, seq, ntopics = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   if redis.call("ZSCORE", outbox_seqs, member) then
-    for i = k, k + nkeys - 1 do
-      local ids = members_of[KEYS[i]]
-      if not ids then
-        ids = redis.call("SMEMBERS", KEYS[i])
-        members_of[KEYS[i]] = ids
-      end
-      for _, id in ipairs(ids) do
+    for j = a + 3, a + 2 + ntopics do
+      local topic = topics[tonumber(ARGV[j])]
+      for i, id in ipairs(topic.ids) do
         if live[id] == nil then
           local expires = redis.call("ZSCORE", leases, id)
           live[id] = expires ~= false and tonumber(expires) > now_ms
         end
         if live[id] then
-          added = added + redis.call("ZADD", queue_prefix .. id, seq, seq)
+          added = added + redis.call("ZADD", topic.queues[i], seq, seq)
           redis.call("ZADD", due, "NX", now_ms, id)
         end
       end
     end
-    redis.call("ZREM", outbox, member)
-    redis.call("ZREM", outbox_seqs, member)
-    redis.call("HDEL", outbox_attempts, member)
+    outbox_done(outbox, outbox_seqs, outbox_attempts, member)
   end
-  k = k + nkeys
+  a = a + 3 + ntopics
 end
 return added

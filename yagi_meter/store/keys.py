@@ -1,4 +1,14 @@
-"""Every Redis key yagi-meter uses, built in this one place.
+"""Every Redis key yagi-meter uses, built in this one place, each with its one owner.
+
+The owner of a key family is the only module that writes it, with the Lua it
+runs (scripts.py).  A script that must change another owner's keys in the
+same atomic step does it only through that owner's Lua library
+(``_outbox.lua``, ``_quarantine.lua``).  Every script gets all its keys in
+KEYS: no key name is built inside Lua.  ``claim.lua`` leases entries of any
+due zset; the module passing the key owns it.  Nothing outside
+``yagi_meter.store`` sees a key name (docs/architecture.md).
+
+Owner events.py (ingest.lua writes, retention and trim_index.lua remove):
 
 | key | type | holds |
 | --- | --- | --- |
@@ -6,25 +16,49 @@
 | ``epoch`` | string | random id made by ingest.lua whenever ``seq`` does not exist: a lost ``seq`` |
 |           |        | (Redis lost its data) gives a new epoch; caches and ETags include it (epoch.py) |
 | ``events`` | stream | an entry per event, id ``<seq>-0``: ``t`` ingest ms, ``e`` type, |
-|            |        | ``m`` message_id, ``d`` body (codec.py) |
+|            |        | ``m`` message_id, ``d`` body (codec.py), ``u`` user_id ("" for none; |
+|            |        | absent from entries written before it): what page.lua filters on |
 | ``ids`` | hash | message_id -> ``"<seq> <digest>"`` (dedup, lookup by entry id) |
 | ``by_time`` | zset | member seq, score notification time in ms |
 | ``tenant:<t>`` | zset | member and score seq: one tenant's events |
 | ``resource:<t>:<r>`` | zset | member and score seq: one resource's events |
 | ``type:<event_type>`` | zset | member and score seq: one event type's events |
+| ``audit:verdicts`` | zset | member and score seq: the audit's verdict events (the ``/audit`` feed; |
+|                    |      | an index like ``type:``, trimmed by retention) |
 | ``indexes`` | set | names of every tenant/resource/type zset (for retention) |
-| ``outbox:<name>`` | zset | member seq, score ms when next due (``push``, ``forward``): work to do |
-| ``outbox:<name>:seqs`` | zset | the same seqs scored by seq: oldest pending, retention floor |
-| ``outbox:<name>:attempts`` | hash | seq -> failed attempts so far |
 | ``conflicts`` | string | count of reused message_ids whose body differed |
 | ``duplicates`` | string | count of redelivered or replayed messages already stored |
+
+Owner outbox.py (claim.lua; _outbox.lua, included by ingest.lua and fanout.lua):
+
+| key | type | holds |
+| --- | --- | --- |
+| ``outbox:<name>`` | zset | member ``MEMBER_FORMAT % seq``, score ms when next due (``push``, |
+|                   |      | ``forward``): work to do |
+| ``outbox:<name>:seqs`` | zset | the same members scored by seq: oldest pending, retention floor |
+| ``outbox:<name>:attempts`` | hash | member -> failed attempts so far |
+
+Owner quarantine.py (_quarantine.lua, included by ingest.lua):
+
+| key | type | holds |
+| --- | --- | --- |
 | ``quarantine`` | stream | messages that could not become events: ``reason``, ``source``, ``at`` ms, |
 |                |        | ``body`` (its first 4 KiB when ``truncated`` is 1), ``sha256``, ``size`` |
 | ``quarantine:count`` | string | messages ever quarantined |
 | ``quarantine:digests`` | hash | sha256 of a quarantined raw message -> entry id (a repeat is not added) |
+
+Owners error_log.py, dead_letters.py, archived.py (one stream each):
+
+| key | type | holds |
+| --- | --- | --- |
 | ``errors`` | stream | last run-time errors of every component, capped (``yagi-meter status``) |
 | ``dead_letters`` | stream | forwards the archive refused for good, with its response |
 | ``forwarded`` | stream | recent forwards the archive accepted, with its Location (capped) |
+
+Owner subscriptions.py (request.lua, claim.lua, fanout.lua, settle.lua):
+
+| key | type | holds |
+| --- | --- | --- |
 | ``hub:sub:<id>`` | hash | one verified WebSub subscription: topic, callback, secret, expires (ms), |
 |                  |      | attempts, first_failure (ms), failures, dropped |
 | ``hub:topic:<topic>`` | set | ids of the subscriptions to one topic URL |
@@ -37,8 +71,10 @@
 | ``hub:pending:topic:<topic>`` | zset | ids of the intents waiting for one topic, score ms |
 | ``hub:failures`` | string | failed deliveries ever |
 | ``hub:dropped`` | string | entries dropped after max attempts or age |
-| ``audit:verdicts`` | zset | member and score seq: the audit's verdict events (the ``/audit`` feed; |
-|                    |      | an index like ``type:``, written by ingest, trimmed by retention) |
+Owner audit.py (lifecycle.lua only reads the event keys):
+
+| key | type | holds |
+| --- | --- | --- |
 | ``audit:cursors`` | hash | event type -> last seq of its ``type:`` index the audit has read |
 | ``audit:due`` | zset | member exists seq, score ms its grace period ends (``[audit] max_due`` + a batch) |
 | ``audit:alive:<rule>`` | zset | member ``["<t>","<r>"]``, score ms it was deleted (2^52 while alive); |
@@ -49,6 +85,11 @@
 | ``audit:checked`` | hash | rule -> ms up to which audit periods are checked for missing exists |
 | ``audit:counts:<ms>`` | hash | ``<rule>|<outcome>|<reason>`` -> verdicts stored, period starting at ms |
 | ``audit:count_periods`` | zset | the ms of each ``audit:counts:`` hash (``[audit] keep_periods`` kept) |
+
+Readers besides the owners: pages.py (page.lua) reads the event keys for
+feeds; stats.py reads counts of every family for ``/metrics`` and ``status``;
+events.py reads ``outbox:<name>:seqs`` for the retention floor; audit.py reads
+``type:<event_type>`` and ``audit:verdicts`` (lifecycle.lua: ``resource:`` and ``events``).
 """
 
 from __future__ import annotations
@@ -95,8 +136,8 @@ class Keys:
         return f"{self.prefix}type:{_part(event_type)}"
 
     def outbox(self, name: str) -> str:
-        """The due zset of an outbox; ``:seqs`` and ``:attempts`` keys hang off it
-        (the ingest script derives ``:seqs`` from this name)."""
+        """The due zset of an outbox; its ``:seqs`` and ``:attempts`` keys are named below
+        only, and passed to every script that writes them (outbox.OutboxKeys)."""
         if name not in OUTBOXES:
             raise ValueError(f"no outbox {name!r}")
         return f"{self.prefix}outbox:{name}"
@@ -176,7 +217,7 @@ class Keys:
         return f"{self.prefix}hub:topic:{_part(topic)}"
 
     def hub_queue(self, subscription_id: str) -> str:
-        """A subscription's delivery queue; fanout.lua derives it as ``hub:queue:`` + id."""
+        """A subscription's delivery queue (passed in KEYS to fanout.lua and settle.lua)."""
         return f"{self.prefix}hub:queue:{subscription_id}"
 
     def hub_intent(self, subscription_id: str) -> str:

@@ -20,6 +20,8 @@
 --          feeds: a marker from elsewhere must not tell that it exists)
 -- ARGV[11]: the version of a rendering the caller holds ("" for none):
 --          while the feed still has that version, no page is read
+-- ARGV[12]: user_id, exact ("" for none): the entry's "u" field (entries
+--          without one, written before it existed, match no user)
 --
 -- Returns {status, newest, oldest, newest ingest ms, now ms, epoch, last
 -- seq, newest message_id, ...}: the feed's state (0s when empty), Redis'
@@ -41,6 +43,7 @@ local kind, direction, marker = ARGV[1], ARGV[2], ARGV[3]
 local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local start_ms, end_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local exact_type, type_pattern = ARGV[8], ARGV[9]
+local user = ARGV[12] or ""
 
 -- The value of one field of a stream entry ({name, value, name, value, ...}):
 -- a scan of four pairs, cheaper than building a table per entry.
@@ -219,7 +222,7 @@ local n, scanned = 0, 0
 local first_seq, last_seq = nil, nil
 local reached_end = 0
 local after = from
-local filtered = start_ms or end_ms or exact_type ~= "" or type_pattern ~= ""
+local filtered = start_ms or end_ms or exact_type ~= "" or type_pattern ~= "" or user ~= ""
 while n < limit and scanned < budget do
   local want = limit - n
   if filtered then
@@ -234,7 +237,7 @@ while n < limit and scanned < budget do
     after = seq
     if in_window(seq) then
       local fields = fields_of(seq)
-      if fields and type_matches(field(fields, "e")) then
+      if fields and type_matches(field(fields, "e")) and (user == "" or field(fields, "u") == user) then
         n = n + 1
         found[#found + 1] = seq
         found[#found + 1] = field(fields, "t")

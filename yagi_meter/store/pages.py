@@ -11,23 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 
 import redis
 
-from yagi_meter.errors import StoreError
+from yagi_meter.errors import UnknownMarker
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
+from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import Keys
+from yagi_meter.store.scripts import Scripts
 
 HEAD, LAST, FORWARD, BACKWARD = "head", "last", "forward", "backward"
 DIRECTIONS = (HEAD, LAST, FORWARD, BACKWARD)
 STATE = "state"  # no page: the feed's state only
-
-
-class UnknownMarker(StoreError):
-    """The marker is not an entry of this feed (never was, or expired)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +70,7 @@ class PageQuery:
     start_ms: int | None = None
     end_ms: int | None = None
     event_type: str = ""  # exact, or a pattern with '*'
+    user_id: str = ""  # exact
 
 
 @dataclass(frozen=True)
@@ -110,15 +108,16 @@ class Page:
     reached_end: bool
 
 
-class Pages:
+class Pages(Collection):
     """Every read of a feed's index goes through here."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, watch: SeqWatch | None = None) -> None:
-        self.client = client
-        self.keys = keys
+    what = "a page"
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, scripts: Scripts, watch: SeqWatch | None = None
+    ) -> None:
+        super().__init__(client, keys, scripts)
         self.watch = watch or SeqWatch()
-        script = resources.files("yagi_meter.store")
-        self._page = client.register_script(script.joinpath("page.lua").read_text())
 
     # -- which index -------------------------------------------------------
 
@@ -168,11 +167,10 @@ class Pages:
             pattern,
             "1" if index.strict else "0",
             known or "",
+            query.user_id,
         ]
-        try:
-            reply = self._page(keys=[index.key, k.events, k.ids, k.by_time, k.seq, k.epoch], args=args)
-        except redis.RedisError as e:
-            raise StoreError(f"reading a page failed: {e}") from None
+        keys = [index.key, k.events, k.ids, k.by_time, k.seq, k.epoch]
+        reply = self._run("page", keys, args, "reading a page")
         status, newest, oldest, ingested, now, epoch, last_seq, newest_id = reply[:8]
         epoch = _text(epoch)
         state = FeedState(int(newest), int(oldest), int(ingested), int(now), epoch, _text(newest_id))
@@ -195,10 +193,8 @@ class Pages:
 
     def entry_version(self, message_id: str) -> tuple[int, str] | None:
         """(seq, digest) of a stored message_id, or None: enough for an entry's ETag."""
-        try:
+        with translated("reading an entry"):
             known = self.client.hget(self.keys.ids, message_id)
-        except redis.RedisError as e:
-            raise StoreError(f"reading an entry failed: {e}") from None
         if not known:
             return None
         seq, _, digest = known.decode().partition(" ")

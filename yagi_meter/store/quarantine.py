@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import redis
-
-from yagi_meter.errors import StoreError
-from yagi_meter.store.keys import Keys
+from yagi_meter.store.base import StreamLog, translated
 
 
 @dataclass(frozen=True)
@@ -29,20 +26,15 @@ class QuarantinedMessage:
         return self.size > len(self.body)
 
 
-class Quarantine:
-    """Reads and removals; entries are added atomically with events by EventStore.write."""
+class Quarantine(StreamLog):
+    """Reads and removals; entries are added atomically with events by EventStore.write
+    (ingest.lua, through _quarantine.lua)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client = client
-        self.keys = keys
+    key_name = "quarantine"
+    what = "the quarantine"
 
     def list(self, count: int = 100, after: str = "-") -> list[QuarantinedMessage]:
         """Up to ``count`` entries, oldest first, after the entry id ``after``."""
-        start = after if after == "-" else f"({after}"
-        try:
-            entries = self.client.xrange(self.keys.quarantine, start, "+", count=count)
-        except redis.RedisError as e:
-            raise StoreError(f"reading the quarantine failed: {e}") from None
         return [
             QuarantinedMessage(
                 id=entry_id.decode(),
@@ -53,38 +45,30 @@ class Quarantine:
                 size=int(fields.get(b"size", len(fields[b"body"]))),
                 sha256=fields.get(b"sha256", b"").decode(),
             )
-            for entry_id, fields in entries
+            for entry_id, fields in self._after(after, count)
         ]
 
     def last_id(self) -> str | None:
         """The newest entry's id, or None when the quarantine is empty."""
-        try:
-            newest = self.client.xrevrange(self.keys.quarantine, "+", "-", count=1)
-        except redis.RedisError as e:
-            raise StoreError(f"reading the quarantine failed: {e}") from None
+        newest = self._newest(1)
         return newest[0][0].decode() if newest else None
 
     def remove(self, entry_id: str) -> None:
         """Remove one entry and its digest (the same message may then be quarantined again)."""
-        try:
-            found = self.client.xrange(self.keys.quarantine, entry_id, entry_id)
+        with translated(f"removing quarantined {entry_id}"):
+            found = self.client.xrange(self.key, entry_id, entry_id)
             pipe = self.client.pipeline(transaction=True)
             if found and b"sha256" in found[0][1]:
                 pipe.hdel(self.keys.quarantine_digests, found[0][1][b"sha256"])
-            pipe.xdel(self.keys.quarantine, entry_id)
+            pipe.xdel(self.key, entry_id)
             pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"removing quarantined {entry_id} failed: {e}") from None
 
     def delete(self, entry_ids: list[str]) -> list[str]:
         """Remove the given entries; return the ids that were there (the others are unknown)."""
         pipe = self.client.pipeline(transaction=False)
         for entry_id in entry_ids:
-            pipe.xdel(self.keys.quarantine, entry_id)
-        try:
-            removed = pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"deleting quarantined messages failed: {e}") from None
+            pipe.xdel(self.key, entry_id)
+        removed = self._execute(pipe, "deleting quarantined messages")
         return [entry_id for entry_id, n in zip(entry_ids, removed, strict=True) if n]
 
     def delete_through(self, last: str, batch: int = 1000) -> int:
@@ -94,16 +78,7 @@ class Quarantine:
         """
         deleted = 0
         while True:
-            try:
-                entries = self.client.xrange(self.keys.quarantine, "-", last, count=batch)
-            except redis.RedisError as e:
-                raise StoreError(f"reading the quarantine failed: {e}") from None
+            entries = self._after("-", batch, last)
             if not entries:
                 return deleted
             deleted += len(self.delete([entry_id.decode() for entry_id, _ in entries]))
-
-    def count(self) -> int:
-        try:
-            return self.client.xlen(self.keys.quarantine)
-        except redis.RedisError as e:
-            raise StoreError(f"reading the quarantine failed: {e}") from None

@@ -1,23 +1,11 @@
-"""Counts read from Redis for /metrics and /health: the same for every process."""
+"""Counts read from Redis for /metrics and ``status`` (Store.gauges): the same for every process."""
 
 from __future__ import annotations
 
-import time
-
 import redis
 
-from yagi_meter.errors import StoreError
+from yagi_meter.store.base import translated
 from yagi_meter.store.keys import OUTBOXES, Keys
-
-
-def ping(client: redis.Redis) -> float:
-    """Round-trip time to Redis in seconds; raises StoreError when unreachable."""
-    started = time.perf_counter()
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        raise StoreError(f"Redis unreachable: {e}") from None
-    return time.perf_counter() - started
 
 
 def gauges(client: redis.Redis, keys: Keys) -> dict[str, int]:
@@ -32,10 +20,8 @@ def gauges(client: redis.Redis, keys: Keys) -> dict[str, int]:
     pipe.xlen(keys.dead_letters)
     for name in OUTBOXES:
         pipe.zcard(keys.outbox(name))
-    try:
+    with translated("reading counts"):
         replies = pipe.execute()
-    except redis.RedisError as e:
-        raise StoreError(f"reading counts failed: {e}") from None
     values = [int(value or 0) for value in replies]
     names = [
         "events",
@@ -57,9 +43,7 @@ def hub_counts(client: redis.Redis, keys: Keys) -> dict[str, int]:
     pipe.zcard(keys.hub_due)
     pipe.get(keys.hub_failures)
     pipe.get(keys.hub_dropped)
-    try:
+    with translated("reading hub counts"):
         replies = pipe.execute()
-    except redis.RedisError as e:
-        raise StoreError(f"reading hub counts failed: {e}") from None
     names = ["subscriptions", "pending_verifications", "subscribers_due", "failed_deliveries", "dropped"]
     return dict(zip(names, (int(v or 0) for v in replies), strict=True))

@@ -15,17 +15,30 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import resources
+from enum import StrEnum
 from typing import Any
 
-import redis
-
 from yagi_meter.errors import StoreError
-from yagi_meter.store.keys import Keys
+from yagi_meter.store.base import Collection, Pipeline, translated
 from yagi_meter.store.outbox import Outbox, member
 
-SUBSCRIBE, UNSUBSCRIBE, DENIED = "subscribe", "unsubscribe", "denied"
-OK, RETRY, DROP = "ok", "retry", "drop"
+_RETRIES = 10  # times a script is called again when the state it was given changed meanwhile
+
+
+class HubMode(StrEnum):
+    """What an intent asks the push worker to verify (its value is WebSub's hub.mode)."""
+
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    DENIED = "denied"  # not verified: the callback is told it was refused
+
+
+class Delivered(StrEnum):
+    """How one delivery attempt ended, as settle.lua takes it."""
+
+    OK = "ok"  # the subscriber has the entries
+    RETRY = "retry"  # failed; the same entries again after a delay
+    DROP = "drop"  # failed for good; the entries are given up
 
 
 def subscription_id(topic_path: str, callback: str) -> str:
@@ -41,7 +54,7 @@ def _now_ms() -> int:
 class Intent:
     """A (un)subscription request waiting for verification, or a denial to send."""
 
-    mode: str
+    mode: HubMode
     topic: str  # as the subscriber gave it: echoed in verification and in rel=self
     topic_path: str  # canonical feed path (topics.py); "" when the topic names no feed
     callback: str
@@ -65,7 +78,7 @@ def pending_topic(mode: str, topic: str) -> str:
     """The per-topic limit's bucket: denials all share one, so that requests the
     hub will deny (an unknown topic, no right to read it) cannot use up the
     quota of a topic its readers want to subscribe to."""
-    return "(denied)" if mode == DENIED else topic
+    return "(denied)" if mode == HubMode.DENIED else topic
 
 
 @dataclass(frozen=True)
@@ -92,17 +105,10 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-class Subscriptions:
+class Subscriptions(Collection):
     """Every read and write of WebSub state; no other module touches the ``hub:`` keys."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client = client
-        self.keys = keys
-        lua = resources.files("yagi_meter.store")
-        self._claim = client.register_script(lua.joinpath("claim.lua").read_text())
-        self._fan_out = client.register_script(lua.joinpath("fanout.lua").read_text())
-        self._settle = client.register_script(lua.joinpath("settle.lua").read_text())
-        self._request = client.register_script(lua.joinpath("request.lua").read_text())
+    what = "hub state"
 
     # -- requests and verification --------------------------------------
 
@@ -117,8 +123,9 @@ class Subscriptions:
             self.keys.hub_pending_client(intent.client),
             self.keys.hub_pending_topic(intent.topic_key),
         ]
-        for _ in range(10):  # another request for the same id in between: read it again
-            nonce, client, mode = self._call(self.client.hmget, intent_key, "nonce", "client", "mode")
+        for _ in range(_RETRIES):  # another request for the same id in between: read it again
+            with translated("hub state: reading an intent"):
+                nonce, client, mode = self.client.hmget(intent_key, "nonce", "client", "mode")
             # The replaced intent has the same id, so the same topic; maybe another
             # client, and another mode (a denial becoming a subscription).
             old_keys = new_keys
@@ -131,21 +138,24 @@ class Subscriptions:
             keys = [intent_key, self.keys.hub_intents, *new_keys, *old_keys]
             old_nonce = (nonce or b"").decode()
             args = [intent.id, _now_ms(), max_per_client, max_per_topic, old_nonce, max_total, *fields]
-            queued = self._call(self._request, keys=keys, args=args)
+            queued = self._run("request", keys, args)
             if queued >= 0:
                 return bool(queued)
         raise StoreError(f"hub state: intent {intent.id} kept changing while it was being queued")
 
     def claim_intents(self, count: int, lease_seconds: float) -> list[Intent]:
         """Up to ``count`` due intents, leased to the caller."""
-        ids = self._call(self._claim, keys=[self.keys.hub_intents], args=[int(lease_seconds * 1000), count])
+        ids = self._run("claim", [self.keys.hub_intents], [int(lease_seconds * 1000), count])
         intents = []
         for raw_id in ids:
-            raw = _decode(self._call(self.client.hgetall, self.keys.hub_intent(raw_id.decode())))
+            with translated("hub state: reading an intent"):
+                raw = _decode(self.client.hgetall(self.keys.hub_intent(raw_id.decode())))
+                if not raw:
+                    self.client.zrem(self.keys.hub_intents, raw_id)
             if not raw:
-                self._call(self.client.zrem, self.keys.hub_intents, raw_id)
                 continue
             raw["lease_seconds"] = int(raw["lease_seconds"])
+            raw["mode"] = HubMode(raw["mode"])
             intents.append(Intent(**raw))
         return intents
 
@@ -153,7 +163,7 @@ class Subscriptions:
         """Forget a handled intent, unless a newer request replaced it meanwhile."""
         key = self.keys.hub_intent(intent.id)
 
-        def finish(pipe: redis.client.Pipeline) -> None:
+        def finish(pipe: Pipeline) -> None:
             current, client = pipe.hmget(key, "nonce", "client")
             pipe.multi()
             if current is not None and current.decode() != intent.nonce:
@@ -164,16 +174,14 @@ class Subscriptions:
                 pipe.zrem(self.keys.hub_pending_client((client or b"").decode()), intent.id)
                 pipe.zrem(self.keys.hub_pending_topic(intent.topic_key), intent.id)
 
-        self._call(self.client.transaction, finish, key)
+        with translated("hub state: finishing an intent"):
+            self.client.transaction(finish, key)
 
     def defer_intent(self, intent: Intent, delay_seconds: float) -> None:
         """Make a claimed intent due again in ``delay_seconds`` without handling it."""
-        self._call(
-            self.client.zadd,
-            self.keys.hub_intents,
-            {intent.id: _now_ms() + int(delay_seconds * 1000)},
-            xx=True,
-        )
+        with translated("hub state: deferring an intent"):
+            due = _now_ms() + int(delay_seconds * 1000)
+            self.client.zadd(self.keys.hub_intents, {intent.id: due}, xx=True)
 
     def activate(self, intent: Intent, expires_ms: int) -> None:
         """Store or renew a verified subscription until ``expires_ms``."""
@@ -197,7 +205,8 @@ class Subscriptions:
     def remove(self, subscription_id: str) -> bool:
         """Delete a subscription with its queue; False when there was none."""
         key = self.keys.hub_subscription(subscription_id)
-        topic_path = self._call(self.client.hget, key, "topic_path")
+        with translated("hub state: reading a subscription"):
+            topic_path = self.client.hget(key, "topic_path")
         pipe = self.client.pipeline(transaction=True)
         if topic_path is not None:
             pipe.srem(self.keys.hub_topic(topic_path.decode()), subscription_id)
@@ -209,7 +218,8 @@ class Subscriptions:
 
     def expire(self, limit: int = 1000) -> int:
         """Remove subscriptions whose lease has ended; return how many."""
-        ids = self._call(self.client.zrangebyscore, self.keys.hub_leases, "-inf", _now_ms(), 0, limit)
+        with translated("hub state: reading leases"):
+            ids = self.client.zrangebyscore(self.keys.hub_leases, "-inf", _now_ms(), 0, limit)
         for raw_id in ids:
             self.remove(raw_id.decode())
         return len(ids)
@@ -217,7 +227,8 @@ class Subscriptions:
     # -- reading ----------------------------------------------------------
 
     def get(self, subscription_id: str) -> Subscription | None:
-        raw = self._call(self.client.hgetall, self.keys.hub_subscription(subscription_id))
+        with translated("hub state: reading a subscription"):
+            raw = self.client.hgetall(self.keys.hub_subscription(subscription_id))
         return self._subscription(subscription_id, raw)
 
     def with_pending(self, subscription_id: str, count: int) -> tuple[Subscription | None, list[int]]:
@@ -248,10 +259,12 @@ class Subscriptions:
 
     def ids(self) -> list[str]:
         """Every subscription id, live or not yet swept."""
-        return [i.decode() for i in self._call(self.client.zrange, self.keys.hub_leases, 0, -1)]
+        with translated("hub state: reading leases"):
+            return [i.decode() for i in self.client.zrange(self.keys.hub_leases, 0, -1)]
 
     def of_topic(self, topic_path: str) -> list[str]:
-        return sorted(i.decode() for i in self._call(self.client.smembers, self.keys.hub_topic(topic_path)))
+        with translated("hub state: reading a topic"):
+            return sorted(i.decode() for i in self.client.smembers(self.keys.hub_topic(topic_path)))
 
     def standing(self) -> list[dict[str, Any]]:
         """Every subscription's id, topic, callback, queued entries, failures and lease end
@@ -291,34 +304,53 @@ class Subscriptions:
 
     def backlog(self, subscription_id: str) -> int:
         """Entries waiting for delivery to one subscription."""
-        return self._call(self.client.zcard, self.keys.hub_queue(subscription_id))
+        with translated("hub state: reading a queue"):
+            return self.client.zcard(self.keys.hub_queue(subscription_id))
 
     # -- fan-out and delivery ----------------------------------------------
 
     def fan_out(self, outbox: Outbox, entries: Sequence[tuple[int, Iterable[str]]]) -> int:
         """Queue each (seq, topic paths) for every live subscription of those topics and
-        mark the outbox entries done, atomically; return the queue entries added."""
-        k = self.keys
-        keys = [outbox.due_key, outbox.seqs_key, outbox.attempts_key, k.hub_leases, k.hub_due]
-        args: list[str | int] = [k.hub_queue("")]
-        for seq, paths in entries:
-            paths = list(paths)
-            keys.extend(k.hub_topic(path) for path in paths)
-            args += [member(seq), seq, len(paths)]
-        return int(self._call(self._fan_out, keys=keys, args=args))
+        mark the outbox entries done, atomically; return the queue entries added.
+
+        The topics' subscribers are read first, so that fanout.lua is given every
+        queue key it writes; it writes nothing when they changed meanwhile, and
+        they are read again.
+        """
+        entries = [(seq, list(paths)) for seq, paths in entries]
+        topics = list(dict.fromkeys(path for _, paths in entries for path in paths))
+        position = {path: i + 1 for i, path in enumerate(topics)}
+        for _ in range(_RETRIES):
+            pipe = self.client.pipeline(transaction=False)
+            for path in topics:
+                pipe.smembers(self.keys.hub_topic(path))
+            subscribers = [sorted(i.decode() for i in ids) for ids in self._execute(pipe)]
+            o = outbox.outbox_keys
+            keys = [o.due, o.seqs, o.attempts, self.keys.hub_leases, self.keys.hub_due]
+            args: list[str | int] = [len(topics)]
+            for path, ids in zip(topics, subscribers, strict=True):
+                keys += [self.keys.hub_topic(path), *(self.keys.hub_queue(i) for i in ids)]
+                args += [len(ids), *ids]
+            for seq, paths in entries:
+                args += [member(seq), seq, len(paths), *(position[path] for path in paths)]
+            added = int(self._run("fanout", keys, args))
+            if added >= 0:
+                return added
+        raise StoreError("hub state: subscriptions kept changing while entries were being fanned out")
 
     def claim_due(self, count: int, lease_seconds: float) -> list[str]:
         """Up to ``count`` subscriptions due for delivery, leased to the caller."""
-        ids = self._call(self._claim, keys=[self.keys.hub_due], args=[int(lease_seconds * 1000), count])
+        ids = self._run("claim", [self.keys.hub_due], [int(lease_seconds * 1000), count])
         return [i.decode() for i in ids]
 
     def pending(self, subscription_id: str, count: int) -> list[int]:
         """The oldest ``count`` seqs waiting for one subscription."""
-        seqs = self._call(self.client.zrange, self.keys.hub_queue(subscription_id), 0, count - 1)
+        with translated("hub state: reading a queue"):
+            seqs = self.client.zrange(self.keys.hub_queue(subscription_id), 0, count - 1)
         return [int(s) for s in seqs]
 
     def settle(
-        self, subscription_id: str, outcome: str, seqs: Sequence[int], delay_seconds: float = 0
+        self, subscription_id: str, outcome: Delivered, seqs: Sequence[int], delay_seconds: float = 0
     ) -> None:
         """Record a delivery attempt: OK or DROP take ``seqs`` off the queue, RETRY
         makes the subscription due again in ``delay_seconds``."""
@@ -331,15 +363,4 @@ class Subscriptions:
             k.hub_dropped,
         ]
         args = [subscription_id, outcome, int(delay_seconds * 1000), *seqs]
-        self._call(self._settle, keys=keys, args=args)
-
-    # -- plumbing ------------------------------------------------------------
-
-    def _call(self, method, *args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except redis.RedisError as e:
-            raise StoreError(f"hub state: {getattr(method, '__name__', 'script')} failed: {e}") from None
-
-    def _execute(self, pipe: redis.client.Pipeline) -> list:
-        return self._call(pipe.execute)
+        self._run("settle", keys, args)

@@ -299,7 +299,7 @@ class Peers:
         """Content distribution (WebSub 7): POST ``body`` to the callback."""
         return self._request("POST", callback, body=body, headers=headers)[0]
 
-    def ping(self, hub_url: str, topic: str) -> Reply:
+    def announce_update(self, hub_url: str, topic: str) -> Reply:
         """Tell an external hub that ``topic`` has new content (hub.mode=publish)."""
         form = urlencode({"hub.mode": "publish", "hub.url": topic, "hub.topic": topic}).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -1,4 +1,4 @@
-"""What one WebSub delivery is made of: the Atom document, its signature, the retry delay.
+"""What one WebSub delivery is made of: the Atom document and its signature.
 
 Pure functions and a cache of rendered entries; no HTTP (websub.py) and no
 loop (push.py).
@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import random
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from yagi_meter.atom import FeedMeta, Link, entry_bytes, feed_document
-from yagi_meter.notification import Event
+from yagi_meter.atom import FeedMeta, Link, entry_bytes, entry_updated, feed_document
 from yagi_meter.store import Store
 
 ENTRY_CACHE_SIZE = 2000  # a few seconds of events at a few hundred a second
@@ -27,13 +25,6 @@ def signature(algorithm: str, secret: str, body: bytes) -> str:
     return f"{algorithm}={hmac.new(secret.encode(), body, getattr(hashlib, algorithm)).hexdigest()}"
 
 
-def backoff(attempts: int, low: float, high: float) -> float:
-    """Delay before retry number ``attempts`` (1, 2, ...): doubling from ``low``,
-    capped at ``high``, with full jitter on the upper half."""
-    ceiling = min(high, low * 2 ** (attempts - 1))
-    return random.uniform(ceiling / 2, ceiling)
-
-
 @dataclass(frozen=True)
 class RenderedEntry:
     seq: int
@@ -41,15 +32,15 @@ class RenderedEntry:
     xml: bytes
 
 
-def entry_updated(event: Event) -> datetime:
-    """An entry's ``updated`` (as yagi_meter.atom writes it): when it entered the archive."""
-    return max(event.timestamp, event.ingested_at or event.timestamp)
+def delivery_document(
+    entries: Sequence[RenderedEntry], feed_id: str, topic_url: str, title: str, hub: str
+) -> bytes:
+    """The Atom feed document POSTed to a subscriber: exactly ``entries`` (WebSub 7).
 
-
-def delivery_document(entries: Sequence[RenderedEntry], topic_url: str, title: str, hub: str) -> bytes:
-    """The Atom feed document POSTed to a subscriber: exactly ``entries`` (WebSub 7)."""
+    ``feed_id``: the feed's atom:id, as the feed itself has it; ``topic_url``:
+    the topic as subscribed, its rel=self."""
     meta = FeedMeta(
-        feed_id=topic_url,
+        feed_id=feed_id,
         title=title,
         updated=max(e.updated for e in entries),
         links=(Link("self", topic_url), Link("hub", hub)),
@@ -84,10 +75,12 @@ class EntryCache:
             found = {seq: self._entries[(epoch, seq)] for seq in seqs if (epoch, seq) in self._entries}
         missing = [seq for seq in seqs if seq not in found]
         if missing:
-            loaded = {
-                e.seq: RenderedEntry(e.seq, entry_updated(e), entry_bytes(e, self.base_url))
-                for e in self.store.events.get_many(missing)
-            }
+            loaded: dict[int, RenderedEntry] = {}
+            for event in self.store.events.get_many(missing):
+                assert event.seq is not None  # a stored event has its seq
+                loaded[event.seq] = RenderedEntry(
+                    event.seq, entry_updated(event), entry_bytes(event, self.base_url)
+                )
             found.update(loaded)
             with self._lock:
                 self._entries.update(((epoch, seq), entry) for seq, entry in loaded.items())

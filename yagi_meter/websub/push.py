@@ -11,33 +11,24 @@ flight, settles them and returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
-import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from yagi_meter.config import Config
+from yagi_meter.daemon import Backoff, Lifecycle, backoff
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
-from yagi_meter.store.outbox import Outbox
-from yagi_meter.store.subscriptions import (
-    DENIED,
-    DROP,
-    OK,
-    RETRY,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
-    Intent,
-    Subscription,
-    Subscriptions,
-)
+from yagi_meter.store.subscriptions import Delivered, HubMode, Intent, Subscription
 from yagi_meter.websub.callbacks import Peers
-from yagi_meter.websub.delivery import EntryCache, backoff, delivery_document, signature
-from yagi_meter.websub.topics import parse_topic, topics_of
+from yagi_meter.websub.delivery import EntryCache, delivery_document, signature
+from yagi_meter.websub.topics import TopicKind, parse_topic, topics_of
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +65,8 @@ class PushWorker:
         self.config = config
         self.hub = config.hub
         self.store = store
-        self.outbox = Outbox(store.client, store.keys, "push")
-        self.subscriptions = Subscriptions(store.client, store.keys)
+        self.outbox = store.outbox("push")
+        self.subscriptions = store.subscriptions
         self.entries = EntryCache(store, config.base_url)
         self.peers = peers or Peers(
             self.hub.allowed_callback_networks,
@@ -95,26 +86,20 @@ class PushWorker:
         self._more_intents = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._stopping = False
+        self.lifecycle = Lifecycle("push", store.errors)
         self._next_expiry = 0.0
         self._next_poll = 0.0
         self._more_events = False
         self._claim_group = max(1, self.hub.delivery_threads // 4)
 
-    def stop(self, *_: object) -> None:
-        """Finish the requests in flight and return from ``run``."""
-        self._stopping = True
+    def stop(self) -> None:
+        """Finish the requests in flight and return from ``run`` (from another thread).
+
+        SIGTERM sets only the lifecycle's flag (daemon.py says why); the main
+        loop's waits are short enough to notice it.
+        """
+        self.lifecycle.stop()
         self._wake.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, *_: object) -> None:
-        # Only a flag: the handler runs in the main thread, which may be inside
-        # _wake.wait() holding that Event's lock, so _wake.set() here could
-        # deadlock.  The main loop's waits are short enough to notice it.
-        self._stopping = True
 
     def run(self) -> None:
         log.info(
@@ -125,17 +110,17 @@ class PushWorker:
             self.hub.batch_size,
         )
         poll = self.hub.poll_interval_ms / 1000
-        backoff_seconds = poll
-        while not self._stopping:
+        retry = Backoff(poll, self.config.amqp.reconnect_max_seconds)
+        while not self.lifecycle.stopping:
             try:
                 busy = self.step()
-                backoff_seconds = poll
+                retry.reset()
             except StoreError as e:
-                log.error("Redis unavailable (%s); retrying in %.1fs", e, backoff_seconds)
+                delay = retry.next()
+                log.error("Redis unavailable (%s); retrying in %.1fs", e, delay)
                 busy = False
-                self._pause(backoff_seconds)
-                backoff_seconds = min(backoff_seconds * 2, self.config.amqp.reconnect_max_seconds)
-            if not busy and not self._stopping:
+                self._pause(delay)
+            if not busy and not self.lifecycle.stopping:
                 self._wake.wait(poll)
             self._wake.clear()
         self.close()
@@ -144,7 +129,7 @@ class PushWorker:
     def _pause(self, seconds: float) -> None:
         """Wait up to ``seconds``, waking on new work, in steps short enough to see a stop."""
         deadline = time.monotonic() + seconds
-        while not self._stopping and time.monotonic() < deadline:
+        while not self.lifecycle.stopping and time.monotonic() < deadline:
             if self._wake.wait(min(0.1, deadline - time.monotonic())):
                 return
 
@@ -162,7 +147,7 @@ class PushWorker:
         busy = False
         if self._more_events or self._more_intents or time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.hub.poll_interval_ms / 1000
-            self._more_events = self._ping_external() if self.hub.external_url else self._fan_out()
+            self._more_events = self._announce_to_external_hub() if self.hub.external_url else self._fan_out()
             self._more_intents = self._dispatch_intents()
             busy = self._more_events or self._more_intents
         busy = self._dispatch_deliveries() or busy
@@ -186,14 +171,16 @@ class PushWorker:
         log.debug("fanned out %d events into %d deliveries", len(seqs), added)
         return True
 
-    def _ping_external(self) -> bool:
+    def _announce_to_external_hub(self) -> bool:
         seqs = self.outbox.claim(FAN_OUT_BATCH, OUTBOX_LEASE_SECONDS)
         if not seqs:
             return False
         topics = sorted(
             {t.url(self.config.base_url) for e in self.store.events.get_many(seqs) for t in topics_of(e)}
         )
-        replies = list(self._pool.map(lambda topic: self.peers.ping(self.hub.external_url, topic), topics))
+        replies = list(
+            self._pool.map(lambda topic: self.peers.announce_update(self.hub.external_url, topic), topics)
+        )
         failed = [(topic, r) for topic, r in zip(topics, replies, strict=True) if not r.ok]
         if not failed:
             self.outbox.done(*seqs)
@@ -205,7 +192,7 @@ class PushWorker:
             self.outbox.retry(seq, delay)
         text = f"ping of {len(failed)} topics to {self.hub.external_url} failed ({failed[0][1].detail})"
         log.error("%s; retry %d in %.1fs", text, attempts, delay)
-        self.store.errors.record("push", text)
+        self.lifecycle.record(text)
         return True
 
     # -- verification and delivery in the pool ------------------------------
@@ -214,18 +201,18 @@ class PushWorker:
         with self._lock:
             return self.hub.delivery_threads - self._in_flight
 
-    def _submit(self, task, *args) -> None:
+    def _submit(self, task: Callable[[str], None], subscription_id: str) -> None:
         with self._lock:
             self._in_flight += 1
-        future = self._pool.submit(task, *args)
+        future = self._pool.submit(task, subscription_id)
         future.add_done_callback(self._finished)
 
-    def _finished(self, future: Future) -> None:
+    def _finished(self, future: Future[None]) -> None:
         with self._lock:
             self._in_flight -= 1
         self._settled(future)
 
-    def _settled(self, future: Future) -> None:
+    def _settled(self, future: Future[None]) -> None:
         if future.exception() is not None:
             # The claim's lease runs out and another pass takes the work again.
             log.error("push task failed: %r", future.exception(), exc_info=future.exception())
@@ -237,7 +224,7 @@ class PushWorker:
         waits a second (one slow host holds at most that many threads)."""
         with self._lock:
             free = self.hub.verify_threads - sum(self._verifying.values())
-        if self._stopping or free <= 0:
+        if self.lifecycle.stopping or free <= 0:
             return False
         intents = self.subscriptions.claim_intents(free, self.lease_seconds)
         for intent in intents:
@@ -250,10 +237,10 @@ class PushWorker:
                 self.subscriptions.defer_intent(intent, HOST_BUSY_DELAY_SECONDS)
                 continue
             future = self._verify_pool.submit(self._verify, intent)
-            future.add_done_callback(lambda f, host=host: self._verified(f, host))
+            future.add_done_callback(functools.partial(self._verified, host=host))
         return bool(intents)
 
-    def _verified(self, future: Future, host: str) -> None:
+    def _verified(self, future: Future[None], host: str) -> None:
         with self._lock:
             self._verifying[host] -= 1
             if self._verifying[host] <= 0:
@@ -264,7 +251,7 @@ class PushWorker:
         free = self._free_threads()
         # Claim in groups rather than one per finished request: fewer round trips.
         if (
-            self._stopping
+            self.lifecycle.stopping
             or self.hub.external_url
             or free < min(self._claim_group, self.hub.delivery_threads)
         ):
@@ -275,7 +262,7 @@ class PushWorker:
         return bool(ids)
 
     def _verify(self, intent: Intent) -> None:
-        if intent.mode == DENIED:
+        if intent.mode == HubMode.DENIED:
             reply = self.peers.deny(intent.callback, intent.topic, intent.reason)
             log.info(
                 "denied %s for %s: %s (%s)",
@@ -289,7 +276,7 @@ class PushWorker:
         self.subscriptions.finish_intent(intent)
 
     def _verify_intent(self, intent: Intent) -> None:
-        lease = intent.lease_seconds if intent.mode == SUBSCRIBE else None
+        lease = intent.lease_seconds if intent.mode == HubMode.SUBSCRIBE else None
         # The lease counts from the verification request (WebSub 5.3).
         started_ms = int(time.time() * 1000)
         reply = self.peers.verify(
@@ -304,10 +291,10 @@ class PushWorker:
                 reply.detail,
             )
             return
-        if intent.mode == SUBSCRIBE:
+        if intent.mode == HubMode.SUBSCRIBE:
             self.subscriptions.activate(intent, started_ms + intent.lease_seconds * 1000)
             log.info("subscribed %s to %s for %ds", intent.callback, intent.topic, intent.lease_seconds)
-        elif intent.mode == UNSUBSCRIBE:
+        elif intent.mode == HubMode.UNSUBSCRIBE:
             self.subscriptions.remove(intent.id)
             log.info("unsubscribed %s from %s", intent.callback, intent.topic)
 
@@ -318,14 +305,18 @@ class PushWorker:
             return
         entries = self.entries.get_many(seqs)
         if not entries:  # nothing queued, or only events retention removed
-            self.subscriptions.settle(subscription_id, OK, seqs)
+            self.subscriptions.settle(subscription_id, Delivered.OK, seqs)
             return
         body = delivery_document(
-            entries, self._topic_url(subscription), self._title(subscription), self.hub_url
+            entries,
+            self.config.base_url + subscription.topic_path,
+            self._topic_url(subscription),
+            self._title(subscription),
+            self.hub_url,
         )
         reply = self.peers.deliver(subscription.callback, body, self._headers(subscription, body))
         if reply.ok:
-            self.subscriptions.settle(subscription_id, OK, seqs)
+            self.subscriptions.settle(subscription_id, Delivered.OK, seqs)
             log.debug("delivered %d entries to %s", len(entries), subscription.callback)
         elif reply.status == GONE:
             self.subscriptions.remove(subscription_id)
@@ -340,16 +331,16 @@ class PushWorker:
         first = subscription.first_failure_ms or int(time.time() * 1000)
         too_old = time.time() - first / 1000 > self.hub.max_delivery_age_seconds
         if attempts >= self.hub.max_delivery_attempts or too_old:
-            self.subscriptions.settle(subscription.id, DROP, seqs)
+            self.subscriptions.settle(subscription.id, Delivered.DROP, seqs)
             text = (
                 f"dropped {len(seqs)} entries (seq {seqs[0]}..{seqs[-1]}) for {subscription.callback} "
                 f"({subscription.topic}) after {attempts} attempts: {detail}"
             )
             log.error("%s", text)
-            self.store.errors.record("push", text)
+            self.lifecycle.record(text)
             return
         delay = backoff(attempts, self.hub.retry_min_seconds, self.hub.retry_max_seconds)
-        self.subscriptions.settle(subscription.id, RETRY, seqs, delay)
+        self.subscriptions.settle(subscription.id, Delivered.RETRY, seqs, delay)
         log.warning(
             "delivery of %d entries to %s failed (%s); retry %d in %.1fs",
             len(seqs),
@@ -369,8 +360,9 @@ class PushWorker:
         return headers
 
     def _topic_url(self, subscription: Subscription) -> str:
-        """The canonical topic URL (WebSub 7: rel=self), whatever spelling was subscribed."""
-        return self.config.base_url + subscription.topic_path
+        """The topic URL as subscribed (WebSub 7: rel=self): the feed's own rel=self, or any
+        other spelling of the feed, comes back exactly as the subscriber knows it."""
+        return subscription.topic or self.config.base_url + subscription.topic_path
 
     def _title(self, subscription: Subscription) -> str:
         try:
@@ -378,8 +370,8 @@ class PushWorker:
         except ValueError:
             return "yagi-meter events"
         return {
-            "all": "All events",
-            "tenant": f"Events of tenant {topic.tenant_id}",
-            "resource": f"Events of resource {topic.resource_id} (tenant {topic.tenant_id})",
-            "event_type": f"{topic.event_type} events",
+            TopicKind.ALL: "All events",
+            TopicKind.TENANT: f"Events of tenant {topic.tenant_id}",
+            TopicKind.RESOURCE: f"Events of resource {topic.resource_id} (tenant {topic.tenant_id})",
+            TopicKind.EVENT_TYPE: f"{topic.event_type} events",
         }[topic.kind]

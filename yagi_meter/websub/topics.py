@@ -9,14 +9,25 @@ topic, and a change of ``[feeds] base_url`` does not orphan subscriptions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from yagi_meter.notification import Event
 
-ALL, TENANT, RESOURCE, EVENT_TYPE = "all", "tenant", "resource", "event_type"
-# Query parameters that only page through a feed: a feed's rel=self may carry
-# them, and the topic is the same feed.  Filters (event_type, start, end) are not.
-PAGING = frozenset({"limit", "marker", "direction"})
+
+class TopicKind(StrEnum):
+    """Which feed a topic is."""
+
+    ALL = "all"
+    TENANT = "tenant"
+    RESOURCE = "resource"
+    EVENT_TYPE = "event_type"
+
+
+# Query parameters that only page through a feed, or choose its representation
+# (deliveries are Atom whatever was asked): a feed's rel=self may carry them, and
+# the topic is the same feed.  Filters (event_type, start, end, user_id) are not.
+PAGING = frozenset({"limit", "marker", "direction", "format"})
 
 
 def _q(part: str) -> str:
@@ -27,18 +38,18 @@ def _q(part: str) -> str:
 class Topic:
     """One feed: every event, one tenant's, one resource's or one event type's."""
 
-    kind: str
+    kind: TopicKind
     tenant_id: str | None = None
     resource_id: str | None = None
     event_type: str | None = None
 
     def path(self) -> str:
         """The canonical path of the feed, e.g. ``/tenants/t1/events``."""
-        if self.kind == TENANT:
+        if self.kind == TopicKind.TENANT:
             return f"/tenants/{_q(self.tenant_id or '')}/events"
-        if self.kind == RESOURCE:
+        if self.kind == TopicKind.RESOURCE:
             return f"/tenants/{_q(self.tenant_id or '')}/resources/{_q(self.resource_id or '')}/events"
-        if self.kind == EVENT_TYPE:
+        if self.kind == TopicKind.EVENT_TYPE:
             return f"/event_types/{_q(self.event_type or '')}/events"
         return "/events"
 
@@ -48,16 +59,16 @@ class Topic:
     @property
     def admin_only(self) -> bool:
         """The global and per-event-type feeds are for administrators (README, "Who may read what")."""
-        return self.kind in (ALL, EVENT_TYPE)
+        return self.kind in (TopicKind.ALL, TopicKind.EVENT_TYPE)
 
 
 def topics_of(event: Event) -> list[Topic]:
     """Every feed ``event`` is an entry of."""
-    topics = [Topic(ALL), Topic(EVENT_TYPE, event_type=event.event_type)]
-    if event.tenant_id:
-        topics.append(Topic(TENANT, tenant_id=event.tenant_id))
+    topics = [Topic(TopicKind.ALL), Topic(TopicKind.EVENT_TYPE, event_type=event.event_type)]
+    for tenant_id in event.tenants:  # the owner, and a billed project
+        topics.append(Topic(TopicKind.TENANT, tenant_id=tenant_id))
         if event.resource_id:
-            topics.append(Topic(RESOURCE, tenant_id=event.tenant_id, resource_id=event.resource_id))
+            topics.append(Topic(TopicKind.RESOURCE, tenant_id=tenant_id, resource_id=event.resource_id))
     return topics
 
 
@@ -78,11 +89,11 @@ def parse_topic(url: str, base_url: str) -> Topic:
         raise ValueError("no feed at this path")
     match segments:
         case ["events"]:
-            return Topic(ALL)
+            return Topic(TopicKind.ALL)
         case ["tenants", tenant, "events"]:
-            return Topic(TENANT, tenant_id=tenant)
+            return Topic(TopicKind.TENANT, tenant_id=tenant)
         case ["tenants", tenant, "resources", resource, "events"]:
-            return Topic(RESOURCE, tenant_id=tenant, resource_id=resource)
+            return Topic(TopicKind.RESOURCE, tenant_id=tenant, resource_id=resource)
         case ["event_types", event_type, "events"]:
-            return Topic(EVENT_TYPE, event_type=event_type)
+            return Topic(TopicKind.EVENT_TYPE, event_type=event_type)
     raise ValueError("no feed at this path")
