@@ -44,6 +44,7 @@ from yagi_meter import config as config_module  # noqa: E402
 from yagi_meter.audit.daemon import Auditor  # noqa: E402
 from yagi_meter.ingest.ingestor import Ingestor, Message  # noqa: E402
 from yagi_meter.store import open_store  # noqa: E402
+from yagi_meter.store.keys import Keys  # noqa: E402
 
 TEMPLATES = json.loads((ROOT / "tests" / "fixtures" / "audit" / "nova-legacy.json").read_text())
 NEEDED = 10 * 10_000 / 3600  # verdicts/s: 10x the hourly exists of 10,000 instances
@@ -130,7 +131,7 @@ def main() -> None:
         audit_seconds = time.perf_counter() - started
         verdicts = report.judged
         assert verdicts == args.resources and report.stored == args.resources and not report.missing, report
-        failed = store.client.zcard(store.keys.event_type("compute.instance.exists.failed"))
+        failed = client.zcard(Keys(prefix).event_type("compute.instance.exists.failed"))
         assert failed == 0, f"{failed} failed verdicts on complete lifecycles"
         rate = verdicts / audit_seconds
         print(

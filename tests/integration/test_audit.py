@@ -22,7 +22,7 @@ from yagi_meter.audit.rules import BUILT_IN
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.notification import Event
 from yagi_meter.store import open_store
-from yagi_meter.store.pages import LAST, FeedIndex, PageQuery, Pages
+from yagi_meter.store.pages import LAST, PageQuery
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +56,7 @@ def ingest(store, config, messages: list[dict]) -> None:
 
 def verdicts(store) -> list[Event]:
     """Every verdict in the /audit index, oldest first."""
-    pages = Pages(store.client, store.keys)
-    index = FeedIndex(store.keys.audit_verdicts, "zset")
-    _, page = pages.read(index, PageQuery(direction=LAST, limit=1000))
+    _, page = store.pages.read(store.pages.audit_verdicts(), PageQuery(direction=LAST, limit=1000))
     return [item.decode() for item in page.events]
 
 

@@ -7,7 +7,6 @@ from typing import Any
 from yagi_meter.audit import calendar
 from yagi_meter.notification import format_timestamp
 from yagi_meter.store import Store
-from yagi_meter.store.audit import AuditLedger
 
 OUTCOMES = ("verified", "failed", "missing")
 
@@ -15,7 +14,7 @@ OUTCOMES = ("verified", "failed", "missing")
 def audit_report(store: Store, periods: int) -> dict[str, Any]:
     """Exists waiting for their grace period, and per audit period (newest first) the
     verdicts stored: verified, failed and missing, in all and per rule and reason."""
-    ledger = AuditLedger(store.client, store.keys)
+    ledger = store.audit
     rows = []
     for period_ms, counts in ledger.counts(periods):
         row: dict[str, Any] = {"period": format_timestamp(calendar.from_ms(period_ms))}

@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
+from datetime import UTC, datetime
+from typing import Any
 
-import redis
-
-from yagi_meter.errors import StoreError
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
-from yagi_meter.store.keys import Keys
+from yagi_meter.store.base import Collection, Pipeline, translated
 
 # The publisher_id of the audit's verdicts; ingest adds those to audit:verdicts.
 VERDICT_PUBLISHER = "yagi-meter.audit"
@@ -67,14 +65,15 @@ class Lifecycle:
     complete: bool
 
 
-class AuditLedger:
-    """Reads and writes of the audit's keys; nothing else touches them."""
+class AuditLedger(Collection):
+    """Reads and writes of the audit's keys; nothing else touches them (``Store.audit``).
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client = client
-        self.keys = keys
-        source = resources.files("yagi_meter.store").joinpath("lifecycle.lua").read_text()
-        self._lifecycle = client.register_script(source)
+    Every read of the archive the audit makes is here too (the ``type:``
+    indexes, a resource's lifecycle through lifecycle.lua), so the audit's
+    code outside the store sees neither a key nor a Redis client.
+    """
+
+    what = "the audit's state"
 
     # -- following the event-type indexes -----------------------------------
 
@@ -134,7 +133,7 @@ class AuditLedger:
         if counts:
             self._trim_counts(keep_periods)
 
-    def _count(self, pipe: redis.client.Pipeline, counts: dict[tuple[int, str], int]) -> None:
+    def _count(self, pipe: Pipeline, counts: dict[tuple[int, str], int]) -> None:
         k = self.keys
         for (period_ms, name), n in counts.items():
             pipe.hincrby(k.audit_counts(period_ms), name, n)
@@ -171,8 +170,6 @@ class AuditLedger:
 
     def marks_text(self) -> dict[str, str]:
         """``marks`` as ISO 8601 times."""
-        from datetime import UTC, datetime
-
         return {
             rule: datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
             for rule, ms in self.marks().items()
@@ -240,13 +237,14 @@ class AuditLedger:
     ) -> list[Lifecycle]:
         """For each (tenant, resource), its events of the given types, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
+        script = self.scripts["lifecycle"]
         for (tenant, resource), types in zip(resources_, event_types, strict=True):
-            self._lifecycle(
+            script(
                 keys=[self.keys.resource(tenant, resource), self.keys.events],
                 args=[budget, most, *types],
                 client=pipe,
             )
-        return [self._decode(reply) for reply in self._execute(pipe)]
+        return [self._decode(reply) for reply in self._execute(pipe, "reading resource lifecycles")]
 
     def lifecycle(
         self, tenant: str, resource: str, event_types: Sequence[str], budget: int, most: int
@@ -254,7 +252,7 @@ class AuditLedger:
         return self.lifecycle_many([(tenant, resource)], [event_types], budget, most)[0]
 
     @staticmethod
-    def _decode(reply: list) -> Lifecycle:
+    def _decode(reply: list[Any]) -> Lifecycle:
         complete, rest = reply[0], reply[1:]
         events = [codec.decode(rest[i + 2], int(rest[i]), int(rest[i + 1])) for i in range(0, len(rest), 3)]
         return Lifecycle(events, bool(complete))
@@ -265,10 +263,8 @@ class AuditLedger:
         """Delete every key of the audit's own (not its verdicts, which are events); return how many."""
         removed = 0
         pattern = self.keys.audit_state_pattern
-        try:
+        with translated("listing the audit's keys"):
             names = list(self.client.scan_iter(match=pattern, count=batch))
-        except redis.RedisError as e:
-            raise StoreError(f"listing audit keys failed: {e}") from None
         names = [name for name in names if name != self.keys.audit_verdicts.encode()]
         for start in range(0, len(names), batch):
             removed += self._call(self.client.delete, *names[start : start + batch])
@@ -276,14 +272,7 @@ class AuditLedger:
 
     # -- plumbing ------------------------------------------------------------
 
-    def _call(self, method: Callable, *args, **kwargs):
-        try:
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One Redis command; an error becomes StoreError through ``translated``."""
+        with translated(f"audit: {getattr(method, '__name__', 'redis call')}"):
             return method(*args, **kwargs)
-        except redis.RedisError as e:
-            raise StoreError(f"audit: {getattr(method, '__name__', 'redis call')} failed: {e}") from None
-
-    def _execute(self, pipe: redis.client.Pipeline) -> list:
-        try:
-            return pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"audit: pipeline failed: {e}") from None
