@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,12 +31,13 @@ from yagi_meter.audit.facts import fact
 from yagi_meter.audit.rules import Rule, parse_rules, select
 from yagi_meter.audit.verifier import MISSING_EXISTS, Verdict, audit_period, judge, missing, subjects
 from yagi_meter.config import Config
+from yagi_meter.daemon import Backoff, Lifecycle
 from yagi_meter.errors import StoreError
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.notification import Event
 from yagi_meter.store import Store
-from yagi_meter.store.audit import AuditLedger, Tracking, member, resource_of
-from yagi_meter.store.events import STORED
+from yagi_meter.store.audit import Tracking, member, resource_of
+from yagi_meter.store.events import Ingested
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,9 @@ PERIODS_PER_PASS = 24
 # Most lifecycle events returned for one resource.
 MOST_LIFECYCLE_EVENTS = 1000
 SOURCE = "audit"
+COMPONENT = "audit"  # its name in the store's error log
+# Longest wait after failed passes in a row (the first waits poll_seconds, doubling, jittered).
+MAX_RETRY_SECONDS = 30.0
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Auditor:
             for kind, types in ((CREATE, rule.creates), (DELETE, rule.deletes), (EXISTS, (rule.exists,))):
                 for event_type in types:
                     self.roles.setdefault(event_type, []).append((rule, kind))
-        self.ledger = AuditLedger(store.client, store.keys)
+        self.ledger = store.audit
         self.ingestor = Ingestor(store, config)
         audit = config.audit
         self.period = audit.period
@@ -103,46 +105,36 @@ class Auditor:
         self.ingest_batch = config.amqp.batch_size
         self.retention_days = config.redis.retention_days
         self.clock = clock
-        self.stopping = threading.Event()
-        self._signalled = False
+        self.lifecycle = Lifecycle(COMPONENT, store.errors)
 
     # -- the loop --------------------------------------------------------------
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, *_: object) -> None:
-        self._signalled = True  # only a flag; the loop looks at it between steps
-
     def stop(self) -> None:
-        self.stopping.set()
+        """Ask ``run`` to end after the step it is in (SIGTERM does, through ``lifecycle``)."""
+        self.lifecycle.stop()
 
     @property
     def stopped(self) -> bool:
-        return self._signalled or self.stopping.is_set()
+        return self.lifecycle.stopping
 
     def run(self) -> None:
-        """Pass after pass until stopped; a Redis failure is logged, recorded and retried."""
+        """Pass after pass until stopped; a Redis failure is logged, recorded and retried with backoff."""
         log.info(
             "auditing %s every %s, grace %ds",
             ", ".join(f"{rule.name} ({rule.exists})" for rule in self.rules),
             self.period,
             self.grace_ms // 1000,
         )
-        failures = 0
+        retry = Backoff(self.poll_seconds, MAX_RETRY_SECONDS)
         while not self.stopped:
             try:
                 report = self.step()
-                failures = 0
+                retry.reset()
             except StoreError as e:
-                failures += 1
-                log.warning("audit pass failed (attempt %d): %s", failures, e)
-                try:
-                    self.store.errors.record("audit", str(e))
-                except StoreError:
-                    pass
-                self._sleep(min(30.0, self.poll_seconds * 2**failures))
+                delay = retry.next()
+                log.warning("audit pass failed (attempt %d, next in %.1fs): %s", retry.failures, delay, e)
+                self.lifecycle.record(str(e))
+                self.lifecycle.wait(delay)
                 continue
             if report.worked:
                 log.info(
@@ -152,14 +144,9 @@ class Auditor:
                     report.missing,
                     report.stored,
                 )
-            if not report.worked:  # work left: the next pass starts at once
-                self._sleep(self.poll_seconds)
+            else:  # work left: the next pass starts at once
+                self.lifecycle.wait(self.poll_seconds)
         log.info("audit stopped")
-
-    def _sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while not self.stopped and time.monotonic() < end:
-            self.stopping.wait(min(0.2, max(0.0, end - time.monotonic())))
 
     def step(self, since: datetime | None = None) -> PassReport:
         """One pass: track, verify what is due, check finished periods once caught up."""
@@ -326,7 +313,7 @@ class Auditor:
                 )
             for outcome in result.outcomes:
                 verdict = by_id.get(outcome.event.message_id)
-                if verdict is None or outcome.status != STORED:
+                if verdict is None or outcome.status is not Ingested.STORED:
                     continue
                 stored += 1
                 _count(verdict, self.period, counts)
