@@ -921,6 +921,22 @@ class ForwardSection:
 
 
 @dataclass(frozen=True)
+class AuditSection:
+    """[audit]: The exists-verification daemon (yagi_meter.audit)."""
+
+    enabled: bool
+    period: str
+    grace_seconds: float
+    services: tuple[str, ...]
+    rules: str
+    batch_size: int
+    poll_seconds: float
+    max_due: int
+    keep_periods: int
+    lifecycle_scan_limit: int
+
+
+@dataclass(frozen=True)
 class LoggingSection:
     """[logging]: Where log lines go."""
 
@@ -936,6 +952,7 @@ SECTIONS: dict[str, type] = {
     "auth": AuthSection,
     "hub": HubSection,
     "forward": ForwardSection,
+    "audit": AuditSection,
     "logging": LoggingSection,
 }
 
@@ -969,6 +986,7 @@ class Config:
     auth: AuthSection
     hub: HubSection
     forward: ForwardSection
+    audit: AuditSection
     logging: LoggingSection
 
     def __init__(
@@ -987,6 +1005,7 @@ class Config:
         self.auth = _section(AuthSection, "auth", values)
         self.hub = _section(HubSection, "hub", values)
         self.forward = _section(ForwardSection, "forward", values)
+        self.audit = _section(AuditSection, "audit", values)
         self.logging = _section(LoggingSection, "logging", values)
 
     @property
@@ -1135,11 +1154,11 @@ def _check_together(config: Config) -> None:
     from yagi_meter.audit.rules import parse_rules, select
 
     try:
-        rules = parse_rules(config.get("audit", "rules"))
+        rules = parse_rules(config.audit.rules)
     except ValueError as e:
         raise ConfigError(f"[audit] rules: {e}") from None
     try:
-        select(rules, config.get("audit", "services"))
+        select(rules, config.audit.services)
     except ValueError as e:
         raise ConfigError(f"[audit] services: {e}") from None
 

@@ -9,8 +9,9 @@ import pytest
 from tests.conftest import make_config
 from yagi_meter.audit import calendar
 from yagi_meter.audit.daemon import rules_of
-from yagi_meter.cli import DAEMONS, WANTED, main
+from yagi_meter.cli import main
 from yagi_meter.errors import ConfigError
+from yagi_meter.supervisor import DAEMONS, WANTED
 
 
 def test_run_starts_the_audit_only_when_enabled() -> None:

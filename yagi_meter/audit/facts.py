@@ -24,7 +24,7 @@ class Fact:
     deleted_at: datetime | None
 
 
-def read_time(message: dict, path: Path) -> datetime | None:
+def read_time(message: dict[str, Any], path: Path) -> datetime | None:
     """A timestamp at ``path``, or None when absent, empty or not a date."""
     if not path:
         return None
@@ -50,7 +50,7 @@ def normal(value: Any) -> Any:
     return value
 
 
-def fact(rule: Rule, event: Event, message: dict | None = None) -> Fact:
+def fact(rule: Rule, event: Event, message: dict[str, Any] | None = None) -> Fact:
     """``event`` read by ``rule``; ``message``: the notification, or an exists item as payload."""
     message = event.notification if message is None else message
     return Fact(

@@ -11,6 +11,7 @@ line (see ``parse_rules``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 Path = tuple[str, ...]
 
@@ -144,7 +145,7 @@ def parse_rules(text: str, base: tuple[Rule, ...] = BUILT_IN) -> tuple[Rule, ...
         name, sep, spec = (part.strip() for part in line.partition("="))
         if not sep or not name:
             raise ValueError(f"expected '<name> = exists:<event type> ...', got {line!r}")
-        values: dict = {}
+        values: dict[str, Any] = {}
         for item in spec.split():
             key, colon, value = item.partition(":")
             if not colon or not value:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from yagi_meter.audit.facts import Fact, fact, read_time
 from yagi_meter.audit.rules import Rule
@@ -84,7 +85,7 @@ class Verdict:
             parts.append(format_timestamp(self.period_beginning))
         return str(uuid.uuid5(NAMESPACE, "\x1f".join(parts)))
 
-    def notification(self) -> dict:
+    def notification(self) -> dict[str, Any]:
         """The verdict as a notification, ready for the ingest path."""
         payload = {
             "tenant_id": self.tenant_id,
@@ -115,14 +116,14 @@ def _text(value: datetime | None) -> str | None:
 
 
 def audit_period(
-    rule: Rule, exists: Event, message: dict | None = None
+    rule: Rule, exists: Event, message: dict[str, Any] | None = None
 ) -> tuple[datetime | None, datetime | None]:
     """The exists event's audit period (beginning, ending), None where it gives none."""
     message = exists.notification if message is None else message
     return read_time(message, rule.period_beginning), read_time(message, rule.period_ending)
 
 
-def subjects(rule: Rule, exists: Event, message: dict | None = None) -> list[Subject]:
+def subjects(rule: Rule, exists: Event, message: dict[str, Any] | None = None) -> list[Subject]:
     """The resources an exists reports on: its own, or each item of ``rule.items``."""
     message = exists.notification if message is None else message
     tenant = exists.tenant_id or ""
@@ -148,7 +149,7 @@ def judge(
     subject: Subject,
     lifecycle: Sequence[Event],
     retention_start: datetime | None,
-    message: dict | None = None,
+    message: dict[str, Any] | None = None,
 ) -> Verdict:
     """Compare one exists (for one subject) with the resource's archived lifecycle events.
 
