@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -215,6 +216,18 @@ def test_verdicts_are_in_the_resource_feed_and_in_the_admin_audit_feed(key_prefi
     assert [e.text for e in etree.fromstring(failed.data).iter(f"{ATOM}title")][1:] == [
         "instance.exists.failed"
     ]
+    # Verdicts are entries like any: Base64 JSON content with a summary, JSON on request.
+    entries = list(etree.fromstring(audit.data).iter(f"{ATOM}entry"))
+    assert all(e.find(f"{ATOM}summary") is not None for e in entries)
+    assert {json.loads(base64.b64decode(e.find(f"{ATOM}content").text))["publisher_id"] for e in entries} == {
+        "yagi-meter.audit"
+    }
+    as_json = client.get("/audit?limit=100&format=json", headers={"X-Auth-Token": "admin-token"})
+    assert as_json.mimetype == "application/json"
+    assert sorted(e["title"] for e in as_json.get_json()["feed"]["entry"]) == sorted(audit_titles)
+    weak = f"W/{audit.headers['ETag']}"
+    again = client.get("/audit?limit=100", headers={"X-Auth-Token": "admin-token", "If-None-Match": weak})
+    assert again.status_code == 304
 
 
 def test_usage_periods_as_json_and_atom(key_prefix: str) -> None:
@@ -245,8 +258,20 @@ def test_usage_periods_as_json_and_atom(key_prefix: str) -> None:
         json.loads(base64.b64decode(c.text)) for c in etree.fromstring(feed.data).iter(f"{ATOM}content")
     ]
     assert contents == list(reversed(spans))  # newest first
+    entries = list(etree.fromstring(feed.data).iter(f"{ATOM}entry"))
+    assert [e.find(f"{ATOM}summary").text.split(" from ")[0] for e in entries] == ["vm-2"] * 3
     etag = feed.headers["ETag"]
     assert client.get(path, headers={"X-Auth-Token": "a-token", "If-None-Match": etag}).status_code == 304
+    weak = {"X-Auth-Token": "a-token", "If-None-Match": f"W/{etag}"}
+    assert client.get(path, headers=weak).status_code == 304
+    assert as_json.headers["ETag"] != etag  # each representation its own ETag
+    assert "Accept-Encoding" in feed.headers["Vary"]
+    packed = client.get(path, headers={"X-Auth-Token": "a-token", "Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip" and packed.headers["ETag"] != etag
+    assert gzip.decompress(packed.data) == feed.data
+    page = client.get(path, headers={"X-Auth-Token": "a-token", "Accept": "text/html"})
+    assert page.mimetype == "text/html" and b"m1.medium" in page.data
+    assert client.get(path + "?format=xml", headers={"X-Auth-Token": "a-token"}).status_code == 400
 
     assert client.get(path, headers={"X-Auth-Token": "b-token"}).status_code == 403
     assert client.get(path + "?limit=3", headers={"X-Auth-Token": "a-token"}).status_code == 400
