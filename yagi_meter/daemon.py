@@ -1,4 +1,4 @@
-"""The lifecycle the daemons share (``listen``, ``push``, ``forward``; ``run`` for its children).
+"""The lifecycle the daemons share (``listen``, ``push``, ``forward``, ``audit``; ``run`` for its children).
 
 - **Stop flag.**  ``Lifecycle.stop()`` and SIGTERM/SIGINT set it; each loop
   looks at it between steps.  The signal handlers only set the flag: a
