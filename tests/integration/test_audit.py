@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,7 @@ from feeds.app import create_app
 from tests.audit_lifecycles import REMOVALS, SERVICES, lifecycle
 from tests.conftest import TEST_REDIS_URL, make_config
 from tests.feeds_support import assert_valid_atom
+from tests.integration.listener_helpers import wait_until
 from yagi_meter import status as status_module
 from yagi_meter.audit import calendar
 from yagi_meter.audit.daemon import Auditor
@@ -191,6 +193,35 @@ def test_an_exists_waits_for_its_grace_period(key_prefix: str) -> None:
     assert now.judged == 0 and not verdicts(store)
     later = Auditor(config, store, clock=lambda: time.time() + 3700).check(since=BASE)
     assert later.judged == 4
+    assert [row[0] for row in summary(verdicts(store))[("tenant-a", "vol-1")]] == ["verified"] * 4
+
+
+def test_a_failing_pass_is_recorded_and_retried_until_redis_answers(
+    key_prefix: str, redis_server: redis.Redis
+) -> None:
+    # A real Redis error, no mock: the audit's due set holds a string, so every pass fails WRONGTYPE.
+    config = audit_config(key_prefix, audit_poll_seconds="0.05")
+    store = open_store(config)
+    ingest(store, config, list(lifecycle("cinder", BASE, "tenant-a", "vol-1").values()))
+    redis_server.set(f"{key_prefix}audit:due", "not a zset")
+    auditor = Auditor(config, store)
+    thread = threading.Thread(target=auditor.run)
+    thread.start()
+    try:
+        wait_until(
+            lambda: (
+                sum(e.component == "audit" and "WRONGTYPE" in e.text for e in store.errors.recent(50)) >= 2
+            ),
+            20,
+            "two failed passes recorded under 'audit'",
+        )
+        assert not verdicts(store)
+        redis_server.delete(f"{key_prefix}audit:due")
+        wait_until(lambda: len(verdicts(store)) >= 4, 20, "the verdicts once Redis answers")
+    finally:
+        auditor.stop()
+        thread.join(20)
+    assert not thread.is_alive()
     assert [row[0] for row in summary(verdicts(store))[("tenant-a", "vol-1")]] == ["verified"] * 4
 
 
