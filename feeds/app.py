@@ -8,7 +8,7 @@ from flask import Flask, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from feeds import views
+from feeds import audit, views
 from feeds.auth import authenticator
 from feeds.caching import RenderCache
 from feeds.hub import init_hub, readers_of
@@ -42,8 +42,9 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         entries_cache=RenderCache(config.feeds.cache_entries),
     )
     app.register_blueprint(views.bp)
+    app.register_blueprint(audit.bp)
     init_hub(app, config, store, readers_of(config.base_url, app.extensions["yagi_meter"].authenticate))
-    metrics = registry(store)
+    metrics = registry(store, config.audit.keep_periods)
 
     @app.get("/health")
     def health() -> Response:

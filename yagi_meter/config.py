@@ -725,6 +725,91 @@ OPTIONS: tuple[Option, ...] = (
     Option("forward", "project_name", "", _text, "Project the Keystone token is scoped to."),
     Option("forward", "user_domain", "Default", _text, "Keystone domain of the user."),
     Option("forward", "project_domain", "Default", _text, "Keystone domain of the project."),
+    # [audit]
+    Option(
+        "audit",
+        "enabled",
+        "false",
+        _bool,
+        "Run the exists-verification daemon (yagi-meter audit) under yagi-meter run.",
+    ),
+    Option(
+        "audit",
+        "period",
+        "month",
+        _choice("hour", "day", "month"),
+        "Audit period of the exists events, in UTC: nova's instance_usage_audit_period\n"
+        "and cinder's volume_usage_audit_period (both month by default). Every\n"
+        "resource alive in a finished period must have an exists for it.",
+    ),
+    Option(
+        "audit",
+        "grace_seconds",
+        "7200",
+        _float_at_least(0),
+        "How long after an exists is archived it is judged, and after a period ends\n"
+        "its missing exists are reported: time for late lifecycle events to arrive.",
+    ),
+    Option(
+        "audit",
+        "services",
+        "",
+        _list,
+        "Audit rules to apply, by name (nova, nova-versioned, cinder, glance and any in\n"
+        "rules). Empty: all of them.",
+    ),
+    Option(
+        "audit",
+        "rules",
+        "",
+        _text,
+        "Audit rules added to or changing the built-in ones, one per line:\n"
+        "<name> = exists:<type> creates:<types> changes:<types> deletes:<types>\n"
+        "        attributes:<name>=<path>,... launched_at:<path> deleted_at:<path>\n"
+        "types comma-separated, paths dotted into the notification, e.g.\n"
+        "  manila = exists:share.exists creates:share.create.end changes:share.extend.end\n"
+        "           deletes:share.delete.end attributes:size=payload.size\n"
+        "           launched_at:payload.created_at\n"
+        "(one line). A line naming a built-in rule changes only the keys it gives,\n"
+        "e.g. nova = attributes:flavor=payload.instance_type,memory_mb=payload.memory_mb",
+    ),
+    Option(
+        "audit",
+        "batch_size",
+        "500",
+        _int_at_least(1),
+        "Exists events judged, and index entries read, per Redis round trip.",
+    ),
+    Option(
+        "audit",
+        "poll_seconds",
+        "5",
+        _float_at_least(0.01),
+        "How often an idle audit daemon looks for new and due events.",
+    ),
+    Option(
+        "audit",
+        "max_due",
+        "200000",
+        _int_at_least(1),
+        "Exists events waiting for their grace period at which the audit stops\n"
+        "reading more (so at most this plus one batch_size wait; about 60 B each).",
+    ),
+    Option(
+        "audit",
+        "keep_periods",
+        "48",
+        _int_at_least(1),
+        "Audit periods whose verdict counts status and /metrics show.",
+    ),
+    Option(
+        "audit",
+        "lifecycle_scan_limit",
+        "100000",
+        _int_at_least(100),
+        "Most index entries of one resource read to find its lifecycle events (a\n"
+        "resource with more is judged on the oldest that many, and says so in the log).",
+    ),
     # [logging]
     Option("logging", "level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
     Option(
@@ -870,6 +955,22 @@ class ForwardSection:
 
 
 @dataclass(frozen=True)
+class AuditSection:
+    """[audit]: The exists-verification daemon (yagi_meter.audit)."""
+
+    enabled: bool
+    period: str
+    grace_seconds: float
+    services: tuple[str, ...]
+    rules: str
+    batch_size: int
+    poll_seconds: float
+    max_due: int
+    keep_periods: int
+    lifecycle_scan_limit: int
+
+
+@dataclass(frozen=True)
 class LoggingSection:
     """[logging]: Where log lines go."""
 
@@ -885,6 +986,7 @@ SECTIONS: dict[str, type] = {
     "auth": AuthSection,
     "hub": HubSection,
     "forward": ForwardSection,
+    "audit": AuditSection,
     "logging": LoggingSection,
 }
 
@@ -918,6 +1020,7 @@ class Config:
     auth: AuthSection
     hub: HubSection
     forward: ForwardSection
+    audit: AuditSection
     logging: LoggingSection
 
     def __init__(
@@ -936,6 +1039,7 @@ class Config:
         self.auth = _section(AuthSection, "auth", values)
         self.hub = _section(HubSection, "hub", values)
         self.forward = _section(ForwardSection, "forward", values)
+        self.audit = _section(AuditSection, "audit", values)
         self.logging = _section(LoggingSection, "logging", values)
 
     @property
@@ -1081,6 +1185,16 @@ def _check_together(config: Config) -> None:
         parse_mapping(config.notifications.mapping)
     except ValueError as e:
         raise ConfigError(f"[notifications] mapping: {e}") from None
+    from yagi_meter.audit.rules import parse_rules, select
+
+    try:
+        rules = parse_rules(config.audit.rules)
+    except ValueError as e:
+        raise ConfigError(f"[audit] rules: {e}") from None
+    try:
+        select(rules, config.audit.services)
+    except ValueError as e:
+        raise ConfigError(f"[audit] services: {e}") from None
 
 
 def _check_forward(forward: ForwardSection) -> None:

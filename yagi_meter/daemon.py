@@ -1,4 +1,4 @@
-"""The lifecycle the daemons share (``listen``, ``push``, ``forward``; ``run`` for its children).
+"""The lifecycle the daemons share (``listen``, ``push``, ``forward``, ``audit``; ``run`` for its children).
 
 - **Stop flag.**  ``Lifecycle.stop()`` and SIGTERM/SIGINT set it; each loop
   looks at it between steps.  The signal handlers only set the flag: a
@@ -254,4 +254,15 @@ def serve(config: Config) -> int:
         "serving feeds on http://%s:%d (public URL %s)", config.feeds.host, config.feeds.port, config.base_url
     )
     server.serve_forever()
+    return RET_OK
+
+
+def audit(config: Config) -> int:
+    """``yagi-meter audit``: judge exists events and report missing ones until SIGTERM."""
+    from yagi_meter.audit.daemon import Auditor
+
+    store = start_store("audit", config)
+    auditor = Auditor(config, store)
+    auditor.lifecycle.install_signal_handlers()
+    auditor.run()
     return RET_OK

@@ -297,3 +297,38 @@ def dictionary_list(config: Config) -> int:
             f"{'  current' if info.current else ''}"
         )
     return RET_OK
+
+
+# -- audit -----------------------------------------------------------------
+
+
+def audit_check(config: Config, since_text: str, reset: bool, as_json: bool) -> int:
+    """``yagi-meter audit check --since``: judge once, now, and print the counts."""
+    from yagi_meter.audit.daemon import Auditor
+
+    try:
+        since = datetime.fromisoformat(since_text.strip())
+    except ValueError:
+        print(f"yagi-meter: --since is not an ISO 8601 date: {since_text!r}", file=sys.stderr)
+        return RET_ERROR
+    since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    store = start_store("audit check", config)
+    report = Auditor(config, store).check(since, reset=reset)
+    waiting = store.audit.due_count()
+    counts = {
+        "read": report.read,
+        "judged": report.judged,
+        "missing": report.missing,
+        "stored": report.stored,
+        "periods": report.periods,
+        "waiting": waiting,
+    }
+    if as_json:
+        print(json.dumps(counts, sort_keys=True))
+    else:
+        print(
+            f"audit since {since.isoformat()}: read {report.read} index entries, judged {report.judged} "
+            f"exists events, {report.missing} missing exists in {report.periods} periods, "
+            f"{report.stored} verdicts new; {waiting} exists events still in their grace period"
+        )
+    return RET_OK

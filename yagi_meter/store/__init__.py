@@ -17,6 +17,7 @@ from yagi_meter.config import Config
 from yagi_meter.forward.routes import Routes
 from yagi_meter.store import connection, stats
 from yagi_meter.store.archived import ArchivedLog
+from yagi_meter.store.audit import AuditLedger
 from yagi_meter.store.base import translated
 from yagi_meter.store.dead_letters import DeadLetters
 from yagi_meter.store.dictionaries import Dictionaries
@@ -54,6 +55,7 @@ class Store:
         self.dead_letters = DeadLetters(*parts)
         self.archived = ArchivedLog(*parts)
         self.subscriptions = Subscriptions(*parts)
+        self.audit = AuditLedger(*parts)
         # Feed reads note a seq gone back in the same watch as the writes (epoch.py).
         self.pages = Pages(*parts, watch=self.events.watch, dictionaries=self.events.dictionaries)
         self._outboxes = {name: Outbox(*parts, name) for name in OUTBOXES}

@@ -15,6 +15,7 @@ import redis
 
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
+from yagi_meter.store.audit import is_verdict
 from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
@@ -216,6 +217,8 @@ class EventStore(Collection):
             index_keys.append(k.tenant(tenant_id))
             if event.resource_id:
                 index_keys.append(k.resource(tenant_id, event.resource_id))
+        if is_verdict(event):
+            index_keys.append(k.audit_verdicts)
         forward = self.forward is not None and self.forward(event.event_type)
         args: list[str | bytes | int] = [
             event.message_id.encode(),

@@ -139,6 +139,10 @@ class Pages(Collection):
     def resource(self, tenant_id: str, resource_id: str) -> FeedIndex:
         return FeedIndex(self.keys.resource(tenant_id, resource_id), "zset")
 
+    def audit_verdicts(self) -> FeedIndex:
+        """The audit's verdicts (the ``/audit`` feed), indexed by ingest like ``type:``."""
+        return FeedIndex(self.keys.audit_verdicts, "zset")
+
     def event_type(self, event_type: str, strict: bool = True) -> FeedIndex:
         """``strict=False``: any entry id is a valid marker (the global feed, narrowed)."""
         return FeedIndex(self.keys.event_type(event_type), "zset", strict)
