@@ -41,12 +41,14 @@ class Store:
         *,
         compress: bool = True,
         forward: Callable[[str], bool] | None = None,
+        wait: tuple[int, int] = (0, 0),
     ) -> None:
+        """``wait``: (replicas, timeout ms) that must confirm every event write ([redis] wait_replicas)."""
         self._client = client
         self._keys = keys
         scripts = Scripts.register(client)
         parts = (client, keys, scripts)
-        self.events = EventStore(*parts, compress=compress, forward=forward)
+        self.events = EventStore(*parts, compress=compress, forward=forward, wait=wait)
         self.quarantine = Quarantine(*parts)
         self.errors = ErrorLog(*parts)
         self.dead_letters = DeadLetters(*parts)
@@ -93,4 +95,10 @@ def open_store(
     client = connection.connect(config) if client is None else client
     if forward is None and config.forward.url:
         forward = Routes.from_config(config).wanted
-    return Store(client, Keys(config.redis.key_prefix), compress=config.redis.compress, forward=forward)
+    return Store(
+        client,
+        Keys(config.redis.key_prefix),
+        compress=config.redis.compress,
+        forward=forward,
+        wait=(config.redis.wait_replicas, config.redis.wait_timeout_ms),
+    )

@@ -22,7 +22,15 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import AskError, ClusterError, NoScriptError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    ConnectionError,
+    NoScriptError,
+    RedisClusterException,
+    TimeoutError,
+    TryAgainError,
+)
 
 from yagi_meter.errors import StoreError
 
@@ -58,9 +66,9 @@ class _NodeWrite:
             self.release(broken=True)
             raise
 
-    def read(self) -> list[Any]:
-        """Replies in call order; a call that failed (a node restarted and lost the script,
-        a slot moved) is made again the slow way, by the client that knows the cluster."""
+    def read(self) -> tuple[list[Any], int | None]:
+        """Replies in call order (a failed call's error in its place), and how many replicas
+        confirmed them (None when no WAIT was sent)."""
         replies: list[Any] = []
         try:
             for _ in self.calls:
@@ -68,14 +76,12 @@ class _NodeWrite:
                     replies.append(self.connection.read_response())
                 except redis.ResponseError as e:  # NOSCRIPT, MOVED, ASK, a script's error: this call only
                     replies.append(e)
-            acked = self.connection.read_response() if self.wait[0] else 0
+            acked = int(self.connection.read_response()) if self.wait[0] else None
         except redis.RedisError:
             self.release(broken=True)
             raise
         self.release(broken=False)
-        if self.wait[0]:
-            _check_replicas(acked, self.wait)
-        return replies
+        return replies, acked
 
     def release(self, broken: bool) -> None:
         connection, self.connection = self.connection, None
@@ -101,6 +107,7 @@ class PendingCalls:
                 self._writes.append(_NodeWrite(node, indexes, calls, wait))
         except redis.RedisError as e:
             self.abandon()
+            _relearn(client, e)
             raise StoreError(f"sending {len(calls)} script calls failed: {e}") from None
 
     def replies(self) -> list[Any]:
@@ -111,15 +118,19 @@ class PendingCalls:
         replies: list[Any] = [None] * len(self.calls)
         try:
             for write in self._writes:
-                for i, reply in zip(write.indexes, write.read(), strict=True):
+                answers, acked = write.read()
+                if acked is not None and not all(isinstance(a, redis.ResponseError) for a in answers):
+                    _check_replicas(acked, write.wait)  # what was written on the first try
+                for i, reply in zip(write.indexes, answers, strict=True):
                     if isinstance(reply, redis.ResponseError):
-                        reply = self._again(write, self.calls[i], reply)
+                        reply = self._again(write, self.calls[i], reply)  # made again, then WAIT
                     replies[i] = reply
         except StoreError:
             self.abandon()
             raise
         except redis.RedisError as e:
             self.abandon()
+            _relearn(self.client, e)
             raise StoreError(f"{len(self.calls)} script calls failed: {e}") from None
         return replies
 
@@ -159,6 +170,17 @@ def _by_node(client: redis.Redis | RedisCluster, calls: Sequence[Call]) -> dict[
         entry = nodes.setdefault(node.name, (client.get_redis_connection(node), []))
         entry[1].append(i)
     return dict(nodes.values())
+
+
+def _relearn(client: redis.Redis | RedisCluster, error: redis.RedisError) -> None:
+    """After a node failed to answer, have a cluster client learn the layout again: a
+    replica may hold the dead master's slots by the time the write is made again."""
+    if not isinstance(client, RedisCluster) or not isinstance(error, (ConnectionError, TimeoutError)):
+        return
+    try:
+        client.nodes_manager.initialize()
+    except (redis.RedisError, RedisClusterException):
+        pass  # no node answers yet: the next write tries again
 
 
 def _check_replicas(acked: Any, wait: tuple[int, int]) -> None:
