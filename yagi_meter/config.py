@@ -14,6 +14,7 @@ from __future__ import annotations
 import configparser
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -377,6 +378,32 @@ OPTIONS: tuple[Option, ...] = (
         "How often a writer looks whether a new dictionary was made current.",
     ),
     Option("redis", "socket_timeout", "5", _float_at_least(0.1), "Seconds before a Redis call fails."),
+    Option(
+        "redis",
+        "cluster",
+        "false",
+        _bool,
+        "true: url names any node of a Redis Cluster (redis-py's RedisCluster). This\n"
+        "version keeps every key in one hash slot, so key_prefix must hold a hash\n"
+        "tag, e.g. {yagi}: (one master holds the data; its replicas the copies).",
+    ),
+    Option(
+        "redis",
+        "wait_replicas",
+        "0",
+        _int_at_least(0),
+        "Replicas that must have a batch (Redis WAIT) before the listener acknowledges\n"
+        "it to RabbitMQ: with 1, an acknowledged event survives a failover to a\n"
+        "replica. A batch that fewer replicas confirm within wait_timeout_ms is not\n"
+        "acknowledged; it is written again later (a duplicate changes nothing).",
+    ),
+    Option(
+        "redis",
+        "wait_timeout_ms",
+        "2000",
+        _int_at_least(1),
+        "Longest a batch waits for wait_replicas replicas.",
+    ),
     # [notifications]
     Option(
         "notifications",
@@ -864,6 +891,9 @@ class RedisSection:
     dictionary_samples: int
     dictionary_check_seconds: float
     socket_timeout: float
+    cluster: bool
+    wait_replicas: int
+    wait_timeout_ms: int
 
 
 @dataclass(frozen=True)
@@ -1175,6 +1205,7 @@ def _check_together(config: Config) -> None:
     if hub.retry_min_seconds > hub.retry_max_seconds:
         raise ConfigError("[hub] retry_min_seconds: larger than retry_max_seconds")
     _check_forward(config.forward)
+    _check_redis(config.redis)
     if config.notifications.billed_project_key and not config.notifications.billed_project_owners:
         raise ConfigError(
             "[notifications] billed_project_owners: billed_project_key needs the projects it applies to"
@@ -1195,6 +1226,19 @@ def _check_together(config: Config) -> None:
         select(rules, config.audit.services)
     except ValueError as e:
         raise ConfigError(f"[audit] services: {e}") from None
+
+
+def _check_redis(section: RedisSection) -> None:
+    if not section.cluster:
+        return
+    if section.url == "embedded" or section.url.startswith("unix"):
+        raise ConfigError("[redis] cluster: a Redis Cluster is reached over TCP (redis:// or rediss://)")
+    tag = re.search(r"\{([^}]*)\}", section.key_prefix)
+    if not tag or not tag.group(1):
+        raise ConfigError(
+            "[redis] key_prefix: with cluster = true it must hold a hash tag, e.g. {yagi}: "
+            "(every key of this version is in one slot)"
+        )
 
 
 def _check_forward(forward: ForwardSection) -> None:

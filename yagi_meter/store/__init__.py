@@ -44,12 +44,16 @@ class Store:
         compress: bool = True,
         forward: Callable[[str], bool] | None = None,
         dictionaries: Dictionaries | None = None,
+        wait: tuple[int, int] = (0, 0),
     ) -> None:
+        """``wait``: (replicas, timeout ms) that must confirm every event write ([redis] wait_replicas)."""
         self._client = client
         self._keys = keys
         scripts = Scripts.register(client)
         parts = (client, keys, scripts)
-        self.events = EventStore(*parts, compress=compress, forward=forward, dictionaries=dictionaries)
+        self.events = EventStore(
+            *parts, compress=compress, forward=forward, dictionaries=dictionaries, wait=wait
+        )
         self.quarantine = Quarantine(*parts)
         self.errors = ErrorLog(*parts)
         self.dead_letters = DeadLetters(*parts)
@@ -105,4 +109,11 @@ def open_store(
         # Text of a body: the notification (at most max_body_bytes, re-encoded) and derived fields.
         max_text_bytes=2 * config.amqp.max_body_bytes + 65536,
     )
-    return Store(client, keys, compress=config.redis.compress, forward=forward, dictionaries=dictionaries)
+    return Store(
+        client,
+        keys,
+        compress=config.redis.compress,
+        forward=forward,
+        dictionaries=dictionaries,
+        wait=(config.redis.wait_replicas, config.redis.wait_timeout_ms),
+    )

@@ -6,8 +6,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -20,6 +19,7 @@ from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
+from yagi_meter.store.nodes import Call, PendingCalls
 from yagi_meter.store.outbox import MEMBER_FORMAT, OutboxKeys
 from yagi_meter.store.scripts import Scripts
 
@@ -102,46 +102,25 @@ class WriteResult:
 
 
 class PendingWrite:
-    """A write sent to Redis whose reply has not been read yet.
+    """A write sent to Redis whose reply has not been read yet (nodes.py).
 
-    It holds a connection of its own until ``result()``: the reply must be read
-    (or the connection dropped) before the connection serves anything else.
+    Its connection is its own until ``result()``: the reply must be read (or the
+    connection dropped) before the connection serves anything else.
     """
 
     def __init__(self, store: EventStore, call: WriteCall) -> None:
         self._store = store
         self._call = call
-        self._connection = None
-        pool = store.client.connection_pool
-        with self._dropped_on_error():
-            self._connection = pool.get_connection()
-            self._connection.send_command(
-                "EVALSHA", store.scripts["ingest"].sha, len(call.keys), *call.keys, *call.args
-            )
-
-    @contextmanager
-    def _dropped_on_error(self) -> Iterator[None]:
-        """A Redis error drops the connection (its state is unknown) and becomes StoreError."""
-        with translated(f"write of {len(self._call.events)} events"):
-            try:
-                yield
-            except redis.RedisError:
-                self._release(broken=True)
-                raise
+        script = store.scripts["ingest"]
+        self._pending = PendingCalls(store.client, [Call(script, call.keys, call.args)], store.wait)
 
     def result(self) -> WriteResult:
-        """The outcome of each event; raise StoreError if the write may not have happened.
+        """The outcome of each event; raise StoreError if the write may not have happened
+        (or, with ``[redis] wait_replicas``, may not be on enough replicas yet).
 
         Retrying a write that did happen is safe: every event is then a duplicate.
         """
-        with self._dropped_on_error():
-            try:
-                replies = self._connection.read_response()
-            except redis.exceptions.NoScriptError:  # Redis restarted since the script was loaded
-                self._release(broken=False)
-                replies = self._store._run("ingest", self._call.keys, self._call.args)
-            else:
-                self._release(broken=False)
+        [replies] = self._pending.replies()
         results, repeats, epoch, last_seq = replies
         self._store.watch.observe(epoch, last_seq, "ingest")
         outcomes = [
@@ -152,15 +131,7 @@ class PendingWrite:
 
     def abandon(self) -> None:
         """Forget the reply (the caller gave up the batch); the connection is dropped."""
-        self._release(broken=True)
-
-    def _release(self, broken: bool) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        if broken:
-            connection.disconnect()
-        self._store.client.connection_pool.release(connection)
+        self._pending.abandon()
 
 
 class EventStore(Collection):
@@ -178,10 +149,13 @@ class EventStore(Collection):
         push: bool = True,
         forward: Callable[[str], bool] | None = None,
         dictionaries: Dictionaries | None = None,
+        wait: tuple[int, int] = (0, 0),
     ) -> None:
         """``push``: write push outbox entries; ``forward``: which event types to forward;
-        ``dictionaries``: where zstd dictionaries are found (default: under ``keys``)."""
+        ``dictionaries``: where zstd dictionaries are found (default: under ``keys``);
+        ``wait``: replicas that must confirm each write, and how long they may take (ms)."""
         super().__init__(client, keys, scripts)
+        self.wait = wait
         self.compress = compress
         self.push = push
         self.forward = forward
