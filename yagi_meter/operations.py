@@ -150,11 +150,11 @@ def quarantine_delete(config: Config, ids: Sequence[str], everything: bool) -> i
         print(f"deleted {deleted} quarantined messages")
         return RET_OK
     ids = list(dict.fromkeys(ids))
-    deleted = store.quarantine.delete(ids)
-    print(f"deleted {len(deleted)} quarantined messages")
-    for missing in [entry_id for entry_id in ids if entry_id not in deleted]:
+    removed = store.quarantine.delete(ids)
+    print(f"deleted {len(removed)} quarantined messages")
+    for missing in [entry_id for entry_id in ids if entry_id not in removed]:
         print(f"yagi-meter: no quarantined message {missing}", file=sys.stderr)
-    return RET_ERROR if len(deleted) < len(ids) else RET_OK
+    return RET_ERROR if len(removed) < len(ids) else RET_OK
 
 
 def _entry_seq(entry_id: str) -> tuple[int, int]:

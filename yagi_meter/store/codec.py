@@ -34,6 +34,9 @@ from isal import isal_zlib
 from yagi_meter.errors import UndecodableEvent
 from yagi_meter.notification import Event, parse_timestamp
 
+# isal has no type information: its error class, as one the checker knows.
+_ZLIB_ERROR: type[Exception] = isal_zlib.error
+
 _ZLIB = b"z"
 _PLAIN = b"j"
 _DICT = b"d"
@@ -215,7 +218,7 @@ def decode(blob: bytes, seq: int, ingested_ms: int, dictionaries: DictionarySour
         )
     except UndecodableEvent as e:
         raise UndecodableEvent(f"event at seq {seq} cannot be decoded: {e}") from None
-    except (ValueError, KeyError, TypeError, zstandard.ZstdError, isal_zlib.error) as e:
+    except (ValueError, KeyError, TypeError, zstandard.ZstdError, _ZLIB_ERROR) as e:
         raise UndecodableEvent(f"event at seq {seq} cannot be decoded: {e}") from None
 
 

@@ -32,12 +32,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 import zstandard
 
 from yagi_meter.errors import StoreError, UndecodableEvent
 from yagi_meter.store import codec
+from yagi_meter.store.base import translated
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import Keys
 
@@ -120,15 +122,13 @@ class Dictionaries:
         if found is not None:
             return found
         key = self.keys.dictionary(dict_id)
-        try:
+        with translated(f"reading dictionary {dict_id}"):
             data, info = (
                 self.client.pipeline(transaction=False)
                 .get(key)
                 .hget(self.keys.dict_info, str(dict_id))
                 .execute()
             )
-        except redis.RedisError as e:
-            raise StoreError(f"reading dictionary {dict_id} failed: {e}") from None
         if data is None:
             raise MissingDictionary(f"dictionary {dict_id} is not in Redis (key {key})")
         expected = json.loads(info).get("sha256") if info else None
@@ -184,10 +184,8 @@ class Dictionaries:
         pipe = self.client.pipeline(transaction=False)
         for dict_id in range(1, last + 1):
             pipe.strlen(self.keys.dictionary(dict_id))
-        try:
+        with translated("listing dictionaries"):
             sizes = pipe.execute()
-        except redis.RedisError as e:
-            raise StoreError(f"listing dictionaries failed: {e}") from None
         found = []
         for dict_id, size in zip(range(1, last + 1), sizes, strict=True):
             if not size:
@@ -209,7 +207,15 @@ class Dictionaries:
 
     # -- writing -----------------------------------------------------------
 
-    def add(self, data: bytes, *, samples: int = 0, ratio_before=None, ratio_after=None, current=True) -> int:
+    def add(
+        self,
+        data: bytes,
+        *,
+        samples: int = 0,
+        ratio_before: float | None = None,
+        ratio_after: float | None = None,
+        current: bool = True,
+    ) -> int:
         """Store a new dictionary under a new id (and make it current); return the id."""
         probe = codec.Dictionary(1, data)  # refuses what zstd cannot use, before an id is spent
         dict_id = int(self._call(self.client.incr, self.keys.dict_last))
@@ -227,10 +233,8 @@ class Dictionaries:
         pipe.hset(self.keys.dict_info, str(dict_id), json.dumps(info))
         if current:
             pipe.set(self.keys.dict_current, dict_id)
-        try:
+        with translated(f"storing dictionary {dict_id}"):
             written = pipe.execute()[0]
-        except redis.RedisError as e:
-            raise StoreError(f"storing dictionary {dict_id} failed: {e}") from None
         if not written:  # only after Redis lost dict:last but kept a dictionary
             raise StoreError(f"{key} exists already; not overwritten")
         self._next_check = 0.0
@@ -249,11 +253,9 @@ class Dictionaries:
             self._next_check = 0.0
         return True
 
-    def _call(self, method: Callable, *args, **kwargs):
-        try:
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with translated(getattr(method, "__name__", "redis call")):
             return method(*args, **kwargs)
-        except redis.RedisError as e:
-            raise StoreError(f"{getattr(method, '__name__', 'redis call')} failed: {e}") from None
 
 
 # -- training ----------------------------------------------------------------
@@ -273,10 +275,8 @@ def recent_sample(
     by_type: dict[bytes, list[bytes]] = {}
     read, end = 0, "+"
     while read < window:
-        try:
+        with translated("reading events to train on"):
             entries = client.xrevrange(keys.events, end, "-", count=min(_READ_BATCH, window - read))
-        except redis.RedisError as e:
-            raise StoreError(f"reading events to train on failed: {e}") from None
         if not entries:
             break
         for entry_id, fields in entries:
