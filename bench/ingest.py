@@ -280,10 +280,10 @@ def listen(
     env.setdefault("YAGI_AMQP_QUEUE", "{topic}.{priority}")
     env.setdefault("YAGI_AMQP_DURABLE", "false")
     if tree is not None:  # --baseline: the listener's code from another source tree
-        env["PYTHONPATH"] = tree
+        env["PYTHONPATH"] = tree  # and run from there: -m puts the working directory first
     with tempfile.TemporaryFile() as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "yagi_meter", "listen"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "yagi_meter", "listen"], env=env, stdout=log, stderr=log, cwd=tree
         )
         try:
             cpu_us = _wait_stored(client, prefix, count, child)
