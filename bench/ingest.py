@@ -250,7 +250,13 @@ def trained_dictionary(tenants: int) -> bytes:
 
 
 def listen(
-    url: str, redis_url: str, prefix: str, count: int, compress: bool, dictionary: bytes | None = None
+    url: str,
+    redis_url: str,
+    prefix: str,
+    count: int,
+    compress: bool,
+    dictionary: bytes | None = None,
+    tree: str | None = None,
 ) -> Timing:
     """Run ``yagi-meter listen`` until ``count`` events are stored, timed from the first batch to the last."""
     client = redis.Redis.from_url(redis_url)
@@ -273,9 +279,11 @@ def listen(
     # the listener's own default queues, which a pre-filled vhost would leave empty.
     env.setdefault("YAGI_AMQP_QUEUE", "{topic}.{priority}")
     env.setdefault("YAGI_AMQP_DURABLE", "false")
+    if tree is not None:  # --baseline: the listener's code from another source tree
+        env["PYTHONPATH"] = tree  # and run from there: -m puts the working directory first
     with tempfile.TemporaryFile() as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "yagi_meter", "listen"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "yagi_meter", "listen"], env=env, stdout=log, stderr=log, cwd=tree
         )
         try:
             cpu_us = _wait_stored(client, prefix, count, child)
@@ -367,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=50)
     parser.add_argument("--redis-url", default="redis://localhost:6379/14")
     parser.add_argument("--amqp-host", default="localhost:5672")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also time a zlib listener run from the yagi_meter package in DIR (e.g. a "
+        "`git archive main yagi_meter` export), alternating with this tree's in every round",
+    )
     args = parser.parse_args(argv)
 
     amqp = config_module.load(environ={**os.environ, "YAGI_CONFIG": os.devnull}).amqp
@@ -383,12 +397,14 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     dictionary = trained_dictionary(args.tenants)
-    variants = (
-        ("listen", True, None),
-        ("listen, dictionary", True, dictionary),
-        ("listen, no compression", False, None),
+    variants: tuple[tuple[str, bool, bytes | None, str | None], ...] = (
+        ("listen", True, None, None),
+        ("listen, dictionary", True, dictionary, None),
+        ("listen, no compression", False, None, None),
     )
-    results: dict[str, list[Timing]] = {"bare": [], **{name: [] for name, _, _ in variants}}
+    if args.baseline:
+        variants += (("listen, baseline", True, None, args.baseline),)
+    results: dict[str, list[Timing]] = {"bare": [], **{name: [] for name, _, _, _ in variants}}
     memory: dict[str, dict[str, int]] = {}
     run_id = uuid.uuid4().hex[:8]
     with vhost(args.amqp_host) as url:
@@ -399,11 +415,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             # The listeners' order rotates from round to round: the machine's load drifts.
             shift = (number - 1) % len(variants)
-            for variant, (name, compress, use) in enumerate(variants[shift:] + variants[:shift]):
+            for variant, (name, compress, use, tree) in enumerate(variants[shift:] + variants[:shift]):
                 prefix = f"yagibench:{run_id}:{number}:{variant}:"
                 try:
                     fill(url, bodies)
-                    results[name].append(listen(url, args.redis_url, prefix, args.messages, compress, use))
+                    results[name].append(
+                        listen(url, args.redis_url, prefix, args.messages, compress, use, tree)
+                    )
                     memory[name] = memory_of(client, prefix)
                 finally:
                     delete_prefix(client, prefix)
@@ -434,6 +452,15 @@ def main(argv: list[str] | None = None) -> int:
         f"  CPU per message listen/bare {cpu['listen'] / cpu['bare']:>7.2f}  "
         f"(per round: {', '.join(f'{r:.2f}' for r in cpu_ratios)}; target at most 2.5)"
     )
+    if args.baseline:
+        versus = [
+            lst.cpu_us / base.cpu_us
+            for lst, base in zip(results["listen"], results["listen, baseline"], strict=True)
+        ]
+        print(
+            f"  CPU per message listen/baseline {cpu['listen'] / cpu['listen, baseline']:.2f}  "
+            f"(per round: {', '.join(f'{r:.2f}' for r in versus)})"
+        )
     with_dict = [
         d.rate / bare.rate for d, bare in zip(results["listen, dictionary"], results["bare"], strict=True)
     ]
@@ -450,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(per round: {', '.join(f'{r:.2f}' for r in dict_cpu)})"
     )
     print(f"\nRedis memory per event (MEMORY USAGE of every key / {args.messages}):")
-    for name in ("listen", "listen, dictionary", "listen, no compression"):
+    for name in memory:
         per_event = sum(memory[name].values()) / args.messages
         parts = ", ".join(
             f"{kind} {size / args.messages:,.0f}"

@@ -9,7 +9,7 @@ configured mapping rule (``[notifications] mapping``) matching its event type.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from yagi_meter.errors import BadNotification
@@ -203,23 +203,24 @@ def find_owner(
     context = context_of(message)
     derive = _RULES.get(service, _generic)
     tenant, user, resource = derive(event_type, payload, context)
-    owner = Owner(
-        service=service,
-        tenant_id=_text(tenant)
-        or _text(_first(payload, "tenant_id", "project_id", "owner"))
-        or _context_project(context),
-        user_id=_text(user) or _context_user(context),
-        resource_id=_text(resource),
-        initiator_project_id=_text(payload.get("action_initiator_project")) or _context_project(context),
-        initiator_user_id=_text(payload.get("action_initiator_user")) or _context_user(context),
-    )
+    # The context's project and user, each looked up once (ingest runs this per message).
+    context_project, context_user = _context_project(context), _context_user(context)
+    tenant_id = _text(tenant) or _text(_first(payload, "tenant_id", "project_id", "owner")) or context_project
+    user_id = _text(user) or context_user
+    resource_id = _text(resource)
     for rule in rules:
         if fnmatch.fnmatchcase(event_type, rule.pattern):
-            owner = _apply(rule, message, owner)
+            tenant_id, user_id, resource_id = _apply(rule, message, tenant_id, user_id, resource_id)
             break
-    if billing is not None:
-        owner = replace(owner, billed_tenant_id=billing.billed(owner.tenant_id, payload))
-    return owner
+    return Owner(
+        service=service,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        resource_id=resource_id,
+        initiator_project_id=_text(payload.get("action_initiator_project")) or context_project,
+        initiator_user_id=_text(payload.get("action_initiator_user")) or context_user,
+        billed_tenant_id=None if billing is None else billing.billed(tenant_id, payload),
+    )
 
 
 def _metadata(payload: dict[str, Any]) -> dict[str, Any]:
@@ -231,14 +232,12 @@ def _metadata(payload: dict[str, Any]) -> dict[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-def _apply(rule: MappingRule, message: dict[str, Any], owner: Owner) -> Owner:
+def _apply(
+    rule: MappingRule, message: dict[str, Any], tenant: str | None, user: str | None, resource: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """(tenant, user, resource) with what ``rule`` names in place of what was found."""
     found = {field: _text(lookup(message, path)) for field, path in rule.paths.items()}
-    return replace(
-        owner,
-        tenant_id=found.get("tenant", owner.tenant_id),
-        user_id=found.get("user", owner.user_id),
-        resource_id=found.get("resource", owner.resource_id),
-    )
+    return found.get("tenant", tenant), found.get("user", user), found.get("resource", resource)
 
 
 # Each rule returns (tenant, user, resource); None leaves find_owner's fallback
