@@ -12,7 +12,7 @@ from enum import IntEnum
 
 import redis
 
-from yagi_meter.notification import Event
+from yagi_meter.notification import Event, conflict_copy
 from yagi_meter.store import codec
 from yagi_meter.store.audit import is_verdict
 from yagi_meter.store.base import Collection, translated
@@ -31,7 +31,7 @@ class Ingested(IntEnum):
 
     STORED = 1
     DUPLICATE = 2  # this message_id with this content was already stored
-    CONFLICT = 3  # this message_id was stored with other content: kept as it was
+    CONFLICT = 3  # this message_id was stored with other content: this body kept as a copy
 
 
 _SCAN_BATCH = 1000
@@ -81,6 +81,9 @@ class Outcome:
     status: Ingested
     seq: int
     event: Event
+    # CONFLICT: the seq of the event first stored under the message_id; ``seq`` and
+    # ``event`` are then the conflicting copy's (also for a DUPLICATE of a copy).
+    original_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class WriteCall:
     keys: list[str]
     args: list[str | bytes | int]
     events: list[Event]
+    copies: bool = False  # these events are conflicting copies (notification.conflict_copy)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,30 @@ class PendingWrite:
             Outcome(Ingested(status), seq, event)
             for (status, seq), event in zip(results, self._call.events, strict=True)
         ]
+        conflicting = [i for i, outcome in enumerate(outcomes) if outcome.status == Ingested.CONFLICT]
+        if conflicting and not self._call.copies:
+            self._keep_copies(outcomes, conflicting)
         return WriteResult(outcomes, repeats)
+
+    def _keep_copies(self, outcomes: list[Outcome], conflicting: list[int]) -> None:
+        """Store each conflicting body as an event of its own, before ``result()`` returns.
+
+        A second call of the ingest script, so the batch is acknowledged only
+        once these are stored too.  A copy's id is derived from the message_id
+        and the body: when this raises and the batch is written again, the
+        copies already stored are duplicates.
+        """
+        store = self._store
+        copies = [conflict_copy(outcomes[i].event) for i in conflicting]
+        call = store.prepare([store.encode(copy) for copy in copies], copies=True)
+        script = store.scripts["ingest"]
+        [replies] = PendingCalls(store.client, [Call(script, call.keys, call.args)], store.wait).replies()
+        results, _, epoch, last_seq = replies
+        store.watch.observe(epoch, last_seq, "ingest")
+        for i, copy, (status, seq) in zip(conflicting, copies, results, strict=True):
+            # STORED: a new copy (a conflict); DUPLICATE: this copy again (a redelivery).
+            kept = Ingested.CONFLICT if status == Ingested.STORED else Ingested(status)
+            outcomes[i] = Outcome(kept, seq, copy, original_seq=outcomes[i].seq)
 
     def abandon(self) -> None:
         """Forget the reply (the caller gave up the batch); the connection is dropped."""
@@ -207,9 +234,17 @@ class EventStore(Collection):
         return EncodedEvent(event, index_keys, args)
 
     def prepare(
-        self, events: Sequence[EncodedEvent], rejected: Sequence[Rejected] = (), requeued: Sequence[str] = ()
+        self,
+        events: Sequence[EncodedEvent],
+        rejected: Sequence[Rejected] = (),
+        requeued: Sequence[str] = (),
+        *,
+        copies: bool = False,
     ) -> WriteCall:
-        """Put encoded events and rejected messages into one call of the ingest script (no I/O)."""
+        """Put encoded events and rejected messages into one call of the ingest script (no I/O).
+
+        ``copies``: the events are conflicting copies, each one stored is counted
+        in ``conflicts`` (PendingWrite stores them itself)."""
         k = self.keys
         push, forward = OutboxKeys.of(k, "push"), OutboxKeys.of(k, "forward")
         keys = [
@@ -238,6 +273,7 @@ class EventStore(Collection):
             self.watch.epoch,
             self.watch.seq,
             MEMBER_FORMAT,
+            "1" if copies else "0",
         ]
         for encoded in events:
             keys.extend(encoded.keys)
@@ -252,7 +288,7 @@ class EventStore(Collection):
                 "1" if reject.truncated else "0",
             ]
         args += list(requeued)
-        return WriteCall(keys, args, [encoded.event for encoded in events])
+        return WriteCall(keys, args, [encoded.event for encoded in events], copies)
 
     def send(self, call: WriteCall) -> PendingWrite:
         """Send a prepared write without waiting for Redis; ``result()`` waits.

@@ -16,6 +16,8 @@
 --          when none): a seq now lower under that same epoch means Redis lost
 --          writes (RDB restore, lagging replica) and seqs would be given out again
 -- ARGV[8]: the outbox member format (outbox.py MEMBER_FORMAT)
+-- ARGV[9]: "1" when the events are conflicting copies (notification.conflict_copy):
+--          each one stored counts in conflicts
 -- then per event (8): message_id, digest, event_type, timestamp ms, nkeys,
 --                     forward ("1"/"0"), body, user_id ("" for none; entries
 --                     written before it have no "u" field)
@@ -25,7 +27,8 @@
 --
 -- Returns {results, repeats, epoch, seq}: results has, per event, a pair
 -- {status, seq}: 1 stored, 2 already stored with the same body, 3 message_id
--- already stored with a different body; repeats: rejected messages whose
+-- already stored with a different body (nothing stored, nothing counted: the
+-- caller stores that body in a second call, as a conflicting copy); repeats: rejected messages whose
 -- sha256 was already in the quarantine (counted as duplicates, not added
 -- again); epoch and seq: the store's epoch and last seq after the write.
 -- The epoch is created with seq, in this script: when Redis loses seq (no
@@ -43,6 +46,7 @@ local conflicts, duplicates = KEYS[10], KEYS[11]
 local quarantine, quarantine_count, quarantine_digests, epoch_key = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 local push_on = ARGV[1] == "1"
 local member_format = ARGV[8]
+local copies = ARGV[9] == "1"
 local n_events, n_rejected = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local now = redis.call("TIME")
@@ -61,14 +65,14 @@ end
 
 -- Requeued entries go first, with their digests: a message still bad is
 -- then quarantined anew instead of being taken for a repeat.
-for i = 9 + n_events * 8 + n_rejected * 6, #ARGV do
+for i = 10 + n_events * 8 + n_rejected * 6, #ARGV do
   quarantine_remove(quarantine, quarantine_digests, ARGV[i])
 end
 
 local results = {}
 local indexed = {}
 local k = 16
-local a = 9
+local a = 10
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
@@ -83,7 +87,6 @@ for _ = 1, n_events do
       redis.call("INCR", duplicates)
       results[#results + 1] = {2, old_seq}
     else
-      redis.call("INCR", conflicts)
       results[#results + 1] = {3, old_seq}
     end
   else
@@ -109,6 +112,9 @@ for _ = 1, n_events do
     end
     if forward == "1" then
       outbox_add(forward_outbox, forward_seqs, member, seq, now_ms)
+    end
+    if copies then
+      redis.call("INCR", conflicts)
     end
     results[#results + 1] = {1, seq}
   end

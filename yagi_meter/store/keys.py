@@ -26,7 +26,8 @@ Owner events.py (ingest.lua writes, retention and trim_index.lua remove):
 | ``audit:verdicts`` | zset | member and score seq: the audit's verdict events (the ``/audit`` feed; |
 |                    |      | an index like ``type:``, trimmed by retention) |
 | ``indexes`` | set | names of every tenant/resource/type zset (for retention) |
-| ``conflicts`` | string | count of reused message_ids whose body differed |
+| ``conflicts`` | string | conflicting copies stored: later bodies of a known message_id, kept |
+|               |        | as events of their own (notification.conflict_copy) |
 | ``duplicates`` | string | count of redelivered or replayed messages already stored |
 
 Owner outbox.py (claim.lua; _outbox.lua, included by ingest.lua and fanout.lua):
