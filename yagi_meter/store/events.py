@@ -72,6 +72,8 @@ class EncodedEvent:
     event: Event
     keys: list[str]
     args: list[str | bytes | int]
+    # (zset, stats hash, member): the discovery catalog entries the event counts in
+    catalog: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -214,10 +216,13 @@ class EventStore(Collection):
         """
         k = self.keys
         index_keys = [k.event_type(event.event_type)]
+        catalog = [(k.catalog_types, event.event_type)]
         for tenant_id in event.tenants:  # the owner, and a billed project
             index_keys.append(k.tenant(tenant_id))
+            catalog += [(k.catalog_tenants, tenant_id), (k.catalog_tenant_types(tenant_id), event.event_type)]
             if event.resource_id:
                 index_keys.append(k.resource(tenant_id, event.resource_id))
+                catalog.append((k.catalog_resources(tenant_id), event.resource_id))
         if is_verdict(event):
             index_keys.append(k.audit_verdicts)
         forward = self.forward is not None and self.forward(event.event_type)
@@ -231,7 +236,7 @@ class EventStore(Collection):
             codec.encode(event, self.compress, self.dictionaries.current() if self.compress else None),
             (event.user_id or "").encode(),
         ]
-        return EncodedEvent(event, index_keys, args)
+        return EncodedEvent(event, index_keys, args, tuple((key, k.stats(key), m) for key, m in catalog))
 
     def prepare(
         self,
@@ -275,9 +280,28 @@ class EventStore(Collection):
             MEMBER_FORMAT,
             "1" if copies else "0",
         ]
+        # Catalog entries once per batch: events name them by number.
+        entries: dict[tuple[str, str], int] = {}
+        catalog_keys: list[str] = []
+        members: list[str | bytes | int] = []
+        numbers: list[bytes] = []
         for encoded in events:
+            mine = []
+            for zset, stats, member in encoded.catalog:
+                number = entries.get((zset, member))
+                if number is None:
+                    number = entries[(zset, member)] = len(entries) + 1
+                    catalog_keys += [zset, stats]
+                    members.append(member.encode())
+                mine.append(str(number))
+            numbers.append(" ".join(mine).encode())
+        args.append(len(entries))
+        args += members
+        for encoded, mine_numbers in zip(events, numbers, strict=True):
             keys.extend(encoded.keys)
             args.extend(encoded.args)
+            args.append(mine_numbers)
+        keys += catalog_keys
         for reject in rejected:
             args += [
                 reject.reason.encode("utf-8", "backslashreplace"),
