@@ -32,8 +32,8 @@
 -- Returns {results, repeats, epoch, seq}: results has, per event, a pair
 -- {status, seq}: 1 stored, 2 already stored with the same body, 3 message_id
 -- already stored with a different body (nothing stored, nothing counted: the
--- caller stores that body in a second call, as a conflicting copy); repeats: rejected messages whose
--- sha256 was already in the quarantine (counted as duplicates, not added
+-- caller stores that body in a second call, as a conflicting copy); repeats:
+-- rejected messages whose sha256 was already in the quarantine (counted as duplicates, not added
 -- again); epoch and seq: the store's epoch and last seq after the write.
 -- The epoch is created with seq, in this script: when Redis loses seq (no
 -- persistence, FLUSHDB, ...) sequence numbers start again at 1 under a new
