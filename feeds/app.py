@@ -8,7 +8,7 @@ from flask import Flask, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from feeds import audit, views
+from feeds import audit, discovery, views
 from feeds.auth import authenticator
 from feeds.caching import RenderCache
 from feeds.hub import init_hub, readers_of
@@ -43,6 +43,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     )
     app.register_blueprint(views.bp)
     app.register_blueprint(audit.bp)
+    app.register_blueprint(discovery.bp)
     init_hub(app, config, store, readers_of(config.base_url, app.extensions["yagi_meter"].authenticate))
     metrics = registry(store, config.audit.keep_periods)
 

@@ -27,7 +27,7 @@ _COUNTERS = {
     "last_seq": ("yagi_events_ingested", "Events ever stored (the last ingest sequence number)."),
     "quarantined_ever": ("yagi_quarantined_ever", "Messages ever quarantined."),
     "duplicates": ("yagi_duplicates", "Redelivered or replayed messages already stored."),
-    "conflicts": ("yagi_conflicts", "Reused message_ids whose body differed."),
+    "conflicts": ("yagi_conflicts", "Later bodies of a stored message_id, kept as events of their own."),
 }
 
 

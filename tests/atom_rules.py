@@ -162,3 +162,47 @@ def _id_problems(text: str) -> list[str]:
         if not canonical:
             return [f"id {text!r} does not hold a canonical UUID (RFC 4122)"]
     return []
+
+
+# -- AtomPub service documents (RFC 5023 section 8) ---------------------------
+
+APP_NS = "http://www.w3.org/2007/app"
+P = f"{{{APP_NS}}}"
+
+
+def service_violations(document: bytes) -> list[str]:
+    """Every way ``document`` breaks RFC 5023 section 8 (its Appendix B schema's rules
+    for service, workspace, collection, accept and categories), as readable lines."""
+    root = etree.fromstring(document)
+    if root.tag != P + "service":
+        return [f"root is {root.tag}, not app:service in {APP_NS} (8.3.1)"]
+    problems: list[str] = []
+    workspaces = root.findall(P + "workspace")
+    if not workspaces:
+        problems.append("service has no app:workspace (8.3.1)")
+    for child in root:
+        if child.tag.startswith(P) and child.tag != P + "workspace":
+            problems.append(f"service holds {child.tag}, which RFC 5023 does not put there (8.3.1)")
+    for number, workspace in enumerate(workspaces, 1):
+        titles = workspace.findall(A + "title")
+        if len(titles) != 1 or not (titles[0].text or "").strip():
+            problems.append(f"workspace {number} has {len(titles)} atom:title, not exactly one (8.3.2.1)")
+        for collection in workspace.findall(P + "collection"):
+            href = collection.get("href")
+            if href is None or not _IRI_REFERENCE.fullmatch(href):
+                problems.append(f"collection href {href!r} is not an IRI reference (8.3.3)")
+            if len(collection.findall(A + "title")) != 1:
+                problems.append(f"collection {href} has no single atom:title (8.3.3)")
+            for accept in collection.findall(P + "accept"):
+                if len(accept):
+                    problems.append(f"app:accept of {href} has child elements (8.3.4)")
+            for child in collection:
+                known = (P + "accept", P + "categories", A + "title")
+                if child.tag.startswith(P) and child.tag not in known:
+                    problems.append(f"collection {href} holds {child.tag} (8.3.3)")
+    return problems
+
+
+def assert_valid_service(document: bytes) -> None:
+    problems = service_violations(document)
+    assert not problems, "not a valid AtomPub service document:\n" + "\n".join(problems)

@@ -119,6 +119,7 @@ def categories(event: Event) -> list[tuple[str, str]]:
         ("tenant", event.tenant_id),
         ("user", event.user_id),
         ("resource", event.resource_id),
+        ("conflict_of", event.conflict_of),  # a later body of that message_id
     )
     return [(label, term) for label, term in pairs if term]
 

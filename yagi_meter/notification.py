@@ -8,10 +8,12 @@ Accepts the legacy JSON body, the oslo.messaging 2.0 envelope
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +62,7 @@ class Event:
     seq: int | None = None  # ingest sequence, set by the store
     ingested_at: datetime | None = None
     billed_tenant_id: str | None = None  # ownership.Billing
+    conflict_of: str | None = None  # a later body of this message_id, kept under its own id (conflict_copy)
 
     @property
     def notification(self) -> dict[str, Any]:
@@ -88,12 +91,30 @@ class Event:
         }
         if self.billed_tenant_id:
             derived["billed_tenant_id"] = self.billed_tenant_id
+        if self.conflict_of:
+            derived["conflict_of"] = self.conflict_of
         return derived
 
     @property
     def tenants(self) -> tuple[str, ...]:
         """The tenants whose feeds hold this event: the owner, and the billed project."""
         return tuple(t for t in (self.tenant_id, self.billed_tenant_id) if t)
+
+
+# uuid5 namespace of the ids given to conflicting bodies (conflict_copy); never change it.
+CONFLICT_NAMESPACE = uuid.UUID("5b0c2f5e-8a1d-4f43-9a57-2d6c1e0f7a31")
+
+
+def conflict_copy(event: Event) -> Event:
+    """``event``, whose message_id is already stored with another body, under an id of its own.
+
+    The id is ``uuid5(CONFLICT_NAMESPACE, "<message_id>\\n<digest>")``: the same body
+    arriving again gets the same id, so it is deduplicated like any redelivery.
+    The notification itself is unchanged (it still names the reused message_id);
+    ``conflict_of`` links the copy to the event first stored under that id.
+    """
+    copy_id = str(uuid.uuid5(CONFLICT_NAMESPACE, f"{event.message_id}\n{event.digest}"))
+    return dataclasses.replace(event, message_id=copy_id, conflict_of=event.message_id)
 
 
 def parse(

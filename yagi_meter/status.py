@@ -53,7 +53,7 @@ def render(report: dict[str, Any]) -> str:
     """The report as a few human-readable lines."""
     lines = [
         f"events            {report['events']} (last seq {report['last_seq']})",
-        f"duplicates        {report['duplicates']} ignored, {report['conflicts']} conflicting",
+        f"duplicates        {report['duplicates']} ignored, {report['conflicts']} conflicting bodies kept",
         f"quarantined       {report['quarantined']} (ever {report['quarantined_ever']})",
         f"push backlog      {report['push_backlog']}",
         f"subscriptions     {report['push_subscriptions']} "

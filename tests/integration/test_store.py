@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ import redis
 from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, make_config, sample_paths
 from yagi_meter.config import Config
 from yagi_meter.ingest.ingestor import Ingestor, Message
-from yagi_meter.notification import Event, parse
+from yagi_meter.notification import CONFLICT_NAMESPACE, Event, parse
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.events import Ingested
 from yagi_meter.store.keys import Keys
@@ -212,7 +213,7 @@ def test_duplicate_within_one_batch_is_stored_once(store: Store) -> None:
     assert store.events.count() == 1
 
 
-def test_reused_message_id_with_another_body_keeps_the_first_counts_and_warns(
+def test_reused_message_id_with_another_body_keeps_both_counts_and_warns(
     store: Store, config: Config, redis_server: redis.Redis, caplog: pytest.LogCaptureFixture, keys: Keys
 ) -> None:
     ingestor = Ingestor(store, config)
@@ -223,11 +224,32 @@ def test_reused_message_id_with_another_body_keeps_the_first_counts_and_warns(
         summary = ingestor.ingest([Message(second, "test")])
     assert (summary.stored, summary.duplicates, summary.conflicts) == (0, 0, 1)
     assert redis_server.get(keys.conflicts) == b"1"
-    assert store.events.count() == 1
+    assert store.events.count() == 2
     assert store.events.get("m-1").notification["payload"]["display_name"] == "first"
+    copy_id = str(
+        uuid.uuid5(CONFLICT_NAMESPACE, "m-1\n" + parse(second, received_at=datetime.now(UTC)).digest)
+    )
+    copy = store.events.get(copy_id)
+    assert copy is not None and copy.seq == 2
+    assert (copy.conflict_of, copy.derived()["conflict_of"]) == ("m-1", "m-1")
+    assert copy.notification["payload"]["display_name"] == "second"
+    assert copy.notification["message_id"] == "m-1"  # the body as it came
     [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert "m-1" in record.getMessage()
+    assert "m-1" in record.getMessage() and copy_id in record.getMessage()
     assert "compute.instance.create.end" in record.getMessage()
+    # The same conflicting body again (a redelivery): a duplicate of the copy.
+    again = ingestor.ingest([Message(second, "test"), Message(first, "test")])
+    assert (again.stored, again.duplicates, again.conflicts) == (0, 2, 0)
+    assert (store.events.count(), redis_server.get(keys.conflicts)) == (2, b"1")
+
+
+def test_several_bodies_of_one_message_id_in_one_batch_are_all_kept(store: Store, config: Config) -> None:
+    bodies = [json.dumps(make_message("m-1", display_name=f"body {n}")).encode() for n in range(4)]
+    summary = Ingestor(store, config).ingest([Message(body, "test") for body in bodies * 2])
+    assert (summary.stored, summary.conflicts, summary.duplicates) == (1, 3, 4)
+    names = sorted(e.notification["payload"]["display_name"] for e in store.events.get_many(range(1, 5)))
+    assert names == [f"body {n}" for n in range(4)]
+    assert store.events.count() == 4
 
 
 def test_bad_messages_in_a_batch_are_quarantined_with_their_reason_and_nothing_else_is_lost(
@@ -526,10 +548,18 @@ def test_memory_per_event_stays_below_the_raw_json_size(
     events = [parse(body, received_at=datetime.now(UTC)) for body in bodies]
     store.events.write(events)
     assert store.events.count() == len(bodies) >= 70
-    used = sum(
-        redis_server.memory_usage(key, samples=0) or 0
+    sizes = {
+        key: redis_server.memory_usage(key, samples=0) or 0
         for key in redis_server.scan_iter(match=f"{key_prefix}*", count=1000)
-    )
+    }
+    # The discovery catalog costs per name (tenant, resource, event type), not per
+    # event: here nearly every sample is a type of its own.  Bounded apart.
+    catalog = sum(size for key, size in sizes.items() if key.startswith(f"{key_prefix}catalog:".encode()))
+    names = len({e.event_type for e in events}) + 2 * len({t for e in events for t in e.tenants})
+    names += len({(t, e.resource_id) for e in events for t in e.tenants if e.resource_id})
+    print(f"\ncatalog {catalog} bytes for {names} names")
+    assert catalog < 400 * names
+    used = sum(sizes.values()) - catalog
     per_event = used / len(bodies)
     raw = sum(map(len, bodies)) / len(bodies)
     # The user id is kept once more, uncompressed, beside the body (the "u"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 
-from tests.atom_rules import A, assert_valid_atom, violations
+from tests.atom_rules import A, assert_valid_atom, service_violations, violations
 from yagi_meter import atom
 from yagi_meter.notification import Event
 
@@ -187,3 +187,34 @@ def test_xml_and_text_content_need_no_base64():
         remove("a:summary")(root)
 
     assert violations(edited(entry(), xml_content)) == []
+
+
+# -- service documents -------------------------------------------------------
+
+SERVICE = b"""<?xml version="1.0" encoding="utf-8"?>
+<service xmlns="http://www.w3.org/2007/app" xmlns:atom="http://www.w3.org/2005/Atom">
+  <workspace><atom:title type="text">yagi-meter</atom:title>
+    <collection href="http://yagi.example/events"><atom:title>all events</atom:title><accept/></collection>
+  </workspace>
+</service>"""
+
+
+def test_a_good_service_document_passes():
+    assert service_violations(SERVICE) == []
+
+
+@pytest.mark.parametrize(
+    ("broken", "complaint"),
+    [
+        (SERVICE.replace(b"2007/app", b"2007/apps"), "not app:service"),
+        (SERVICE.replace(b'<atom:title type="text">yagi-meter</atom:title>', b""), "workspace 1 has 0"),
+        (SERVICE.replace(b' href="http://yagi.example/events"', b""), "href None"),
+        (SERVICE.replace(b"<atom:title>all events</atom:title>", b""), "no single atom:title"),
+        (SERVICE.replace(b"<accept/>", b"<accept><x/></accept>"), "has child elements"),
+        (SERVICE.replace(b"<workspace>", b"<collection/><workspace>"), "service holds"),
+        (SERVICE.replace(b'events"><atom:title>', b'events"><feed/><atom:title>'), "holds {http"),
+    ],
+)
+def test_each_service_rule_rejects_its_violation(broken, complaint):
+    problems = service_violations(broken)
+    assert any(complaint in p for p in problems), problems

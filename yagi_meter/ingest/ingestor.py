@@ -59,7 +59,7 @@ class Summary:
 
     stored: int = 0
     duplicates: int = 0  # events already stored, and messages already in the quarantine
-    conflicts: int = 0
+    conflicts: int = 0  # later bodies of a stored message_id, kept as events of their own
     quarantined: int = 0
 
     def add(self, other: Summary) -> None:
@@ -162,10 +162,12 @@ class Ingestor:
             elif outcome.status == Ingested.CONFLICT:
                 summary.conflicts += 1
                 log.warning(
-                    "message_id %s (event_type %s) reused with a different body; "
-                    "kept the one stored at seq %d",
-                    outcome.event.message_id,
+                    "message_id %s (event_type %s, first stored at seq %s) reused with a different "
+                    "body; kept that body too, as event %s at seq %d",
+                    outcome.event.conflict_of,
                     outcome.event.event_type,
+                    outcome.original_seq,
+                    outcome.event.message_id,
                     outcome.seq,
                 )
         return summary

@@ -19,6 +19,7 @@ from yagi_meter.store import connection, stats
 from yagi_meter.store.archived import ArchivedLog
 from yagi_meter.store.audit import AuditLedger
 from yagi_meter.store.base import translated
+from yagi_meter.store.catalog import Catalog
 from yagi_meter.store.dead_letters import DeadLetters
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.error_log import ErrorLog
@@ -60,6 +61,7 @@ class Store:
         self.archived = ArchivedLog(*parts)
         self.subscriptions = Subscriptions(*parts)
         self.audit = AuditLedger(*parts)
+        self.catalog = Catalog(*parts)
         # Feed reads note a seq gone back in the same watch as the writes (epoch.py).
         self.pages = Pages(*parts, watch=self.events.watch, dictionaries=self.events.dictionaries)
         self._outboxes = {name: Outbox(*parts, name) for name in OUTBOXES}

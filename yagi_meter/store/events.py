@@ -12,7 +12,7 @@ from enum import IntEnum
 
 import redis
 
-from yagi_meter.notification import Event
+from yagi_meter.notification import Event, conflict_copy
 from yagi_meter.store import codec
 from yagi_meter.store.audit import is_verdict
 from yagi_meter.store.base import Collection, translated
@@ -31,7 +31,7 @@ class Ingested(IntEnum):
 
     STORED = 1
     DUPLICATE = 2  # this message_id with this content was already stored
-    CONFLICT = 3  # this message_id was stored with other content: kept as it was
+    CONFLICT = 3  # this message_id was stored with other content: this body kept as a copy
 
 
 _SCAN_BATCH = 1000
@@ -72,6 +72,8 @@ class EncodedEvent:
     event: Event
     keys: list[str]
     args: list[str | bytes | int]
+    # (zset, stats hash, member): the discovery catalog entries the event counts in
+    catalog: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class Outcome:
     status: Ingested
     seq: int
     event: Event
+    # CONFLICT: the seq of the event first stored under the message_id; ``seq`` and
+    # ``event`` are then the conflicting copy's (also for a DUPLICATE of a copy).
+    original_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class WriteCall:
     keys: list[str]
     args: list[str | bytes | int]
     events: list[Event]
+    copies: bool = False  # these events are conflicting copies (notification.conflict_copy)
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,30 @@ class PendingWrite:
             Outcome(Ingested(status), seq, event)
             for (status, seq), event in zip(results, self._call.events, strict=True)
         ]
+        conflicting = [i for i, outcome in enumerate(outcomes) if outcome.status == Ingested.CONFLICT]
+        if conflicting and not self._call.copies:
+            self._keep_copies(outcomes, conflicting)
         return WriteResult(outcomes, repeats)
+
+    def _keep_copies(self, outcomes: list[Outcome], conflicting: list[int]) -> None:
+        """Store each conflicting body as an event of its own, before ``result()`` returns.
+
+        A second call of the ingest script, so the batch is acknowledged only
+        once these are stored too.  A copy's id is derived from the message_id
+        and the body: when this raises and the batch is written again, the
+        copies already stored are duplicates.
+        """
+        store = self._store
+        copies = [conflict_copy(outcomes[i].event) for i in conflicting]
+        call = store.prepare([store.encode(copy) for copy in copies], copies=True)
+        script = store.scripts["ingest"]
+        [replies] = PendingCalls(store.client, [Call(script, call.keys, call.args)], store.wait).replies()
+        results, _, epoch, last_seq = replies
+        store.watch.observe(epoch, last_seq, "ingest")
+        for i, copy, (status, seq) in zip(conflicting, copies, results, strict=True):
+            # STORED: a new copy (a conflict); DUPLICATE: this copy again (a redelivery).
+            kept = Ingested.CONFLICT if status == Ingested.STORED else Ingested(status)
+            outcomes[i] = Outcome(kept, seq, copy, original_seq=outcomes[i].seq)
 
     def abandon(self) -> None:
         """Forget the reply (the caller gave up the batch); the connection is dropped."""
@@ -187,10 +216,13 @@ class EventStore(Collection):
         """
         k = self.keys
         index_keys = [k.event_type(event.event_type)]
+        catalog = [(k.catalog_types, event.event_type)]
         for tenant_id in event.tenants:  # the owner, and a billed project
             index_keys.append(k.tenant(tenant_id))
+            catalog += [(k.catalog_tenants, tenant_id), (k.catalog_tenant_types(tenant_id), event.event_type)]
             if event.resource_id:
                 index_keys.append(k.resource(tenant_id, event.resource_id))
+                catalog.append((k.catalog_resources(tenant_id), event.resource_id))
         if is_verdict(event):
             index_keys.append(k.audit_verdicts)
         forward = self.forward is not None and self.forward(event.event_type)
@@ -204,12 +236,20 @@ class EventStore(Collection):
             codec.encode(event, self.compress, self.dictionaries.current() if self.compress else None),
             (event.user_id or "").encode(),
         ]
-        return EncodedEvent(event, index_keys, args)
+        return EncodedEvent(event, index_keys, args, tuple((key, k.stats(key), m) for key, m in catalog))
 
     def prepare(
-        self, events: Sequence[EncodedEvent], rejected: Sequence[Rejected] = (), requeued: Sequence[str] = ()
+        self,
+        events: Sequence[EncodedEvent],
+        rejected: Sequence[Rejected] = (),
+        requeued: Sequence[str] = (),
+        *,
+        copies: bool = False,
     ) -> WriteCall:
-        """Put encoded events and rejected messages into one call of the ingest script (no I/O)."""
+        """Put encoded events and rejected messages into one call of the ingest script (no I/O).
+
+        ``copies``: the events are conflicting copies, each one stored is counted
+        in ``conflicts`` (PendingWrite stores them itself)."""
         k = self.keys
         push, forward = OutboxKeys.of(k, "push"), OutboxKeys.of(k, "forward")
         keys = [
@@ -238,10 +278,30 @@ class EventStore(Collection):
             self.watch.epoch,
             self.watch.seq,
             MEMBER_FORMAT,
+            "1" if copies else "0",
         ]
+        # Catalog entries once per batch: events name them by number.
+        entries: dict[tuple[str, str], int] = {}
+        catalog_keys: list[str] = []
+        members: list[str | bytes | int] = []
+        numbers: list[bytes] = []
         for encoded in events:
+            mine = []
+            for zset, stats, member in encoded.catalog:
+                number = entries.get((zset, member))
+                if number is None:
+                    number = entries[(zset, member)] = len(entries) + 1
+                    catalog_keys += [zset, stats]
+                    members.append(member.encode())
+                mine.append(str(number))
+            numbers.append(" ".join(mine).encode())
+        args.append(len(entries))
+        args += members
+        for encoded, mine_numbers in zip(events, numbers, strict=True):
             keys.extend(encoded.keys)
             args.extend(encoded.args)
+            args.append(mine_numbers)
+        keys += catalog_keys
         for reject in rejected:
             args += [
                 reject.reason.encode("utf-8", "backslashreplace"),
@@ -252,7 +312,7 @@ class EventStore(Collection):
                 "1" if reject.truncated else "0",
             ]
         args += list(requeued)
-        return WriteCall(keys, args, [encoded.event for encoded in events])
+        return WriteCall(keys, args, [encoded.event for encoded in events], copies)
 
     def send(self, call: WriteCall) -> PendingWrite:
         """Send a prepared write without waiting for Redis; ``result()`` waits.

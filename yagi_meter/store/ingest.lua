@@ -8,7 +8,8 @@
 --              outbox:forward, outbox:forward:seqs, conflicts, duplicates,
 --              quarantine, quarantine:count, quarantine:digests, epoch
 -- KEYS[16..]:  for each event, its index zsets (event type, then tenant and
---              resource when known), as many as the event's nkeys says
+--              resource when known), as many as the event's nkeys says;
+--              then for each catalog entry its zset and its stats hash
 -- ARGV[1]: "1" to write push outbox entries; ARGV[2]: number of events;
 -- ARGV[3]: number of rejected messages; ARGV[4]: quarantine entry time (ms)
 -- ARGV[5]: a fresh random store epoch, used when seq does not exist or went back
@@ -16,17 +17,23 @@
 --          when none): a seq now lower under that same epoch means Redis lost
 --          writes (RDB restore, lagging replica) and seqs would be given out again
 -- ARGV[8]: the outbox member format (outbox.py MEMBER_FORMAT)
--- then per event (8): message_id, digest, event_type, timestamp ms, nkeys,
+-- ARGV[9]: "1" when the events are conflicting copies (notification.conflict_copy):
+--          each one stored counts in conflicts
+-- ARGV[10]: number of catalog entries, then each entry's member (a tenant,
+--           resource or event type; its keys are the entry's pair in KEYS)
+-- then per event (9): message_id, digest, event_type, timestamp ms, nkeys,
 --                     forward ("1"/"0"), body, user_id ("" for none; entries
---                     written before it have no "u" field)
+--                     written before it have no "u" field), and the numbers
+--                     (1-based, space separated) of its catalog entries
 -- then per rejected message (6): reason, source, body, sha256 of the whole
 --                     raw message, its size in bytes, "1" when body is only its head
 -- then the quarantine entry ids to remove (requeued messages)
 --
 -- Returns {results, repeats, epoch, seq}: results has, per event, a pair
 -- {status, seq}: 1 stored, 2 already stored with the same body, 3 message_id
--- already stored with a different body; repeats: rejected messages whose
--- sha256 was already in the quarantine (counted as duplicates, not added
+-- already stored with a different body (nothing stored, nothing counted: the
+-- caller stores that body in a second call, as a conflicting copy); repeats:
+-- rejected messages whose sha256 was already in the quarantine (counted as duplicates, not added
 -- again); epoch and seq: the store's epoch and last seq after the write.
 -- The epoch is created with seq, in this script: when Redis loses seq (no
 -- persistence, FLUSHDB, ...) sequence numbers start again at 1 under a new
@@ -43,6 +50,8 @@ local conflicts, duplicates = KEYS[10], KEYS[11]
 local quarantine, quarantine_count, quarantine_digests, epoch_key = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 local push_on = ARGV[1] == "1"
 local member_format = ARGV[8]
+local copies = ARGV[9] == "1"
+local n_catalog = tonumber(ARGV[10])
 local n_events, n_rejected = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local now = redis.call("TIME")
@@ -61,19 +70,21 @@ end
 
 -- Requeued entries go first, with their digests: a message still bad is
 -- then quarantined anew instead of being taken for a repeat.
-for i = 9 + n_events * 8 + n_rejected * 6, #ARGV do
+for i = 11 + n_catalog + n_events * 9 + n_rejected * 6, #ARGV do
   quarantine_remove(quarantine, quarantine_digests, ARGV[i])
 end
 
 local results = {}
 local indexed = {}
+local catalog = {}  -- entry number -> {events stored, newest ms}, written once per batch
 local k = 16
-local a = 9
+local a = 11 + n_catalog
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
   local user = ARGV[a + 7]
-  a = a + 8
+  local entries = ARGV[a + 8]
+  a = a + 9
 
   local known = redis.call("HGET", ids, message_id)
   if known then
@@ -83,7 +94,6 @@ for _ = 1, n_events do
       redis.call("INCR", duplicates)
       results[#results + 1] = {2, old_seq}
     else
-      redis.call("INCR", conflicts)
       results[#results + 1] = {3, old_seq}
     end
   else
@@ -110,9 +120,38 @@ for _ = 1, n_events do
     if forward == "1" then
       outbox_add(forward_outbox, forward_seqs, member, seq, now_ms)
     end
+    if copies then
+      redis.call("INCR", conflicts)
+    end
+    local ts = tonumber(ts_ms)
+    for c in string.gmatch(entries, "%d+") do
+      local entry = catalog[c]
+      if entry then
+        entry[1] = entry[1] + 1
+        if ts > entry[2] then entry[2] = ts end
+      else
+        catalog[c] = {1, ts}
+      end
+    end
     results[#results + 1] = {1, seq}
   end
   k = k + nkeys
+end
+
+-- The catalog: one ZADD and one read-modify-write of its stats per entry
+-- per batch, however many of the batch's events it counts.
+for c, entry in pairs(catalog) do
+  local n = tonumber(c)
+  local zset, stats, member = KEYS[k + 2 * (n - 1)], KEYS[k + 2 * n - 1], ARGV[10 + n]
+  local count, newest = entry[1], entry[2]
+  redis.call("ZADD", zset, 0, member)
+  local old = redis.call("HGET", stats, member)
+  if old then
+    local space = string.find(old, " ", 1, true)
+    count = count + tonumber(string.sub(old, 1, space - 1))
+    newest = math.max(newest, tonumber(string.sub(old, space + 1)))
+  end
+  redis.call("HSET", stats, member, string.format("%d %.0f", count, newest))
 end
 
 local repeats = 0

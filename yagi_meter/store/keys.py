@@ -26,7 +26,16 @@ Owner events.py (ingest.lua writes, retention and trim_index.lua remove):
 | ``audit:verdicts`` | zset | member and score seq: the audit's verdict events (the ``/audit`` feed; |
 |                    |      | an index like ``type:``, trimmed by retention) |
 | ``indexes`` | set | names of every tenant/resource/type zset (for retention) |
-| ``conflicts`` | string | count of reused message_ids whose body differed |
+| ``catalog:tenants`` | zset | every tenant that ever had an event, all scored 0 (listed by lex order) |
+| ``catalog:tenants:stats`` | hash | tenant -> ``"<events ever stored> <newest notification time ms>"`` |
+| ``catalog:types`` | zset | every event type ever stored, scored 0 |
+| ``catalog:types:stats`` | hash | event type -> ``"<events> <newest ms>"`` |
+| ``catalog:resources:<t>`` | zset | one tenant's resources, scored 0 (a key pair per tenant: partitionable) |
+| ``catalog:resources:<t>:stats`` | hash | resource -> ``"<events> <newest ms>"`` |
+| ``catalog:tenant_types:<t>`` | zset | the event types of one tenant's events, scored 0 |
+| ``catalog:tenant_types:<t>:stats`` | hash | event type -> ``"<events> <newest ms>"`` |
+| ``conflicts`` | string | conflicting copies stored: later bodies of a known message_id, kept |
+|               |        | as events of their own (notification.conflict_copy) |
 | ``duplicates`` | string | count of redelivered or replayed messages already stored |
 
 Owner outbox.py (claim.lua; _outbox.lua, included by ingest.lua and fanout.lua):
@@ -98,7 +107,8 @@ Owner audit.py (lifecycle.lua only reads the event keys):
 | ``audit:count_periods`` | zset | the ms of each ``audit:counts:`` hash (``[audit] keep_periods`` kept) |
 
 Readers besides the owners: pages.py (page.lua) reads the event keys for
-feeds; stats.py reads counts of every family for ``/metrics`` and ``status``;
+feeds; catalog.py reads the ``catalog:`` keys (and ZCARDs the indexes) for
+the discovery lists; stats.py reads counts of every family for ``/metrics`` and ``status``;
 events.py reads ``outbox:<name>:seqs`` for the retention floor; audit.py reads
 ``type:<event_type>`` and ``audit:verdicts`` (lifecycle.lua: ``resource:`` and ``events``).
 """
@@ -152,6 +162,27 @@ class Keys:
 
     def event_type(self, event_type: str) -> str:
         return f"{self.prefix}type:{_part(event_type)}"
+
+    # -- catalog (written by ingest.lua, read by catalog.py) -------------------
+
+    @property
+    def catalog_tenants(self) -> str:
+        return self.prefix + "catalog:tenants"
+
+    @property
+    def catalog_types(self) -> str:
+        return self.prefix + "catalog:types"
+
+    def catalog_resources(self, tenant_id: str) -> str:
+        return f"{self.prefix}catalog:resources:{_part(tenant_id)}"
+
+    def catalog_tenant_types(self, tenant_id: str) -> str:
+        return f"{self.prefix}catalog:tenant_types:{_part(tenant_id)}"
+
+    @staticmethod
+    def stats(catalog: str) -> str:
+        """The counts hash of a ``catalog:`` zset."""
+        return catalog + ":stats"
 
     def outbox(self, name: str) -> str:
         """The due zset of an outbox; its ``:seqs`` and ``:attempts`` keys are named below
