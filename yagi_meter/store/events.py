@@ -1,4 +1,4 @@
-"""The event store: atomic batched writes, dedup, lookups and retention in Redis."""
+"""The event store: atomic batched writes, dedup, lookups and retention steps in Redis."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from yagi_meter.notification import Event
 from yagi_meter.store import codec
 from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.epoch import SeqWatch
-from yagi_meter.store.keys import OUTBOXES, Keys
+from yagi_meter.store.keys import OUTBOXES, Keys, owners_field
 from yagi_meter.store.outbox import MEMBER_FORMAT, OutboxKeys
 from yagi_meter.store.scripts import Scripts
 
@@ -30,9 +30,6 @@ class Ingested(IntEnum):
     STORED = 1
     DUPLICATE = 2  # this message_id with this content was already stored
     CONFLICT = 3  # this message_id was stored with other content: kept as it was
-
-
-_SCAN_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -203,12 +200,7 @@ class EventStore(Collection):
         Raises whatever encoding the event raises (e.g. UnicodeEncodeError):
         the caller quarantines that one message and goes on with the others.
         """
-        k = self.keys
-        index_keys = [k.event_type(event.event_type)]
-        for tenant_id in event.tenants:  # the owner, and a billed project
-            index_keys.append(k.tenant(tenant_id))
-            if event.resource_id:
-                index_keys.append(k.resource(tenant_id, event.resource_id))
+        index_keys = self.keys_of(event, self.keys)
         forward = self.forward is not None and self.forward(event.event_type)
         args: list[str | bytes | int] = [
             event.message_id.encode(),
@@ -219,8 +211,14 @@ class EventStore(Collection):
             "1" if forward else "0",
             codec.encode(event, self.compress),
             (event.user_id or "").encode(),
+            owners_field(event.tenants, event.resource_id).encode(),
         ]
         return EncodedEvent(event, index_keys, args)
+
+    @staticmethod
+    def keys_of(event: Event, keys: Keys) -> list[str]:
+        """An event's index zsets: its type's, then its tenants' and resources'."""
+        return [keys.event_type(event.event_type), *keys.owner_indexes(event.tenants, event.resource_id)]
 
     def prepare(
         self, events: Sequence[EncodedEvent], rejected: Sequence[Rejected] = (), requeued: Sequence[str] = ()
@@ -324,62 +322,106 @@ class EventStore(Collection):
 
     # -- retention ---------------------------------------------------------
 
-    def expire(self, retention_days: float, now: float | None = None) -> int:
-        """Remove events ingested more than ``retention_days`` ago; return how many.
+    def retention_unit(self) -> RetentionUnit:
+        """The keys one retention step works on: today the whole store."""
+        return RetentionUnit.of(self.keys)
 
-        Index entries go first and bodies after, so no index ever points at a
-        missing event. Events still waiting in an outbox are kept.
+    def retention_step(
+        self, unit: RetentionUnit, retention_days: float, limit: int, now: float | None = None
+    ) -> Step:
+        """Remove up to ``limit`` of the oldest events ingested more than ``retention_days``
+        ago and below every outbox's oldest pending seq; two round trips.
+
+        The first call reads those entries without their bodies
+        (retention_head.lua); their index keys come from the entry's ``e``
+        and ``o`` fields (an entry written before ``o`` existed has its body
+        decoded instead).  The second removes them, each with its index,
+        ``by_time`` and ``ids`` entries, in one atomic script (retention.lua),
+        which checks each event again: any number of processes may run steps
+        at once, and a step cut short by a crash changed nothing.
         """
+        retention_ms = int(retention_days * 86_400_000)
+        now_ms = "" if now is None else int(now * 1000)
+        head = self._run(
+            "retention_head",
+            [unit.events, *unit.outbox_seqs],
+            [limit, retention_ms, now_ms],
+            "reading expired events",
+        )
+        cutoff_ms, floor = int(head[0]), int(head[1])
+        entries = head[2:]
+        if not entries:
+            return Step(0, 0, 0, cutoff_ms, floor or None, False)
+        positions: dict[str, int] = {}
+        index_keys: list[str] = []
+        args: list[str | bytes | int] = [retention_ms, now_ms, len(unit.outbox_seqs), len(entries) // 6]
+        first_index = 4 + len(unit.outbox_seqs) + 1  # KEYS are 1-based in Lua
+        legacy = 0
+        for i in range(0, len(entries), 6):
+            seq, t, message_id, event_type, owners, body = entries[i : i + 6]
+            if owners is None:  # written before the "o" field: the body says
+                legacy += 1
+                event = codec.decode(body, int(seq), int(t))
+                keys = self.keys_of(event, unit.keys)
+            else:
+                keys = [unit.keys.event_type(event_type.decode()), *unit.keys.owner_indexes_of(owners)]
+            args += [int(seq), int(t), message_id, len(keys)]
+            for key in keys:
+                if key not in positions:
+                    positions[key] = first_index + len(index_keys)
+                    index_keys.append(key)
+                args.append(positions[key])
+        removed, index_entries, last = self._run(
+            "retention",
+            [unit.events, unit.ids, unit.by_time, unit.indexes, *unit.outbox_seqs, *index_keys],
+            args,
+            "removing expired events",
+        )
+        return Step(removed, index_entries, last, cutoff_ms, floor or None, len(entries) == limit, legacy)
+
+    def expire(self, retention_days: float, now: float | None = None, limit: int = 1000) -> int:
+        """Remove every event ingested more than ``retention_days`` ago, in steps of
+        ``limit`` (``retention_step``); return how many.  Events still waiting in
+        an outbox are kept.  The retention daemon (retention.py) runs the steps."""
         if retention_days <= 0:
             return 0
-        now = time.time() if now is None else now
-        cutoff_ms = int((now - retention_days * 86400) * 1000)
-        last = self._last_expired_seq(cutoff_ms)
-        if last == 0:
-            return 0
-        with translated("listing indexes"):
-            index_keys = list(self.client.sscan_iter(self.keys.indexes, count=_SCAN_BATCH))
-        for key in index_keys:
-            self._run("trim_index", [key, self.keys.indexes], [last])
+        unit = self.retention_unit()
         removed = 0
         while True:
-            entries = self._range("-", f"{last}-0")
-            if not entries:
+            step = self.retention_step(unit, retention_days, limit, now)
+            removed += step.removed
+            if not step.more:
                 return removed
-            pipe = self.client.pipeline(transaction=True)
-            pipe.zrem(self.keys.by_time, *(entry_id.split(b"-", 1)[0] for entry_id, _ in entries))
-            pipe.hdel(self.keys.ids, *(fields[b"m"] for _, fields in entries))
-            pipe.xdel(self.keys.events, *(entry_id for entry_id, _ in entries))
-            self._execute(pipe, "removing expired events")
-            removed += len(entries)
-            log.info("retention removed %d events up to seq %d", removed, last)
 
-    def _last_expired_seq(self, cutoff_ms: int) -> int:
-        """Highest seq ingested before ``cutoff_ms`` and no longer needed by an outbox."""
-        floor = self._outbox_floor()
-        last, start = 0, "-"
-        while True:
-            entries = self._range(start, "+")
-            for entry_id, fields in entries:
-                seq = int(entry_id.split(b"-", 1)[0])
-                if int(fields[b"t"]) >= cutoff_ms or (floor is not None and seq >= floor):
-                    return last
-                last = seq
-            if len(entries) < _SCAN_BATCH:
-                return last
-            start = f"({last}-0"
 
-    def _outbox_floor(self) -> int | None:
-        """The oldest seq any outbox still has to deliver."""
-        floor = None
-        for name in OUTBOXES:
-            with translated(f"reading outbox {name}"):
-                first = self.client.zrange(self.keys.outbox_seqs(name), 0, 0)
-            if first:
-                seq = int(first[0])
-                floor = seq if floor is None else min(floor, seq)
-        return floor
+@dataclass(frozen=True)
+class RetentionUnit:
+    """Every key one retention step reads or writes, named explicitly (all in KEYS):
+    the events stream, ``ids``, ``by_time``, ``indexes`` and the outboxes' seqs of
+    one store unit.  Today the store is one unit; once it is split into
+    partitions, each partition is one (its index keys come from ``keys``)."""
 
-    def _range(self, start: str, end: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        with translated("reading events"):
-            return self.client.xrange(self.keys.events, start, end, count=_SCAN_BATCH)
+    keys: Keys
+    events: str
+    ids: str
+    by_time: str
+    indexes: str
+    outbox_seqs: tuple[str, ...]
+
+    @classmethod
+    def of(cls, keys: Keys) -> RetentionUnit:
+        outboxes = tuple(keys.outbox_seqs(name) for name in OUTBOXES)
+        return cls(keys, keys.events, keys.ids, keys.by_time, keys.indexes, outboxes)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one retention step did."""
+
+    removed: int  # events removed
+    index_entries: int  # index zset members removed
+    last_seq: int  # the last seq removed, 0 for none
+    cutoff_ms: int  # events ingested before this (Redis's clock) were expired
+    floor: int | None  # the oldest seq an outbox still needs, None when none
+    more: bool  # a full step was read: more may be waiting
+    legacy: int = 0  # entries without an "o" field, whose bodies were decoded

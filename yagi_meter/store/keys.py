@@ -8,7 +8,7 @@ KEYS: no key name is built inside Lua.  ``claim.lua`` leases entries of any
 due zset; the module passing the key owns it.  Nothing outside
 ``yagi_meter.store`` sees a key name (docs/architecture.md).
 
-Owner events.py (ingest.lua writes, retention and trim_index.lua remove):
+Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua removes):
 
 | key | type | holds |
 | --- | --- | --- |
@@ -17,13 +17,15 @@ Owner events.py (ingest.lua writes, retention and trim_index.lua remove):
 |           |        | (Redis lost its data) gives a new epoch; caches and ETags include it (epoch.py) |
 | ``events`` | stream | an entry per event, id ``<seq>-0``: ``t`` ingest ms, ``e`` type, |
 |            |        | ``m`` message_id, ``d`` body (codec.py), ``u`` user_id ("" for none; |
-|            |        | absent from entries written before it): what page.lua filters on |
+|            |        | absent from entries written before it): what page.lua filters on; |
+|            |        | ``o`` owners (``owners_field``: quoted resource and tenant ids; absent |
+|            |        | from entries written before it): what retention.lua removes by |
 | ``ids`` | hash | message_id -> ``"<seq> <digest>"`` (dedup, lookup by entry id) |
 | ``by_time`` | zset | member seq, score notification time in ms |
 | ``tenant:<t>`` | zset | member and score seq: one tenant's events |
 | ``resource:<t>:<r>`` | zset | member and score seq: one resource's events |
 | ``type:<event_type>`` | zset | member and score seq: one event type's events |
-| ``indexes`` | set | names of every tenant/resource/type zset (for retention) |
+| ``indexes`` | set | names of every tenant/resource/type zset (an index emptied by retention leaves it) |
 | ``conflicts`` | string | count of reused message_ids whose body differed |
 | ``duplicates`` | string | count of redelivered or replayed messages already stored |
 
@@ -89,6 +91,16 @@ def _part(value: str) -> str:
     return quote(value, safe="-_.@")
 
 
+def owners_field(tenants: tuple[str, ...] | list[str], resource_id: str | None) -> str:
+    """An events entry's ``o`` field: the quoted resource id ("" for none), then each
+    quoted tenant id, separated by spaces (a quoted part holds none).
+
+    What retention needs to find an event's tenant and resource index keys
+    without decoding its body (``Keys.owner_indexes_of``).
+    """
+    return " ".join([_part(resource_id or ""), *(_part(t) for t in tenants)])
+
+
 class Keys:
     """Key names under one prefix (``[redis] key_prefix``)."""
 
@@ -117,6 +129,26 @@ class Keys:
 
     def event_type(self, event_type: str) -> str:
         return f"{self.prefix}type:{_part(event_type)}"
+
+    def owner_indexes(self, tenants: tuple[str, ...] | list[str], resource_id: str | None) -> list[str]:
+        """The tenant and resource index keys of an event of ``tenants`` and ``resource_id``."""
+        index_keys = []
+        for tenant_id in tenants:  # the owner, and a billed project
+            index_keys.append(self.tenant(tenant_id))
+            if resource_id:
+                index_keys.append(self.resource(tenant_id, resource_id))
+        return index_keys
+
+    def owner_indexes_of(self, owners: bytes | str) -> list[str]:
+        """``owner_indexes`` again from an events entry's ``o`` field (``owners_field``)."""
+        text = owners.decode() if isinstance(owners, bytes) else owners
+        resource, *tenants = text.split(" ")
+        index_keys = []
+        for part in tenants:
+            index_keys.append(f"{self.prefix}tenant:{part}")
+            if resource:
+                index_keys.append(f"{self.prefix}resource:{part}:{resource}")
+        return index_keys
 
     def outbox(self, name: str) -> str:
         """The due zset of an outbox; its ``:seqs`` and ``:attempts`` keys are named below
