@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _command(
         commands,
+        "retention",
+        lambda args, config: daemon.retention(config),
+        "remove events older than [redis] retention_days, in small steps, until stopped",
+    )
+    _command(
+        commands,
         "serve",
         lambda args, config: daemon.serve(config),
         "the feed server and WebSub hub on [feeds] host:port (development server; "
@@ -107,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         commands,
         "run",
         lambda args, config: supervisor.run(config, args.config),
-        "every daemon (listen, serve, push, and forward when [forward] url is set) as a child "
+        "every daemon (listen, retention, serve, push, and forward when [forward] url is set) as a child "
         "process, for one machine; a child that dies is restarted with backoff",
     )
     replay = _command(
