@@ -377,7 +377,8 @@ class EventStore(Collection):
             args,
             "removing expired events",
         )
-        return Step(removed, index_entries, last, cutoff_ms, floor or None, len(entries) // 6 == limit, legacy)
+        full = len(entries) // 6 == limit
+        return Step(removed, index_entries, last, cutoff_ms, floor or None, full, legacy)
 
     def expire(self, retention_days: float, now: float | None = None, limit: int = 1000) -> int:
         """Remove every event ingested more than ``retention_days`` ago, in steps of
