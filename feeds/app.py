@@ -43,7 +43,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     )
     app.register_blueprint(views.bp)
     init_hub(app, config, store, readers_of(config.base_url, app.extensions["yagi_meter"].authenticate))
-    metrics = registry(store)
+    metrics = registry(store, config.redis.memory_bytes)
 
     @app.get("/health")
     def health() -> Response:

@@ -32,8 +32,9 @@ _COUNTERS = {
 class StoreCollector(Collector):
     """Yields the store's counts on each collect()."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, memory_bytes: int = 0) -> None:
         self.store = store
+        self.memory_bytes = memory_bytes
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         up = GaugeMetricFamily("yagi_redis_up", "1 when Redis answered this scrape.")
@@ -52,6 +53,31 @@ class StoreCollector(Collector):
         for key, (name, text) in _COUNTERS.items():
             yield CounterMetricFamily(name, text, value=values[key])
         yield from _hub_metrics(self.store)
+        yield from _sizing_metrics(self.store, self.memory_bytes)
+
+
+_SIZING_GAUGES = {
+    "used_memory": ("yagi_redis_used_memory_bytes", "Redis INFO used_memory."),
+    "bytes_per_event": (
+        "yagi_bytes_per_event",
+        "used_memory less used_memory_startup, over the events stored.",
+    ),
+    "ingest_rate": ("yagi_ingest_rate_events_per_second", "Events/s over the last 10,000 seqs, up to now."),
+    "memory_bytes": ("yagi_memory_bytes", "maxmemory, else [redis] memory_bytes."),
+    "memory_days": ("yagi_memory_days", "Days of events the memory holds at the current rate."),
+    "days_until_full": ("yagi_days_until_full", "Days until memory is full at this rate, nothing removed."),
+}
+
+
+def _sizing_metrics(store: Store, memory_bytes: int) -> Iterator[GaugeMetricFamily]:
+    try:
+        values = store.sizing(memory_bytes)
+    except StoreError:
+        return
+    for key, (name, text) in _SIZING_GAUGES.items():
+        value = values[key]
+        if isinstance(value, int | float):  # None: not known yet (no events, no rate, no memory set)
+            yield GaugeMetricFamily(name, text, value=value)
 
 
 _HUB_GAUGES = {
@@ -82,8 +108,8 @@ def _hub_metrics(store: Store) -> Iterator[GaugeMetricFamily | CounterMetricFami
         yield CounterMetricFamily(name, text, value=values[key])
 
 
-def registry(store: Store) -> CollectorRegistry:
+def registry(store: Store, memory_bytes: int = 0) -> CollectorRegistry:
     """A registry of this app's own (no process globals), holding the store collector."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(StoreCollector(store))
+    reg.register(StoreCollector(store, memory_bytes))
     return reg
