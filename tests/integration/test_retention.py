@@ -165,10 +165,8 @@ def test_a_step_never_removes_an_event_stored_again_under_a_reused_seq(
         r.delete(key)
     store.events.write([make_event(f"reborn-{i}") for i in range(1, 4)])
     store.outbox("push").done(1, 2, 3)
-    args: list[object] = [86400000, int(now * 1000), len(unit.outbox_seqs), 3]
-    index_at = 5 + len(unit.outbox_seqs)
-    for seq, t, message_id in zip(head[2::6], head[3::6], head[4::6], strict=True):
-        args += [seq, int(t), message_id, 1, index_at]
+    # As retention_step sends them: the seqs, their message_ids, then the type index's seqs.
+    args = [len(unit.outbox_seqs), 3, *head[2::6], *head[4::6], 3, *head[2::6]]
     removed = store.events.scripts["retention"](
         keys=[
             k.events,

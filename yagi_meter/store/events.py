@@ -352,28 +352,28 @@ class EventStore(Collection):
         entries = head[2:]
         if not entries:
             return Step(0, 0, 0, cutoff_ms, floor or None, False)
-        positions: dict[str, int] = {}
-        index_keys: list[str] = []
-        args: list[str | bytes | int] = [retention_ms, now_ms, len(unit.outbox_seqs), len(entries) // 6]
-        first_index = 4 + len(unit.outbox_seqs) + 1  # KEYS are 1-based in Lua
+        seqs: list[int] = []
+        message_ids: list[bytes] = []
+        by_key: dict[str, list[int]] = {}  # index zset -> seqs, ascending (in head order)
         legacy = 0
         for i in range(0, len(entries), 6):
             seq, t, message_id, event_type, owners, body = entries[i : i + 6]
             if owners is None:  # written before the "o" field: the body says
                 legacy += 1
-                event = codec.decode(body, int(seq), int(t))
-                keys = self.keys_of(event, unit.keys)
+                index_keys = self.keys_of(codec.decode(body, seq, int(t)), unit.keys)
             else:
-                keys = [unit.keys.event_type(event_type.decode()), *unit.keys.owner_indexes_of(owners)]
-            args += [int(seq), int(t), message_id, len(keys)]
-            for key in keys:
-                if key not in positions:
-                    positions[key] = first_index + len(index_keys)
-                    index_keys.append(key)
-                args.append(positions[key])
+                index_keys = [unit.keys.event_type(event_type.decode()), *unit.keys.owner_indexes_of(owners)]
+            seqs.append(seq)
+            message_ids.append(message_id)
+            for key in index_keys:
+                by_key.setdefault(key, []).append(seq)
+        args: list[str | bytes | int] = [len(unit.outbox_seqs), len(seqs), *seqs, *message_ids]
+        for listed in by_key.values():
+            args.append(len(listed))
+            args.extend(listed)
         removed, index_entries, last = self._run(
             "retention",
-            [unit.events, unit.ids, unit.by_time, unit.indexes, *unit.outbox_seqs, *index_keys],
+            [unit.events, unit.ids, unit.by_time, unit.indexes, *unit.outbox_seqs, *by_key],
             args,
             "removing expired events",
         )
