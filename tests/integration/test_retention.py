@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from tests.conftest import TEST_REDIS_URL
-from tests.integration.listener_helpers import wait_until
+from tests.integration.listener_helpers import Publisher, declare_listener_queue, notifications, wait_until
 from tests.integration.test_store import assert_every_index_entry_has_its_event, make_event
 from tests.processes import spawn
 from yagi_meter.config import Config
@@ -327,3 +327,47 @@ def test_ingest_keeps_storing_while_the_daemon_removes_and_its_batches_wait_at_m
     # The whole backlog in one script would hold Redis for seconds; a step of
     # 1,000 holds it a few ms.
     assert max(during) < max(3 * max(without), 0.25)
+
+
+def test_a_listener_keeps_storing_while_the_daemon_removes(
+    store: Store,
+    redis_server: redis.Redis,
+    keys: Keys,
+    key_prefix: str,
+    env: dict[str, str],
+    vhost: str,
+    start_listener,
+    tmp_path: Path,
+) -> None:
+    r, k = redis_server, keys
+    fill(store, 20000)
+    backlog_last = int(r.get(k.seq))
+    time.sleep(RETENTION_SECONDS + 0.1)
+    declare_listener_queue(vhost)
+    listener = start_listener(env)
+    listener.wait_consuming()
+    daemon = start_daemon(daemon_env(key_prefix, retention_batch="100"), tmp_path / "retention.log")
+    wait_until(lambda: r.xlen(k.events) < 20000, 30, "the daemon to start removing")
+    head_before = first_seq(r, k)
+    _, message_ids, bodies = notifications(3000)
+    publisher = Publisher(vhost)
+    try:
+        assert publisher.publish_all(bodies) == 3000
+    finally:
+        publisher.close()
+    wait_until(
+        lambda: int(r.get(k.seq)) >= backlog_last + 3000, 60, "the listener to store 3,000", listener.log_tail
+    )
+    head_after = first_seq(r, k)
+    assert listener.stop() == 0
+    assert listener.stopped_totals()["stored"] == 3000
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    # Retention removed while the listener stored.
+    assert head_before < head_after, (head_before, head_after)
+    assert_every_index_entry_has_its_event(r, k)
+
+
+def first_seq(client: redis.Redis, keys: Keys) -> int:
+    head = client.xrange(keys.events, "-", "+", count=1)
+    return int(head[0][0].split(b"-")[0]) if head else 0
