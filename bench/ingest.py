@@ -8,12 +8,17 @@ nova request context), wrapped in the oslo.messaging 2.0 envelope exactly as
 the messagingv2 driver publishes them, to exchange ``nova`` with routing key
 ``notifications.info``, in a RabbitMQ vhost of its own.
 
-Each round fills the queue and times three consumers in turn, each starting
-on a full queue of the same messages:
+Each round fills the queue and times four consumers in turn (the bare one
+first, then the listeners in an order rotated each round), each starting on
+a full queue of the same messages:
 
 - bare: a pika consumer in this process that acks as the listener does (one ``multiple``
   ack per ``[amqp] batch_size`` messages or ``batch_wait_ms``), nothing else;
-- listen: ``python -m yagi_meter listen`` storing into Redis (compressed);
+- listen: ``python -m yagi_meter listen`` storing into Redis (compressed, zlib:
+  no dictionary exists, and the listener's automatic training is off);
+- listen, dictionary: the same with a zstd dictionary current from the start
+  (trained once per run on 3,000 other messages, as ``yagi-meter dictionary
+  train`` trains: 64 KB, zstd's fastcover), stored under the run's prefix;
 - listen, YAGI_REDIS_COMPRESS=false.
 
 Rates are counted from the first message stored (acked) to the last: for the
@@ -230,9 +235,30 @@ def bare_consume(url: str, count: int, prefetch: int, batch_size: int, batch_wai
 # -- the listener ----------------------------------------------------------------
 
 
-def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) -> Timing:
+def trained_dictionary(tenants: int) -> bytes:
+    """A 64 KB dictionary trained on 3,000 other messages' stored text (codec.py's)."""
+    import zstandard
+
+    from yagi_meter.notification import parse
+    from yagi_meter.store import codec
+
+    received_at = datetime.now(UTC)
+    texts = [
+        codec.text_of(parse(body, received_at=received_at)) for body in build_bodies(3000, tenants, seed=2)
+    ]
+    return zstandard.train_dictionary(codec.DICTIONARY_BYTES, texts, threads=1).as_bytes()
+
+
+def listen(
+    url: str, redis_url: str, prefix: str, count: int, compress: bool, dictionary: bytes | None = None
+) -> Timing:
     """Run ``yagi-meter listen`` until ``count`` events are stored, timed from the first batch to the last."""
     client = redis.Redis.from_url(redis_url)
+    if dictionary is not None:
+        from yagi_meter.store.dictionaries import Dictionaries
+        from yagi_meter.store.keys import Keys
+
+        Dictionaries(client, Keys(prefix)).add(dictionary)
     env = dict(
         os.environ,
         YAGI_CONFIG=os.devnull,
@@ -240,6 +266,8 @@ def listen(url: str, redis_url: str, prefix: str, count: int, compress: bool) ->
         YAGI_REDIS_URL=redis_url,
         YAGI_REDIS_KEY_PREFIX=prefix,
         YAGI_REDIS_COMPRESS="true" if compress else "false",
+        # No training during a timed run: the dictionary run brings its own.
+        YAGI_REDIS_DICTIONARY_TRAIN_AFTER="0",
     )
     # The queue the bare consumer reads, as oslo.messaging declares it (non-durable): not
     # the listener's own default queues, which a pre-filled vhost would leave empty.
@@ -354,7 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    results: dict[str, list[Timing]] = {"bare": [], "listen": [], "listen, no compression": []}
+    dictionary = trained_dictionary(args.tenants)
+    variants = (
+        ("listen", True, None),
+        ("listen, dictionary", True, dictionary),
+        ("listen, no compression", False, None),
+    )
+    results: dict[str, list[Timing]] = {"bare": [], **{name: [] for name, _, _ in variants}}
     memory: dict[str, dict[str, int]] = {}
     run_id = uuid.uuid4().hex[:8]
     with vhost(args.amqp_host) as url:
@@ -363,11 +397,13 @@ def main(argv: list[str] | None = None) -> int:
             results["bare"].append(
                 bare_consume(url, args.messages, prefetch, amqp.batch_size, amqp.batch_wait_ms)
             )
-            for name, compress in (("listen", True), ("listen, no compression", False)):
-                prefix = f"yagibench:{run_id}:{number}:{int(compress)}:"
+            # The listeners' order rotates from round to round: the machine's load drifts.
+            shift = (number - 1) % len(variants)
+            for variant, (name, compress, use) in enumerate(variants[shift:] + variants[:shift]):
+                prefix = f"yagibench:{run_id}:{number}:{variant}:"
                 try:
                     fill(url, bodies)
-                    results[name].append(listen(url, args.redis_url, prefix, args.messages, compress))
+                    results[name].append(listen(url, args.redis_url, prefix, args.messages, compress, use))
                     memory[name] = memory_of(client, prefix)
                 finally:
                     delete_prefix(client, prefix)
@@ -398,8 +434,23 @@ def main(argv: list[str] | None = None) -> int:
         f"  CPU per message listen/bare {cpu['listen'] / cpu['bare']:>7.2f}  "
         f"(per round: {', '.join(f'{r:.2f}' for r in cpu_ratios)}; target at most 2.5)"
     )
+    with_dict = [
+        d.rate / bare.rate for d, bare in zip(results["listen, dictionary"], results["bare"], strict=True)
+    ]
+    dict_cpu = [
+        d.cpu_us / bare.cpu_us for d, bare in zip(results["listen, dictionary"], results["bare"], strict=True)
+    ]
+    print(
+        f"  ratio listen, dictionary/bare {rate['listen, dictionary'] / rate['bare']:>5.2f}  "
+        f"(per round: {', '.join(f'{r:.2f}' for r in with_dict)}); dictionary/zlib listener "
+        f"{rate['listen, dictionary'] / rate['listen']:.2f}"
+    )
+    print(
+        f"  CPU per message listen, dictionary/bare {cpu['listen, dictionary'] / cpu['bare']:.2f}  "
+        f"(per round: {', '.join(f'{r:.2f}' for r in dict_cpu)})"
+    )
     print(f"\nRedis memory per event (MEMORY USAGE of every key / {args.messages}):")
-    for name in ("listen", "listen, no compression"):
+    for name in ("listen", "listen, dictionary", "listen, no compression"):
         per_event = sum(memory[name].values()) / args.messages
         parts = ", ".join(
             f"{kind} {size / args.messages:,.0f}"

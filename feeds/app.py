@@ -8,13 +8,13 @@ from flask import Flask, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from feeds import views
+from feeds import audit, views
 from feeds.auth import authenticator
 from feeds.caching import RenderCache
 from feeds.hub import init_hub, readers_of
 from feeds.metrics import registry
 from yagi_meter.config import Config
-from yagi_meter.errors import StoreError, UnknownMarker
+from yagi_meter.errors import StoreError, UndecodableEvent, UnknownMarker
 from yagi_meter.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         entries_cache=RenderCache(config.feeds.cache_entries),
     )
     app.register_blueprint(views.bp)
+    app.register_blueprint(audit.bp)
     init_hub(app, config, store, readers_of(config.base_url, app.extensions["yagi_meter"].authenticate))
-    metrics = registry(store, config.redis.memory_bytes)
+    metrics = registry(store, config.audit.keep_periods, config.redis.memory_bytes)
 
     @app.get("/health")
     def health() -> Response:
@@ -71,6 +72,10 @@ def error_response(error: Exception) -> Response:
             headers.append(("WWW-Authenticate", 'Token realm="yagi-meter", header="X-Auth-Token"'))
     elif isinstance(error, UnknownMarker):  # the client's mistake, never an outage
         code, reason, headers = 400, str(error), []
+    elif isinstance(error, UndecodableEvent):
+        # A damaged body or a missing dictionary: this request fails, the server goes on.
+        log.error("%s", error)
+        code, reason, headers = 500, str(error), []
     elif isinstance(error, StoreError):
         log.error("store unavailable: %s", error)
         code, reason, headers = 503, "store unavailable, try again", [("Retry-After", "5")]

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from yagi_meter.audit.report import OUTCOMES, audit_report
+from yagi_meter.audit.verifier import MISSING_EXISTS
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
 
@@ -32,8 +34,9 @@ _COUNTERS = {
 class StoreCollector(Collector):
     """Yields the store's counts on each collect()."""
 
-    def __init__(self, store: Store, memory_bytes: int = 0) -> None:
+    def __init__(self, store: Store, audit_periods: int = 48, memory_bytes: int = 0) -> None:
         self.store = store
+        self.audit_periods = audit_periods
         self.memory_bytes = memory_bytes
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -53,6 +56,7 @@ class StoreCollector(Collector):
         for key, (name, text) in _COUNTERS.items():
             yield CounterMetricFamily(name, text, value=values[key])
         yield from _hub_metrics(self.store)
+        yield from _audit_metrics(self.store, self.audit_periods)
         yield from _sizing_metrics(self.store, self.memory_bytes)
 
 
@@ -108,8 +112,31 @@ def _hub_metrics(store: Store) -> Iterator[GaugeMetricFamily | CounterMetricFami
         yield CounterMetricFamily(name, text, value=values[key])
 
 
-def registry(store: Store, memory_bytes: int = 0) -> CollectorRegistry:
+def _audit_metrics(store: Store, periods: int) -> Iterator[GaugeMetricFamily]:
+    try:
+        report = audit_report(store, periods)
+    except StoreError:
+        return
+    yield GaugeMetricFamily(
+        "yagi_audit_due", "Exists events archived, waiting for their grace period.", value=report["due"]
+    )
+    verdicts = GaugeMetricFamily(
+        "yagi_audit_verdicts",
+        "Audit verdicts stored per audit period (start, UTC), outcome (verified, failed, missing) "
+        "and reason (empty: all).",
+        labels=["period", "outcome", "reason"],
+    )
+    for row in report["periods"]:
+        for outcome in OUTCOMES:
+            verdicts.add_metric([row["period"], outcome, ""], row[outcome])
+        for reason, n in sorted(row["reasons"].items()):
+            outcome = "missing" if reason == MISSING_EXISTS else "failed"
+            verdicts.add_metric([row["period"], outcome, reason], n)
+    yield verdicts
+
+
+def registry(store: Store, audit_periods: int = 48, memory_bytes: int = 0) -> CollectorRegistry:
     """A registry of this app's own (no process globals), holding the store collector."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(StoreCollector(store, memory_bytes))
+    reg.register(StoreCollector(store, audit_periods, memory_bytes))
     return reg

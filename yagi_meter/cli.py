@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         commands,
         "run",
         lambda args, config: supervisor.run(config, args.config),
-        "every daemon (listen, retention, serve, push, and forward when [forward] url is set) as a child "
+        "every daemon (listen, retention, serve, push, forward when [forward] url is set, audit when "
+        "[audit] enabled) as a child "
         "process, for one machine; a child that dies is restarted with backoff",
     )
     replay = _command(
@@ -152,6 +153,32 @@ def _parser() -> argparse.ArgumentParser:
         "put dead letters back in the forward outbox",
     )
     dead_retry.add_argument("ids", nargs="*", metavar="ID", help="dead letters to retry (default: all)")
+
+    audit = _command(
+        commands,
+        "audit",
+        lambda args, config: daemon.audit(config),
+        "without an action: run the audit daemon, which judges archived exists events against "
+        "their resource's lifecycle and reports resources with no exists ([audit])",
+    )
+    audit.usage = "%(prog)s [-h] [ACTION ...]"  # the action is optional
+    audit_actions = audit.add_subparsers(metavar="ACTION", title="actions")
+    check = _command(
+        audit_actions,
+        "check",
+        lambda args, config: operations.audit_check(config, args.since, args.reset, args.json),
+        "judge once, now: exists events whose grace period is over and audit periods "
+        "finished since DATE; prints what it did",
+    )
+    check.add_argument(
+        "--since", required=True, metavar="DATE", help="ISO 8601 date or time (UTC unless it says)"
+    )
+    check.add_argument(
+        "--reset",
+        action="store_true",
+        help="rebuild the audit's own state from the archive first (verdicts stored are kept)",
+    )
+    check.add_argument("--json", action="store_true", help="print the counts as one JSON object")
 
     status = _command(
         commands,
@@ -204,6 +231,32 @@ def _parser() -> argparse.ArgumentParser:
         "remove subscriptions and their queued entries (the subscriber may subscribe again)",
     )
     sub_remove.add_argument("ids", nargs="+", metavar="ID", help="subscription ids, as `list` shows them")
+    dict_actions = _group(commands, "dictionary", "zstd dictionaries event bodies are compressed with")
+    dict_train = _command(
+        dict_actions,
+        "train",
+        lambda args, config: operations.dictionary_train(config, args.samples, args.force),
+        "train a dictionary on the store's recent events (across event types), store it and "
+        "make it current; old events keep theirs",
+    )
+    dict_train.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="recent events to train on (default: [redis] dictionary_samples)",
+    )
+    dict_train.add_argument(
+        "--force",
+        action="store_true",
+        help="store it even when it compresses no smaller than the current one",
+    )
+    _command(
+        dict_actions,
+        "list",
+        lambda args, config: operations.dictionary_list(config),
+        "every stored dictionary: id, size, created, current",
+    )
     sample = _command(
         commands,
         "sample-config",

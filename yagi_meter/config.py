@@ -14,6 +14,7 @@ from __future__ import annotations
 import configparser
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -344,8 +345,65 @@ OPTIONS: tuple[Option, ...] = (
         "Events ingested longer ago than this are removed with their index entries\n"
         "by `yagi-meter retention` (0 keeps everything forever).",
     ),
-    Option("redis", "compress", "true", _bool, "Store event bodies zlib-compressed."),
+    Option(
+        "redis",
+        "compress",
+        "true",
+        _bool,
+        "Store event bodies compressed: zstd with the current dictionary (README,\n"
+        "Dictionaries), zlib until one exists.",
+    ),
+    Option(
+        "redis",
+        "dictionary_train_after",
+        "5000",
+        _int_at_least(0),
+        "Once this many events are stored and no dictionary exists, the listener\n"
+        "trains the first one in a thread of its own (0: only by `yagi-meter\n"
+        "dictionary train`).",
+    ),
+    Option(
+        "redis",
+        "dictionary_samples",
+        "3000",
+        _int_at_least(200),
+        "Recent events a dictionary is trained on (across event types; one in ten\n"
+        "is held back to measure it).",
+    ),
+    Option(
+        "redis",
+        "dictionary_check_seconds",
+        "30",
+        _float_at_least(0.1),
+        "How often a writer looks whether a new dictionary was made current.",
+    ),
     Option("redis", "socket_timeout", "5", _float_at_least(0.1), "Seconds before a Redis call fails."),
+    Option(
+        "redis",
+        "cluster",
+        "false",
+        _bool,
+        "true: url names any node of a Redis Cluster (redis-py's RedisCluster). This\n"
+        "version keeps every key in one hash slot, so key_prefix must hold a hash\n"
+        "tag, e.g. {yagi}: (one master holds the data; its replicas the copies).",
+    ),
+    Option(
+        "redis",
+        "wait_replicas",
+        "0",
+        _int_at_least(0),
+        "Replicas that must have a batch (Redis WAIT) before the listener acknowledges\n"
+        "it to RabbitMQ: with 1, an acknowledged event survives a failover to a\n"
+        "replica. A batch that fewer replicas confirm within wait_timeout_ms is not\n"
+        "acknowledged; it is written again later (a duplicate changes nothing).",
+    ),
+    Option(
+        "redis",
+        "wait_timeout_ms",
+        "2000",
+        _int_at_least(1),
+        "Longest a batch waits for wait_replicas replicas.",
+    ),
     Option(
         "redis",
         "memory_bytes",
@@ -718,6 +776,91 @@ OPTIONS: tuple[Option, ...] = (
     Option("forward", "project_name", "", _text, "Project the Keystone token is scoped to."),
     Option("forward", "user_domain", "Default", _text, "Keystone domain of the user."),
     Option("forward", "project_domain", "Default", _text, "Keystone domain of the project."),
+    # [audit]
+    Option(
+        "audit",
+        "enabled",
+        "false",
+        _bool,
+        "Run the exists-verification daemon (yagi-meter audit) under yagi-meter run.",
+    ),
+    Option(
+        "audit",
+        "period",
+        "month",
+        _choice("hour", "day", "month"),
+        "Audit period of the exists events, in UTC: nova's instance_usage_audit_period\n"
+        "and cinder's volume_usage_audit_period (both month by default). Every\n"
+        "resource alive in a finished period must have an exists for it.",
+    ),
+    Option(
+        "audit",
+        "grace_seconds",
+        "7200",
+        _float_at_least(0),
+        "How long after an exists is archived it is judged, and after a period ends\n"
+        "its missing exists are reported: time for late lifecycle events to arrive.",
+    ),
+    Option(
+        "audit",
+        "services",
+        "",
+        _list,
+        "Audit rules to apply, by name (nova, nova-versioned, cinder, glance and any in\n"
+        "rules). Empty: all of them.",
+    ),
+    Option(
+        "audit",
+        "rules",
+        "",
+        _text,
+        "Audit rules added to or changing the built-in ones, one per line:\n"
+        "<name> = exists:<type> creates:<types> changes:<types> deletes:<types>\n"
+        "        attributes:<name>=<path>,... launched_at:<path> deleted_at:<path>\n"
+        "types comma-separated, paths dotted into the notification, e.g.\n"
+        "  manila = exists:share.exists creates:share.create.end changes:share.extend.end\n"
+        "           deletes:share.delete.end attributes:size=payload.size\n"
+        "           launched_at:payload.created_at\n"
+        "(one line). A line naming a built-in rule changes only the keys it gives,\n"
+        "e.g. nova = attributes:flavor=payload.instance_type,memory_mb=payload.memory_mb",
+    ),
+    Option(
+        "audit",
+        "batch_size",
+        "500",
+        _int_at_least(1),
+        "Exists events judged, and index entries read, per Redis round trip.",
+    ),
+    Option(
+        "audit",
+        "poll_seconds",
+        "5",
+        _float_at_least(0.01),
+        "How often an idle audit daemon looks for new and due events.",
+    ),
+    Option(
+        "audit",
+        "max_due",
+        "200000",
+        _int_at_least(1),
+        "Exists events waiting for their grace period at which the audit stops\n"
+        "reading more (so at most this plus one batch_size wait; about 60 B each).",
+    ),
+    Option(
+        "audit",
+        "keep_periods",
+        "48",
+        _int_at_least(1),
+        "Audit periods whose verdict counts status and /metrics show.",
+    ),
+    Option(
+        "audit",
+        "lifecycle_scan_limit",
+        "100000",
+        _int_at_least(100),
+        "Most index entries of one resource read to find its lifecycle events (a\n"
+        "resource with more is judged on the oldest that many, and says so in the log).",
+    ),
     # [logging]
     Option("logging", "level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
     Option(
@@ -768,7 +911,13 @@ class RedisSection:
     key_prefix: str
     retention_days: float
     compress: bool
+    dictionary_train_after: int
+    dictionary_samples: int
+    dictionary_check_seconds: float
     socket_timeout: float
+    cluster: bool
+    wait_replicas: int
+    wait_timeout_ms: int
     memory_bytes: int
 
 
@@ -869,6 +1018,22 @@ class ForwardSection:
 
 
 @dataclass(frozen=True)
+class AuditSection:
+    """[audit]: The exists-verification daemon (yagi_meter.audit)."""
+
+    enabled: bool
+    period: str
+    grace_seconds: float
+    services: tuple[str, ...]
+    rules: str
+    batch_size: int
+    poll_seconds: float
+    max_due: int
+    keep_periods: int
+    lifecycle_scan_limit: int
+
+
+@dataclass(frozen=True)
 class LoggingSection:
     """[logging]: Where log lines go."""
 
@@ -885,6 +1050,7 @@ SECTIONS: dict[str, type] = {
     "auth": AuthSection,
     "hub": HubSection,
     "forward": ForwardSection,
+    "audit": AuditSection,
     "logging": LoggingSection,
 }
 
@@ -919,6 +1085,7 @@ class Config:
     auth: AuthSection
     hub: HubSection
     forward: ForwardSection
+    audit: AuditSection
     logging: LoggingSection
 
     def __init__(
@@ -938,6 +1105,7 @@ class Config:
         self.auth = _section(AuthSection, "auth", values)
         self.hub = _section(HubSection, "hub", values)
         self.forward = _section(ForwardSection, "forward", values)
+        self.audit = _section(AuditSection, "audit", values)
         self.logging = _section(LoggingSection, "logging", values)
 
     @property
@@ -1073,6 +1241,7 @@ def _check_together(config: Config) -> None:
     if hub.retry_min_seconds > hub.retry_max_seconds:
         raise ConfigError("[hub] retry_min_seconds: larger than retry_max_seconds")
     _check_forward(config.forward)
+    _check_redis(config.redis)
     if config.notifications.billed_project_key and not config.notifications.billed_project_owners:
         raise ConfigError(
             "[notifications] billed_project_owners: billed_project_key needs the projects it applies to"
@@ -1083,6 +1252,29 @@ def _check_together(config: Config) -> None:
         parse_mapping(config.notifications.mapping)
     except ValueError as e:
         raise ConfigError(f"[notifications] mapping: {e}") from None
+    from yagi_meter.audit.rules import parse_rules, select
+
+    try:
+        rules = parse_rules(config.audit.rules)
+    except ValueError as e:
+        raise ConfigError(f"[audit] rules: {e}") from None
+    try:
+        select(rules, config.audit.services)
+    except ValueError as e:
+        raise ConfigError(f"[audit] services: {e}") from None
+
+
+def _check_redis(section: RedisSection) -> None:
+    if not section.cluster:
+        return
+    if section.url == "embedded" or section.url.startswith("unix"):
+        raise ConfigError("[redis] cluster: a Redis Cluster is reached over TCP (redis:// or rediss://)")
+    tag = re.search(r"\{([^}]*)\}", section.key_prefix)
+    if not tag or not tag.group(1):
+        raise ConfigError(
+            "[redis] key_prefix: with cluster = true it must hold a hash tag, e.g. {yagi}: "
+            "(every key of this version is in one slot)"
+        )
 
 
 def _check_forward(forward: ForwardSection) -> None:

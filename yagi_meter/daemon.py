@@ -1,4 +1,5 @@
-"""The lifecycle the daemons share (``listen``, ``retention``, ``push``, ``forward``; ``run``'s children).
+"""The lifecycle the daemons share (``listen``, ``retention``, ``push``, ``forward``, ``audit``;
+``run``'s children).
 
 - **Stop flag.**  ``Lifecycle.stop()`` and SIGTERM/SIGINT set it; each loop
   looks at it between steps.  The signal handlers only set the flag: a
@@ -177,11 +178,22 @@ def listen(config: Config) -> int:
     """``yagi-meter listen``: consume until SIGTERM, acknowledging what is stored."""
     from yagi_meter.ingest.ingestor import Ingestor
     from yagi_meter.ingest.listener import Listener
+    from yagi_meter.store.dictionaries import AutoTrain
 
     store = start_store("listen", config)
     listener = Listener(config, Ingestor(store, config))
     listener.lifecycle.install_signal_handlers()
-    listener.run()
+    # Trains the first dictionary in a thread of its own once enough events are stored.
+    trainer = AutoTrain(
+        store.events.dictionaries,
+        config.redis.dictionary_train_after,
+        config.redis.dictionary_samples,
+        every=config.redis.dictionary_check_seconds,
+    ).start()
+    try:
+        listener.run()
+    finally:
+        trainer.stop()
     return RET_OK
 
 
@@ -254,4 +266,15 @@ def serve(config: Config) -> int:
         "serving feeds on http://%s:%d (public URL %s)", config.feeds.host, config.feeds.port, config.base_url
     )
     server.serve_forever()
+    return RET_OK
+
+
+def audit(config: Config) -> int:
+    """``yagi-meter audit``: judge exists events and report missing ones until SIGTERM."""
+    from yagi_meter.audit.daemon import Auditor
+
+    store = start_store("audit", config)
+    auditor = Auditor(config, store)
+    auditor.lifecycle.install_signal_handlers()
+    auditor.run()
     return RET_OK

@@ -21,6 +21,11 @@ class UnknownMarker(YagiError):
     """A feed's marker is not an entry of that feed (never was, or expired): the client's error."""
 
 
+class UndecodableEvent(YagiError, ValueError):
+    """A stored event body cannot be decoded (corrupt, or its dictionary is missing or damaged);
+    the message names the seq."""
+
+
 class BrokerError(YagiError):
     """Base class of errors talking to RabbitMQ."""
 

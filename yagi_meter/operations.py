@@ -150,11 +150,11 @@ def quarantine_delete(config: Config, ids: Sequence[str], everything: bool) -> i
         print(f"deleted {deleted} quarantined messages")
         return RET_OK
     ids = list(dict.fromkeys(ids))
-    deleted = store.quarantine.delete(ids)
-    print(f"deleted {len(deleted)} quarantined messages")
-    for missing in [entry_id for entry_id in ids if entry_id not in deleted]:
+    removed = store.quarantine.delete(ids)
+    print(f"deleted {len(removed)} quarantined messages")
+    for missing in [entry_id for entry_id in ids if entry_id not in removed]:
         print(f"yagi-meter: no quarantined message {missing}", file=sys.stderr)
-    return RET_ERROR if len(deleted) < len(ids) else RET_OK
+    return RET_ERROR if len(removed) < len(ids) else RET_OK
 
 
 def _entry_seq(entry_id: str) -> tuple[int, int]:
@@ -254,4 +254,81 @@ def check_redis(config: Config) -> int:
     ``embedded`` (which each daemon starts itself; not started here)."""
     if config.redis.url != "embedded":
         open_store(config).ping()
+    return RET_OK
+
+
+def dictionary_train(config: Config, samples: int | None, force: bool) -> int:
+    """``dictionary train``: train on recent events, store the dictionary, make it current."""
+    from yagi_meter.store.dictionaries import train
+
+    store = open_store(config)
+    try:
+        result = train(store.events.dictionaries, samples or config.redis.dictionary_samples, force=force)
+    except ValueError as e:
+        print(f"yagi-meter: no dictionary trained: {e}", file=sys.stderr)
+        return RET_ERROR
+    name = f"dictionary {result.id}" if result.id else "the new one"
+    print(
+        f"{name}: {result.size:,} bytes, trained on {result.samples:,} events of "
+        f"{result.event_types} event types in {result.seconds:.1f} s; "
+        f"{'now current' if result.id else 'not stored'}\n"
+        f"held-out {result.held_out:,} events, stored/text: {result.ratio_before:.3f} with "
+        f"{result.before}, {result.ratio_after:.3f} with {name}"
+    )
+    if result.id is None:
+        print(
+            f"yagi-meter: {result.before} does as well; kept it (--force stores the new one)", file=sys.stderr
+        )
+    return RET_OK
+
+
+def dictionary_list(config: Config) -> int:
+    """``dictionary list``: every stored dictionary, the current one marked."""
+    store = open_store(config)
+    for info in store.events.dictionaries.list():
+        created = f"{info.created:%Y-%m-%d %H:%M:%S}" if info.created else "-"
+        ratios = (
+            f"  held-out {info.ratio_before:.3f} -> {info.ratio_after:.3f}"
+            if info.ratio_before is not None and info.ratio_after is not None
+            else ""
+        )
+        print(
+            f"{info.id}  {info.size:,} bytes  {created}  {info.samples:,} samples{ratios}"
+            f"{'  current' if info.current else ''}"
+        )
+    return RET_OK
+
+
+# -- audit -----------------------------------------------------------------
+
+
+def audit_check(config: Config, since_text: str, reset: bool, as_json: bool) -> int:
+    """``yagi-meter audit check --since``: judge once, now, and print the counts."""
+    from yagi_meter.audit.daemon import Auditor
+
+    try:
+        since = datetime.fromisoformat(since_text.strip())
+    except ValueError:
+        print(f"yagi-meter: --since is not an ISO 8601 date: {since_text!r}", file=sys.stderr)
+        return RET_ERROR
+    since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    store = start_store("audit check", config)
+    report = Auditor(config, store).check(since, reset=reset)
+    waiting = store.audit.due_count()
+    counts = {
+        "read": report.read,
+        "judged": report.judged,
+        "missing": report.missing,
+        "stored": report.stored,
+        "periods": report.periods,
+        "waiting": waiting,
+    }
+    if as_json:
+        print(json.dumps(counts, sort_keys=True))
+    else:
+        print(
+            f"audit since {since.isoformat()}: read {report.read} index entries, judged {report.judged} "
+            f"exists events, {report.missing} missing exists in {report.periods} periods, "
+            f"{report.stored} verdicts new; {waiting} exists events still in their grace period"
+        )
     return RET_OK

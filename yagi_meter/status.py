@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from yagi_meter.audit.report import audit_report
 from yagi_meter.config import Config
 from yagi_meter.errors import BrokerError
 from yagi_meter.ingest.amqp import queue_depths
@@ -34,6 +35,7 @@ def collect(store: Store, config: Config) -> dict[str, Any]:
         "oldest_quarantined": [
             {"id": q.id, "at": q.at.isoformat(), "reason": q.reason} for q in recent_quarantine
         ],
+        "audit": audit_report(store, config.audit.keep_periods),
     }
 
 
@@ -99,11 +101,23 @@ def render(report: dict[str, Any]) -> str:
             f"subscriber {sub['callback']} ({sub['topic']}): {sub['backlog']} waiting, "
             f"{sub['attempts']} failed attempts now, {sub['failures']} ever, {sub['dropped']} dropped"
         )
+    lines += _audit_lines(report["audit"])
     for item in report["oldest_quarantined"]:
         lines.append(f"quarantine {item['id']} {item['at']} {item['reason']}")
     for error in report["last_errors"]:
         lines.append(f"error {error['at']} {error['component']}: {error['text']}")
     return "\n".join(lines)
+
+
+def _audit_lines(audit: dict[str, Any], listed: int = 5) -> list[str]:
+    lines = [f"audit due         {audit['due']} exists events in their grace period"]
+    for row in audit["periods"][:listed]:
+        reasons = ", ".join(f"{code} {n}" for code, n in sorted(row["reasons"].items()))
+        lines.append(
+            f"audit {row['period']}  {row['verified']} verified, {row['failed']} failed, "
+            f"{row['missing']} missing" + (f" ({reasons})" if reasons else "")
+        )
+    return lines
 
 
 def hub_report(store: Store, listed: int = 10) -> dict[str, Any]:

@@ -31,9 +31,12 @@ from yagi_meter.errors import RET_OK
 log = logging.getLogger(__name__)
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
-DAEMONS = ("listen", "retention", "serve", "push", "forward")
+DAEMONS = ("listen", "retention", "serve", "push", "forward", "audit")
 # Daemons started only when configured.
-WANTED = {"forward": lambda config: bool(config.forward.url)}
+WANTED: dict[str, Callable[[Config], bool]] = {
+    "forward": lambda config: bool(config.forward.url),
+    "audit": lambda config: config.audit.enabled,
+}
 
 # Only the tail of a child's standard error is kept, to name why it died.
 _TAIL_BYTES = 4096
@@ -214,7 +217,7 @@ def run(config: Config, config_path: str | None) -> int:
     """``yagi-meter run``: every daemon as a child, restarted when it dies, all stopped on SIGTERM."""
     store = start_store("run", config)
     env = child_env(config_path, store)
-    names = [name for name in DAEMONS if WANTED.get(name, lambda _: True)(config)]
+    names = [name for name in DAEMONS if name not in WANTED or WANTED[name](config)]
     supervisor = Supervisor(names, lambda name: spawn_daemon(name, env, stderr=subprocess.PIPE))
     supervisor.lifecycle.install_signal_handlers()
     supervisor.run()

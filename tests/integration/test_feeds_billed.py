@@ -9,6 +9,7 @@ import pytest
 from feeds.app import create_app
 from tests.conftest import ROOT, TEST_REDIS_URL, make_config
 from tests.feeds_support import atom_ids
+from yagi_meter import atom
 from yagi_meter.ingest.ingestor import Ingestor, Message
 
 pytestmark = pytest.mark.integration
@@ -49,9 +50,9 @@ def test_a_billed_event_is_in_the_owners_and_the_billed_tenants_feeds(key_prefix
     ingestor, client = setup(key_prefix, store, "billed_project_id")
     assert ingestor.ingest([billed_message()]).stored == 1
     for tenant in ("svc", "enduser"):
-        assert atom_ids(get(client, f"/tenants/{tenant}/events", tenant).data) == ["b-1"]
+        assert atom_ids(get(client, f"/tenants/{tenant}/events", tenant).data) == [atom.entry_uuid("b-1")]
         resource = get(client, f"/tenants/{tenant}/resources/{RESOURCE}/events", tenant)
-        assert atom_ids(resource.data) == ["b-1"]
+        assert atom_ids(resource.data) == [atom.entry_uuid("b-1")]
         assert get(client, "/events/b-1", tenant).status_code == 200
     assert get(client, "/events/b-1", "other").status_code == 404
     assert get(client, "/tenants/svc/events", "enduser").status_code == 403
@@ -59,13 +60,15 @@ def test_a_billed_event_is_in_the_owners_and_the_billed_tenants_feeds(key_prefix
     assert (event.tenant_id, event.billed_tenant_id) == ("svc", "enduser")
     # The user filter works on the billed tenant's feed like on any other.
     service_user = event.user_id
-    assert atom_ids(get(client, f"/tenants/enduser/events?user_id={service_user}", "enduser").data) == ["b-1"]
+    assert atom_ids(get(client, f"/tenants/enduser/events?user_id={service_user}", "enduser").data) == [
+        atom.entry_uuid("b-1")
+    ]
 
 
 def test_without_the_option_only_the_owner_has_it(key_prefix, store):
     ingestor, client = setup(key_prefix, store, "")
     assert ingestor.ingest([billed_message()]).stored == 1
-    assert atom_ids(get(client, "/tenants/svc/events", "svc").data) == ["b-1"]
+    assert atom_ids(get(client, "/tenants/svc/events", "svc").data) == [atom.entry_uuid("b-1")]
     assert atom_ids(get(client, "/tenants/enduser/events", "enduser").data) == []
     assert get(client, "/events/b-1", "enduser").status_code == 404
     assert store.events.get("b-1").billed_tenant_id is None
@@ -74,6 +77,6 @@ def test_without_the_option_only_the_owner_has_it(key_prefix, store):
 def test_a_tenant_that_is_no_billing_owner_cannot_bill_another(key_prefix, store):
     ingestor, client = setup(key_prefix, store, "billed_project_id")
     assert ingestor.ingest([billed_message("b-2", owner="other")]).stored == 1
-    assert atom_ids(get(client, "/tenants/other/events", "other").data) == ["b-2"]
+    assert atom_ids(get(client, "/tenants/other/events", "other").data) == [atom.entry_uuid("b-2")]
     assert atom_ids(get(client, "/tenants/enduser/events", "enduser").data) == []
     assert get(client, "/events/b-2", "enduser").status_code == 404

@@ -167,3 +167,21 @@ def test_stopping_run_stops_every_child_cleanly_and_exits_0(env: dict[str, str],
     assert not any(alive(pid) for pid in children)
     for name in ("listen", "retention", "serve", "push"):
         assert f"{name} stopped (exit 0)" in run.log(), run.tail()
+
+
+def test_run_starts_the_audit_when_enabled_and_stops_it_cleanly(env: dict[str, str], start_run) -> None:
+    port = unused_port()
+    run = start_run({**env, "YAGI_FEEDS_PORT": str(port), "YAGI_AUDIT_ENABLED": "true"})
+    wait_until(lambda: answers(port), 60, "the feed server of `run`", run.tail, interval=0.2)
+    wait_until(
+        lambda: len(children_of(run.process.pid)) == 5,
+        30,
+        "listen, retention, serve, push and audit",
+        run.tail,
+    )
+    wait_until(
+        lambda: "yagi-meter audit" in run.log() and "auditing nova" in run.log(), 30, "audit", run.tail
+    )
+    run.process.send_signal(signal.SIGTERM)
+    assert run.process.wait(30) == 0, run.tail()
+    assert "audit stopped (exit 0)" in run.log(), run.tail()

@@ -240,6 +240,14 @@ class RedisCluster:
         master.role = "killed"
         return node
 
+    def kill_replica(self, node: Node) -> None:
+        """SIGKILL one replica; its master goes on without it (fewer replicas confirm WAIT)."""
+        if node not in self.replicas:
+            raise ValueError(f"node on port {node.port} is not a live replica")
+        _kill_group(node.process)
+        node.killed = True
+        node.role = "killed"
+
     # -- waiting ------------------------------------------------------------------
 
     def _live(self) -> list[Node]:

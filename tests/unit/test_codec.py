@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.conftest import as_sent, load_sample, sample_paths
+from yagi_meter.errors import UndecodableEvent
 from yagi_meter.notification import Event, parse
 from yagi_meter.store import codec
 
@@ -63,5 +64,5 @@ def test_plain_events_stay_readable_after_compress_is_switched_on() -> None:
 
 
 def test_unknown_encoding_is_an_error_naming_the_seq() -> None:
-    with pytest.raises(ValueError, match="unknown event encoding b'x' at seq 7"):
+    with pytest.raises(UndecodableEvent, match="seq 7 cannot be decoded: unknown event encoding b'x'"):
         codec.decode(b"x{}", 7, INGESTED_MS)

@@ -17,8 +17,10 @@ from yagi_meter.config import Config
 from yagi_meter.forward.routes import Routes
 from yagi_meter.store import connection, stats
 from yagi_meter.store.archived import ArchivedLog
+from yagi_meter.store.audit import AuditLedger
 from yagi_meter.store.base import translated
 from yagi_meter.store.dead_letters import DeadLetters
+from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.error_log import ErrorLog
 from yagi_meter.store.events import EventStore, Outcome, Rejected
 from yagi_meter.store.keys import OUTBOXES, Keys
@@ -41,19 +43,25 @@ class Store:
         *,
         compress: bool = True,
         forward: Callable[[str], bool] | None = None,
+        dictionaries: Dictionaries | None = None,
+        wait: tuple[int, int] = (0, 0),
     ) -> None:
+        """``wait``: (replicas, timeout ms) that must confirm every event write ([redis] wait_replicas)."""
         self._client = client
         self._keys = keys
         scripts = Scripts.register(client)
         parts = (client, keys, scripts)
-        self.events = EventStore(*parts, compress=compress, forward=forward)
+        self.events = EventStore(
+            *parts, compress=compress, forward=forward, dictionaries=dictionaries, wait=wait
+        )
         self.quarantine = Quarantine(*parts)
         self.errors = ErrorLog(*parts)
         self.dead_letters = DeadLetters(*parts)
         self.archived = ArchivedLog(*parts)
         self.subscriptions = Subscriptions(*parts)
+        self.audit = AuditLedger(*parts)
         # Feed reads note a seq gone back in the same watch as the writes (epoch.py).
-        self.pages = Pages(*parts, watch=self.events.watch)
+        self.pages = Pages(*parts, watch=self.events.watch, dictionaries=self.events.dictionaries)
         self._outboxes = {name: Outbox(*parts, name) for name in OUTBOXES}
 
     def outbox(self, name: str) -> Outbox:
@@ -97,4 +105,19 @@ def open_store(
     client = connection.connect(config) if client is None else client
     if forward is None and config.forward.url:
         forward = Routes.from_config(config).wanted
-    return Store(client, Keys(config.redis.key_prefix), compress=config.redis.compress, forward=forward)
+    keys = Keys(config.redis.key_prefix)
+    dictionaries = Dictionaries(
+        client,
+        keys,
+        check_seconds=config.redis.dictionary_check_seconds,
+        # Text of a body: the notification (at most max_body_bytes, re-encoded) and derived fields.
+        max_text_bytes=2 * config.amqp.max_body_bytes + 65536,
+    )
+    return Store(
+        client,
+        keys,
+        compress=config.redis.compress,
+        forward=forward,
+        dictionaries=dictionaries,
+        wait=(config.redis.wait_replicas, config.redis.wait_timeout_ms),
+    )

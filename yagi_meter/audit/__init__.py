@@ -1,0 +1,1 @@
+"""Exists verification and usage periods: rules, the pure verifier and periods, the daemon."""
