@@ -7,7 +7,11 @@ Everything runs against a private redis-server on a free loopback port
 
 1. Events: 20,000 realistic nova notifications from bench/ingest.py's
    ``build_bodies`` (real samples, 50 tenants, 20 instances each, the oslo
-   envelope), parsed and encoded once by yagi_meter's own code.
+   envelope), parsed and encoded once by yagi_meter's own code, with a zstd
+   dictionary trained as ``yagi-meter dictionary train`` does on 5,000 other
+   events (bench/capacity.py's ``trained_dictionary``) and made current
+   first: the bodies are ``d`` bodies, as in a store that has a dictionary.
+   (``--no-dictionary``: zlib bodies, as before the first dictionary.)
 2. Backlog: ``--backlog`` events written through ``EventStore`` (the ingest
    script, batches of 500; copies of the 20,000 with fresh message_ids, no
    outbox entries), then a pause longer than the retention period (1 s), so
@@ -22,9 +26,9 @@ Everything runs against a private redis-server on a free loopback port
    ingest rate over the same span.
 5. Figures: removal rate / ingest rate (target >= 10), ingest rate with /
    without retention (target ~1), the longest ingest batch with and
-   without, the time of one step of 1,000 in this process, and the memory
-   the owners field ("o") costs per event (MEMORY USAGE of the same 20,000
-   entries copied into two streams, with and without it).
+   without, the time of one step of 1,000 in this process (two round trips
+   and the decoding of 1,000 bodies for their index keys), and the codec's
+   decode alone per body.
 """
 
 from __future__ import annotations
@@ -47,12 +51,13 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.capacity import trained_dictionary  # noqa: E402
 from bench.ingest import build_bodies  # noqa: E402
 from tests.servers.redis_cluster import standalone_redis  # noqa: E402
 from yagi_meter import config as config_module  # noqa: E402
 from yagi_meter.ingest.ingestor import Ingestor, Message  # noqa: E402
 from yagi_meter.notification import parse  # noqa: E402
-from yagi_meter.store import open_store  # noqa: E402
+from yagi_meter.store import codec, open_store  # noqa: E402
 from yagi_meter.store.events import EncodedEvent  # noqa: E402
 
 PREFIX = "{yagi}:"
@@ -121,45 +126,29 @@ def rate(rows: list[tuple[float, int, float]]) -> float:
     return sum(count for _, count, _ in rows[1:]) / (rows[-1][0] - rows[0][0])
 
 
-def owners_field_cost(client: redis.Redis, entries: int) -> tuple[float, float]:
-    """MEMORY USAGE per entry of ``entries`` stored entries copied with and without "o"."""
-    usage = []
-    for keep in (True, False):
-        key = f"bench:copy:{keep}"
-        start = "-"
-        copied = 0
-        while copied < entries:
-            chunk = client.xrange(PREFIX + "events", start, "+", count=min(1000, entries - copied))
-            if not chunk:
-                break
-            pipe = client.pipeline(transaction=False)
-            for entry_id, fields in chunk:
-                pipe.xadd(key, {n: v for n, v in fields.items() if keep or n != b"o"}, id=entry_id)
-            pipe.execute()
-            copied += len(chunk)
-            start = "(" + chunk[-1][0].decode()
-        usage.append((client.memory_usage(key, samples=0) or 0) / copied)
-        client.delete(key)
-    return usage[0], usage[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--backlog", type=int, default=400000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--no-dictionary", action="store_true", help="zlib bodies (no dictionary)")
     args = parser.parse_args(argv)
 
     bodies = build_bodies(TEMPLATES, 50)
     print(f"{TEMPLATES:,} nova notifications, mean body {statistics.mean(map(len, bodies)):,.0f} bytes")
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"yagi-bench-retention-{uuid.uuid4().hex[:8]}"
     work.mkdir()
+    dictionary = None if args.no_dictionary else trained_dictionary(5000, 50, 3000)
     with standalone_redis() as client:
         url = f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0"
+        if dictionary is not None:
+            open_store(make_config(url), client=client).events.dictionaries.add(dictionary)
+        used_before_fill = client.info("memory")["used_memory"]
         fill_rate = fill(url, bodies, args.backlog)
         backlog_last = int(client.get(PREFIX + "seq") or 0)
         print(f"backlog: {args.backlog:,} events written at {fill_rate:,.0f}/s (ingest script only)")
         used_after_fill = client.info("memory")["used_memory"]
-        with_o, without_o = owners_field_cost(client, 20000)
+        kinds = {fields[b"d"][:1] for _, fields in client.xrange(PREFIX + "events", count=1000)}
+        print(f"body kinds stored: {sorted(kinds)} (d: zstd dictionary, z: zlib)")
         time.sleep(RETENTION_SECONDS + 0.5)
 
         log_path = work / "ingest.log"
@@ -220,10 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"removal rate / ingest rate: {removal / ingest_during:.1f} (target >= 10)")
         print(f"ingest rate with / without retention: {ingest_during / ingest_alone:.2f} (target ~1)")
-        print(f"used_memory after the backlog: {used_after_fill / args.backlog:,.0f} B/event")
         print(
-            f"owners field: {with_o:,.0f} B/entry with it, {without_o:,.0f} without: "
-            f"{with_o - without_o:,.1f} B/event (MEMORY USAGE of 20,000 entries)"
+            f"used_memory growth over the backlog (no outbox entries): "
+            f"{(used_after_fill - used_before_fill) / args.backlog:,.0f} B/event"
         )
         # One step of 1,000 timed here (two round trips), on what ingest left, now expired.
         time.sleep(RETENTION_SECONDS + 0.2)
@@ -231,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("push", "forward"):
             client.delete(PREFIX + f"outbox:{name}:seqs")
         unit = store.events.retention_unit()
+        sample = client.xrange(PREFIX + "events", "-", "+", count=1000)
+        started = time.perf_counter()
+        for entry_id, fields in sample:
+            codec.decode(
+                fields[b"d"], int(entry_id.split(b"-")[0]), int(fields[b"t"]), store.events.dictionaries
+            )
+        print(
+            f"codec.decode: {(time.perf_counter() - started) / len(sample) * 1e6:.1f} µs/body ({len(sample)})"
+        )
         times = []
         for _ in range(5):
             started = time.perf_counter()

@@ -22,11 +22,13 @@ import redis
 
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.listener_helpers import Publisher, declare_listener_queue, notifications, wait_until
+from tests.integration.test_dictionaries import dictionary_bytes  # noqa: F401 (a fixture)
 from tests.integration.test_store import assert_every_index_entry_has_its_event, make_event
 from tests.processes import spawn
 from yagi_meter.config import Config
 from yagi_meter.notification import Event
 from yagi_meter.store import Store, codec, open_store
+from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.events import EventStore
 from yagi_meter.store.keys import Keys
 
@@ -42,13 +44,13 @@ def stored_seqs(client: redis.Redis, keys: Keys) -> list[int]:
     return [int(entry_id.split(b"-")[0]) for entry_id, _ in client.xrange(keys.events)]
 
 
-def assert_consistent(client: redis.Redis, keys: Keys) -> None:
+def assert_consistent(client: redis.Redis, keys: Keys, dictionaries: Dictionaries | None = None) -> None:
     """No entry points at a missing event, and every stored event is in all its entries."""
     assert_every_index_entry_has_its_event(client, keys)
     members = 0
     for entry_id, fields in client.xrange(keys.events):
         seq = int(entry_id.split(b"-")[0])
-        event = codec.decode(fields[b"d"], seq, int(fields[b"t"]))
+        event = codec.decode(fields[b"d"], seq, int(fields[b"t"]), dictionaries)
         for index in EventStore.keys_of(event, keys):
             assert client.zscore(index, seq) is not None, f"seq {seq} missing from {index}"
             assert index.encode() in client.smembers(keys.indexes)
@@ -96,7 +98,7 @@ def test_a_step_removes_exactly_the_expired_events_and_their_index_entries(
     assert_consistent(r, k)
 
     rest = store.events.retention_step(unit, 1, 100, now=now)
-    assert (rest.removed, rest.last_seq, rest.more, rest.legacy) == (5, 8, False, 0)
+    assert (rest.removed, rest.last_seq, rest.more, rest.undecodable) == (5, 8, False, 0)
     # old-8: its type, svc's and payer's tenant and resource entries.
     assert rest.index_entries == 4 * 3 + 1 * 5
     assert stored_seqs(r, k) == list(range(9, 13))
@@ -129,22 +131,62 @@ def test_events_an_outbox_still_needs_are_kept_and_so_is_everything_after_them(
     assert_consistent(r, k)
 
 
-def test_entries_written_before_the_owners_field_are_removed_by_their_decoded_bodies(
-    store: Store, redis_server: redis.Redis, keys: Keys
+def test_dictionary_bodies_are_decoded_for_their_index_keys_and_removed_with_all_of_them(
+    config: Config,
+    redis_server: redis.Redis,
+    keys: Keys,
+    dictionary_bytes: bytes,  # noqa: F811
 ) -> None:
     r, k = redis_server, keys
-    store.events.write([make_event(f"m-{i}", tenant=f"t-{i % 2}", resource=f"vm-{i}") for i in range(1, 7)])
-    store.outbox("push").done(*range(1, 7))
-    # Rewrite the stream as the ingest script wrote it before "o" existed.
-    entries = r.xrange(k.events)
-    r.delete(k.events)
-    for entry_id, fields in entries:
-        r.xadd(k.events, {name: value for name, value in fields.items() if name != b"o"}, id=entry_id)
-    assert all(b"o" not in fields for _, fields in r.xrange(k.events))
-    now = after_ms(r, k, 6)
-    step = store.events.retention_step(store.events.retention_unit(), 1, 100, now=now)
-    assert (step.removed, step.legacy) == (6, 6)
-    assert r.xlen(k.events) == r.scard(k.indexes) == r.zcard(k.by_time) == r.hlen(k.ids) == 0
+    writer = open_store(config, client=r)
+    writer.events.write([make_event(f"z-{i}", tenant=f"t-{i % 2}", resource=f"vm-{i}") for i in range(1, 4)])
+    writer.events.dictionaries.add(dictionary_bytes)
+    writer.events.dictionaries._next_check = 0  # look at dict:current now
+    writer.events.write([make_event(f"d-{i}", tenant=f"t-{i % 2}", resource=f"vm-{i}") for i in range(4, 6)])
+    now = after_ms(r, k, 5)
+    writer.events.write([make_event(f"d-{i}", tenant=f"t-{i % 2}", resource=f"vm-{i}") for i in range(6, 8)])
+    writer.outbox("push").done(*range(1, 8))
+    kinds = [fields[b"d"][:1] for _, fields in r.xrange(k.events)]
+    assert kinds == [b"z"] * 3 + [b"d"] * 4
+    retention = open_store(config, client=r)  # another process: nothing cached
+    step = retention.events.retention_step(retention.events.retention_unit(), 1, 100, now=now)
+    assert (step.removed, step.undecodable) == (5, 0)
+    assert step.index_entries == 5 * 3  # type, tenant and resource of each
+    assert stored_seqs(r, k) == [6, 7]
+    assert_consistent(r, k, retention.events.dictionaries)
+
+
+def test_a_body_whose_dictionary_is_gone_is_logged_and_removed_with_what_is_known_without_it(
+    config: Config,
+    redis_server: redis.Redis,
+    keys: Keys,
+    dictionary_bytes: bytes,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r, k = redis_server, keys
+    writer = open_store(config, client=r)
+    writer.events.write([make_event("z-1", tenant="t-z", resource="vm-z")])
+    writer.events.dictionaries.add(dictionary_bytes)
+    writer.events.dictionaries._next_check = 0
+    writer.events.write([make_event(f"d-{i}", tenant="t-d", resource=f"vm-{i}") for i in range(2, 5)])
+    writer.outbox("push").done(*range(1, 5))
+    r.delete(k.dictionary(1))  # lost: these bodies cannot be decoded any more
+    now = after_ms(r, k, 4)
+    retention = open_store(config, client=r)
+    with caplog.at_level("ERROR", logger="yagi_meter.store.events"):
+        step = retention.events.retention_step(retention.events.retention_unit(), 1, 100, now=now)
+    assert (step.removed, step.undecodable, step.more) == (4, 3, False)
+    logged = [record.getMessage() for record in caplog.records]
+    for seq in (2, 3, 4):
+        assert any(f"seq {seq} cannot be decoded" in text for text in logged), logged
+    # Gone: the stream entries, ids, by_time, and the type index (from "e").
+    assert r.xlen(k.events) == r.zcard(k.by_time) == r.hlen(k.ids) == 0
+    assert not r.exists(k.event_type(make_event("any").event_type))
+    # The zlib body was decoded: its owner indexes went with it.  Those of the
+    # undecodable ones stay, pointing at events that are gone (readers skip them).
+    assert not r.exists(k.tenant("t-z")) and not r.exists(k.resource("t-z", "vm-z"))
+    assert r.zrange(k.tenant("t-d"), 0, -1) == [b"2", b"3", b"4"]
+    assert retention.events.retention_step(retention.events.retention_unit(), 1, 100, now=now).removed == 0
 
 
 def test_a_step_never_removes_an_event_stored_again_under_a_reused_seq(
@@ -160,13 +202,13 @@ def test_a_step_never_removes_an_event_stored_again_under_a_reused_seq(
     head = store.events.scripts["retention_head"](
         keys=[k.events, *unit.outbox_seqs], args=[100, 86400000, int(now * 1000)]
     )
-    assert head[2::6] == [1, 2, 3]
+    assert head[2::5] == [1, 2, 3]
     for key in r.scan_iter(match=f"{k.prefix}*"):
         r.delete(key)
     store.events.write([make_event(f"reborn-{i}") for i in range(1, 4)])
     store.outbox("push").done(1, 2, 3)
     # As retention_step sends them: the seqs, their message_ids, then the type index's seqs.
-    args = [len(unit.outbox_seqs), 3, *head[2::6], *head[4::6], 3, *head[2::6]]
+    args = [len(unit.outbox_seqs), 3, *head[2::5], *head[4::5], 3, *head[2::5]]
     removed = store.events.scripts["retention"](
         keys=[
             k.events,

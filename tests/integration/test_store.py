@@ -19,7 +19,7 @@ from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.notification import Event, parse
 from yagi_meter.store import Store, open_store
 from yagi_meter.store.events import Ingested
-from yagi_meter.store.keys import Keys, owners_field
+from yagi_meter.store.keys import Keys
 from yagi_meter.store.outbox import member
 
 pytestmark = pytest.mark.integration
@@ -532,17 +532,11 @@ def test_memory_per_event_stays_below_the_raw_json_size(
     )
     per_event = used / len(bodies)
     raw = sum(map(len, bodies)) / len(bodies)
-    # The user id and the owners are kept once more, uncompressed, beside the
-    # body (the "u" field the user_id filter reads, the "o" field retention
-    # reads): listpack strings of their length + 2.
-    beside = sum(
-        len(event.user_id or "") + 2 + len(owners_field(event.tenants, event.resource_id)) + 2
-        for event in events
-    ) / len(events)
+    # The user id is kept once more, uncompressed, beside the body (the "u"
+    # field the user_id filter reads): a listpack string of its length + 2.
+    beside = sum(len(event.user_id or "") + 2 for event in events) / len(events)
     print(
         f"\nRedis memory per event: {per_event:.0f} bytes (raw JSON {raw:.0f} bytes, {per_event / raw:.0%};"
-        f" user id and owners beside the body {beside:.1f} bytes)"
+        f" user id beside the body {beside:.1f} bytes)"
     )
-    # Longer entries also fill the stream's 4 KB nodes sooner: up to as much
-    # again in node overhead (measured: 2,171 B against 2,053 + 67.5).
-    assert per_event < raw + 2 * beside
+    assert per_event < raw + beside

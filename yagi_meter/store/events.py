@@ -12,13 +12,14 @@ from enum import IntEnum
 
 import redis
 
+from yagi_meter.errors import UndecodableEvent
 from yagi_meter.notification import Event
 from yagi_meter.store import codec
 from yagi_meter.store.audit import is_verdict
 from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
-from yagi_meter.store.keys import OUTBOXES, Keys, owners_field
+from yagi_meter.store.keys import OUTBOXES, Keys
 from yagi_meter.store.nodes import Call, PendingCalls
 from yagi_meter.store.outbox import MEMBER_FORMAT, OutboxKeys
 from yagi_meter.store.scripts import Scripts
@@ -193,7 +194,6 @@ class EventStore(Collection):
             "1" if forward else "0",
             codec.encode(event, self.compress, self.dictionaries.current() if self.compress else None),
             (event.user_id or "").encode(),
-            owners_field(event.tenants, event.resource_id).encode(),
         ]
         return EncodedEvent(event, index_keys, args)
 
@@ -322,13 +322,21 @@ class EventStore(Collection):
         """Remove up to ``limit`` of the oldest events ingested more than ``retention_days``
         ago and below every outbox's oldest pending seq; two round trips.
 
-        The first call reads those entries without their bodies
-        (retention_head.lua); their index keys come from the entry's ``e``
-        and ``o`` fields (an entry written before ``o`` existed has its body
-        decoded instead).  The second removes them, each with its index,
-        ``by_time`` and ``ids`` entries, in one atomic script (retention.lua),
-        which checks each event again: any number of processes may run steps
-        at once, and a step cut short by a crash changed nothing.
+        The first call reads those entries with their bodies
+        (retention_head.lua); each body is decoded here with the store's codec
+        and dictionaries, and its index keys computed by ``keys_of``, as at
+        ingest.  The second removes them, each with its index, ``by_time`` and
+        ``ids`` entries, in one atomic script (retention.lua), which checks each
+        event again: any number of processes may run steps at once, and a step
+        cut short by a crash changed nothing.
+
+        A body that cannot be decoded (its dictionary is gone or damaged) is
+        logged with its seq and removed all the same, with what is known
+        without it: its stream, ``ids`` and ``by_time`` entries and its
+        event-type index entry (from the entry's ``e``) and any audit verdict
+        entry; its tenant and resource index entries stay (readers skip an
+        index entry whose event is gone).  Retention never stalls on it.
+        StoreError (Redis cannot be asked for a dictionary) ends the step.
         """
         retention_ms = int(retention_days * 86_400_000)
         now_ms = "" if now is None else int(now * 1000)
@@ -345,14 +353,22 @@ class EventStore(Collection):
         seqs: list[int] = []
         message_ids: list[bytes] = []
         by_key: dict[str, list[int]] = {}  # index zset -> seqs, ascending (in head order)
-        legacy = 0
-        for i in range(0, len(entries), 6):
-            seq, t, message_id, event_type, owners, body = entries[i : i + 6]
-            if owners is None:  # written before the "o" field: the body says
-                legacy += 1
+        undecodable = 0
+        for i in range(0, len(entries), 5):
+            seq, t, message_id, event_type, body = entries[i : i + 5]
+            try:
                 index_keys = self.keys_of(codec.decode(body, seq, int(t), self.dictionaries), unit.keys)
-            else:
-                index_keys = [unit.keys.event_type(event_type.decode()), *unit.keys.owner_indexes_of(owners)]
+            except UndecodableEvent as e:
+                undecodable += 1
+                log.error(
+                    "retention: the event at seq %d cannot be decoded (%s); removing it without "
+                    "its tenant and resource index entries",
+                    seq,
+                    e,
+                )
+                # ZREM of a seq a zset does not hold removes nothing: the verdicts
+                # index is named in case this was a verdict.
+                index_keys = [unit.keys.event_type(event_type.decode()), unit.keys.audit_verdicts]
             seqs.append(seq)
             message_ids.append(message_id)
             for key in index_keys:
@@ -367,8 +383,8 @@ class EventStore(Collection):
             args,
             "removing expired events",
         )
-        full = len(entries) // 6 == limit
-        return Step(removed, index_entries, last, cutoff_ms, floor or None, full, legacy)
+        full = len(entries) // 5 == limit
+        return Step(removed, index_entries, last, cutoff_ms, floor or None, full, undecodable)
 
     def expire(self, retention_days: float, now: float | None = None, limit: int = 1000) -> int:
         """Remove every event ingested more than ``retention_days`` ago, in steps of
@@ -415,4 +431,4 @@ class Step:
     cutoff_ms: int  # events ingested before this (Redis's clock) were expired
     floor: int | None  # the oldest seq an outbox still needs, None when none
     more: bool  # a full step was read: more may be waiting
-    legacy: int = 0  # entries without an "o" field, whose bodies were decoded
+    undecodable: int = 0  # bodies that could not be decoded: removed without their owner indexes

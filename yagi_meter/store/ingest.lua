@@ -16,12 +16,9 @@
 --          when none): a seq now lower under that same epoch means Redis lost
 --          writes (RDB restore, lagging replica) and seqs would be given out again
 -- ARGV[8]: the outbox member format (outbox.py MEMBER_FORMAT)
--- then per event (9): message_id, digest, event_type, timestamp ms, nkeys,
+-- then per event (8): message_id, digest, event_type, timestamp ms, nkeys,
 --                     forward ("1"/"0"), body, user_id ("" for none; entries
---                     written before it have no "u" field), owners (the
---                     tenant and resource index keys' parts, keys.py
---                     owners_field: what retention removes them by without
---                     decoding the body; entries written before it have no "o")
+--                     written before it have no "u" field)
 -- then per rejected message (6): reason, source, body, sha256 of the whole
 --                     raw message, its size in bytes, "1" when body is only its head
 -- then the quarantine entry ids to remove (requeued messages)
@@ -64,7 +61,7 @@ end
 
 -- Requeued entries go first, with their digests: a message still bad is
 -- then quarantined anew instead of being taken for a repeat.
-for i = 9 + n_events * 9 + n_rejected * 6, #ARGV do
+for i = 9 + n_events * 8 + n_rejected * 6, #ARGV do
   quarantine_remove(quarantine, quarantine_digests, ARGV[i])
 end
 
@@ -75,8 +72,8 @@ local a = 9
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
-  local user, owners = ARGV[a + 7], ARGV[a + 8]
-  a = a + 9
+  local user = ARGV[a + 7]
+  a = a + 8
 
   local known = redis.call("HGET", ids, message_id)
   if known then
@@ -93,12 +90,10 @@ for _ = 1, n_events do
     local seq = redis.call("INCR", seq_key)
     local id = seq .. "-0"
     redis.call("HSET", ids, message_id, seq .. " " .. digest)
-    -- "e" and "u": what page.lua filters on without decoding the body; "e"
-    -- and "o": which index keys retention removes the entry from (retention.lua).
-    -- Every entry has "u" and "o" (maybe empty): a stream stores the field
-    -- names once for entries that all have the same ones.
-    redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
-               "o", owners)
+    -- "e" and "u": what page.lua filters on without decoding the body.  Every
+    -- entry has "u" (empty without a user): a stream stores the field names
+    -- once for entries that all have the same ones.
+    redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user)
     redis.call("ZADD", by_time, ts_ms, seq)
     for i = k, k + nkeys - 1 do
       redis.call("ZADD", KEYS[i], seq, seq)

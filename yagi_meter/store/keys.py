@@ -17,9 +17,7 @@ Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua r
 |           |        | (Redis lost its data) gives a new epoch; caches and ETags include it (epoch.py) |
 | ``events`` | stream | an entry per event, id ``<seq>-0``: ``t`` ingest ms, ``e`` type, |
 |            |        | ``m`` message_id, ``d`` body (codec.py), ``u`` user_id ("" for none; |
-|            |        | absent from entries written before it): what page.lua filters on; |
-|            |        | ``o`` owners (``owners_field``: quoted resource and tenant ids; absent |
-|            |        | from entries written before it): what retention.lua removes by |
+|            |        | absent from entries written before it): what page.lua filters on |
 | ``ids`` | hash | message_id -> ``"<seq> <digest>"`` (dedup, lookup by entry id) |
 | ``by_time`` | zset | member seq, score notification time in ms |
 | ``tenant:<t>`` | zset | member and score seq: one tenant's events |
@@ -119,16 +117,6 @@ def _part(value: str) -> str:
     return quote(value, safe="-_.@")
 
 
-def owners_field(tenants: tuple[str, ...] | list[str], resource_id: str | None) -> str:
-    """An events entry's ``o`` field: the quoted resource id ("" for none), then each
-    quoted tenant id, separated by spaces (a quoted part holds none).
-
-    What retention needs to find an event's tenant and resource index keys
-    without decoding its body (``Keys.owner_indexes_of``).
-    """
-    return " ".join([_part(resource_id or ""), *(_part(t) for t in tenants)])
-
-
 class Keys:
     """Key names under one prefix (``[redis] key_prefix``)."""
 
@@ -172,17 +160,6 @@ class Keys:
             index_keys.append(self.tenant(tenant_id))
             if resource_id:
                 index_keys.append(self.resource(tenant_id, resource_id))
-        return index_keys
-
-    def owner_indexes_of(self, owners: bytes | str) -> list[str]:
-        """``owner_indexes`` again from an events entry's ``o`` field (``owners_field``)."""
-        text = owners.decode() if isinstance(owners, bytes) else owners
-        resource, *tenants = text.split(" ")
-        index_keys = []
-        for part in tenants:
-            index_keys.append(f"{self.prefix}tenant:{part}")
-            if resource:
-                index_keys.append(f"{self.prefix}resource:{part}:{resource}")
         return index_keys
 
     def outbox(self, name: str) -> str:

@@ -1,4 +1,4 @@
--- Read the oldest events retention may remove, without their bodies: one
+-- Read the oldest events retention may remove, with their bodies: one
 -- step's worth (retention.py).  Read only; retention.lua removes them.
 --
 -- KEYS[1]: events stream; KEYS[2..]: the outboxes' ``:seqs`` zsets (floor).
@@ -6,11 +6,11 @@
 -- ARGV[1]: most entries to return; ARGV[2]: retention in ms;
 -- ARGV[3]: "now" in ms ("" for Redis's clock, the clock "t" was taken from).
 --
--- Returns {cutoff ms, floor (0: none), seq, t, m, e, o, d, ...}: the stream's
+-- Returns {cutoff ms, floor (0: none), seq, t, m, e, d, ...}: the stream's
 -- first entries, in order, while ingested before the cutoff and below every
--- outbox's oldest pending seq.  o is the entry's "o" field (ingest.lua);
--- an entry written before it had one has o false and d its body, for the
--- caller to decode (its index keys are in the body only); otherwise d is "".
+-- outbox's oldest pending seq, each with its body d: the caller decodes it
+-- for the event's tenant and resource index keys (events.py keys_of, the
+-- function ingest computes them with), which the entry holds nowhere else.
 -- Chunks of at most 100 entries are read, so a step with little to remove
 -- copies few bodies into Lua.
 
@@ -43,13 +43,12 @@ while n < limit do
   for _, entry in ipairs(entries) do
     local seq = tonumber(string.sub(entry[1], 1, -3))
     local f = entry[2]
-    local t, m, e, o, d
+    local t, m, e, d
     for i = 1, #f, 2 do
       local name = f[i]
       if name == "t" then t = f[i + 1]
       elseif name == "m" then m = f[i + 1]
       elseif name == "e" then e = f[i + 1]
-      elseif name == "o" then o = f[i + 1]
       elseif name == "d" then d = f[i + 1]
       end
     end
@@ -60,13 +59,7 @@ while n < limit do
     reply[#reply + 1] = t
     reply[#reply + 1] = m
     reply[#reply + 1] = e
-    if o then
-      reply[#reply + 1] = o
-      reply[#reply + 1] = ""
-    else
-      reply[#reply + 1] = false
-      reply[#reply + 1] = d
-    end
+    reply[#reply + 1] = d
     n = n + 1
     start = "(" .. entry[1]
   end
