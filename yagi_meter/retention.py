@@ -2,9 +2,11 @@
 
 Each step (``EventStore.retention_step``) is two round trips: read up to
 ``[retention] batch`` of the oldest entries ingested more than ``[redis]
-retention_days`` ago and below every outbox's oldest pending seq, without
-their bodies; then remove them, with their index, ``by_time`` and ``ids``
-entries, in one atomic script that checks each again.  A full step is
+retention_days`` ago and below every outbox's oldest pending seq, with
+their bodies, decoded here for each event's index keys (as ingest computes
+them); then remove them, with their index, ``by_time`` and ``ids`` entries,
+in one atomic script that checks each again.  A body that cannot be decoded
+is logged with its seq and removed without its tenant and resource entries.  A full step is
 followed by the next at once; otherwise the loop waits ``[retention]
 idle_seconds``.  Redis serves other clients between steps, so a listener's
 batch waits at most one step.

@@ -1,6 +1,8 @@
 -- Remove one step of expired events (retention.py), atomically: each with
 -- its index entries, its by_time and ids entries and its stream entry, in
--- one script, so no reader ever sees an index entry whose event is gone.
+-- one script, so no reader ever sees an index entry whose event is gone
+-- (but for an event whose body could not be decoded: events.py passes only
+-- the index keys it knows without the body, and the others stay).
 --
 -- KEYS[1..4]: events, ids, by_time, indexes; KEYS[5..4+n_outboxes]: the
 --             outboxes' ":seqs" zsets (the floor); then the index zsets the
