@@ -45,7 +45,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.register_blueprint(audit.bp)
     app.register_blueprint(discovery.bp)
     init_hub(app, config, store, readers_of(config.base_url, app.extensions["yagi_meter"].authenticate))
-    metrics = registry(store, config.audit.keep_periods)
+    metrics = registry(store, config.audit.keep_periods, config.redis.memory_bytes)
 
     @app.get("/health")
     def health() -> Response:

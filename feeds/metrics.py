@@ -34,9 +34,10 @@ _COUNTERS = {
 class StoreCollector(Collector):
     """Yields the store's counts on each collect()."""
 
-    def __init__(self, store: Store, audit_periods: int = 48) -> None:
+    def __init__(self, store: Store, audit_periods: int = 48, memory_bytes: int = 0) -> None:
         self.store = store
         self.audit_periods = audit_periods
+        self.memory_bytes = memory_bytes
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         up = GaugeMetricFamily("yagi_redis_up", "1 when Redis answered this scrape.")
@@ -56,6 +57,31 @@ class StoreCollector(Collector):
             yield CounterMetricFamily(name, text, value=values[key])
         yield from _hub_metrics(self.store)
         yield from _audit_metrics(self.store, self.audit_periods)
+        yield from _sizing_metrics(self.store, self.memory_bytes)
+
+
+_SIZING_GAUGES = {
+    "used_memory": ("yagi_redis_used_memory_bytes", "Redis INFO used_memory."),
+    "bytes_per_event": (
+        "yagi_bytes_per_event",
+        "used_memory less used_memory_startup, over the events stored.",
+    ),
+    "ingest_rate": ("yagi_ingest_rate_events_per_second", "Events/s over the last 10,000 seqs, up to now."),
+    "memory_bytes": ("yagi_memory_bytes", "maxmemory, else [redis] memory_bytes."),
+    "memory_days": ("yagi_memory_days", "Days of events the memory holds at the current rate."),
+    "days_until_full": ("yagi_days_until_full", "Days until memory is full at this rate, nothing removed."),
+}
+
+
+def _sizing_metrics(store: Store, memory_bytes: int) -> Iterator[GaugeMetricFamily]:
+    try:
+        values = store.sizing(memory_bytes)
+    except StoreError:
+        return
+    for key, (name, text) in _SIZING_GAUGES.items():
+        value = values[key]
+        if isinstance(value, int | float):  # None: not known yet (no events, no rate, no memory set)
+            yield GaugeMetricFamily(name, text, value=value)
 
 
 _HUB_GAUGES = {
@@ -109,8 +135,8 @@ def _audit_metrics(store: Store, periods: int) -> Iterator[GaugeMetricFamily]:
     yield verdicts
 
 
-def registry(store: Store, audit_periods: int = 48) -> CollectorRegistry:
+def registry(store: Store, audit_periods: int = 48, memory_bytes: int = 0) -> CollectorRegistry:
     """A registry of this app's own (no process globals), holding the store collector."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(StoreCollector(store, audit_periods))
+    reg.register(StoreCollector(store, audit_periods, memory_bytes))
     return reg

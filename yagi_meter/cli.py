@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _command(
         commands,
+        "retention",
+        lambda args, config: daemon.retention(config),
+        "remove events older than [redis] retention_days, in small steps, until stopped",
+    )
+    _command(
+        commands,
         "serve",
         lambda args, config: daemon.serve(config),
         "the feed server and WebSub hub on [feeds] host:port (development server; "
@@ -107,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         commands,
         "run",
         lambda args, config: supervisor.run(config, args.config),
-        "every daemon (listen, serve, push, forward when [forward] url is set, audit when [audit] "
-        "enabled) as a child "
+        "every daemon (listen, retention, serve, push, forward when [forward] url is set, audit when "
+        "[audit] enabled) as a child "
         "process, for one machine; a child that dies is restarted with backoff",
     )
     replay = _command(

@@ -343,7 +343,7 @@ OPTIONS: tuple[Option, ...] = (
         "90",
         _float_at_least(0),
         "Events ingested longer ago than this are removed with their index entries\n"
-        "(0 keeps everything forever).",
+        "by `yagi-meter retention` (0 keeps everything forever).",
     ),
     Option(
         "redis",
@@ -403,6 +403,30 @@ OPTIONS: tuple[Option, ...] = (
         "2000",
         _int_at_least(1),
         "Longest a batch waits for wait_replicas replicas.",
+    ),
+    Option(
+        "redis",
+        "memory_bytes",
+        "0",
+        _int_at_least(0),
+        "Memory Redis may use for yagi-meter, for `status`'s days of retention the\n"
+        "memory holds: 0 uses Redis's maxmemory (and reports none when that is 0 too).",
+    ),
+    # [retention]
+    Option(
+        "retention",
+        "batch",
+        "1000",
+        _int_at_least(1),
+        "Most events one retention step removes (one atomic Redis script: the\n"
+        "longest ingest waits behind it grows with this).",
+    ),
+    Option(
+        "retention",
+        "idle_seconds",
+        "5",
+        _float_at_least(0.1),
+        "Seconds `yagi-meter retention` waits once nothing more has expired.",
     ),
     # [notifications]
     Option(
@@ -894,6 +918,15 @@ class RedisSection:
     cluster: bool
     wait_replicas: int
     wait_timeout_ms: int
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class RetentionSection:
+    """[retention]: Removing expired events (`yagi-meter retention`)."""
+
+    batch: int
+    idle_seconds: float
 
 
 @dataclass(frozen=True)
@@ -1011,6 +1044,7 @@ class LoggingSection:
 SECTIONS: dict[str, type] = {
     "amqp": AmqpSection,
     "redis": RedisSection,
+    "retention": RetentionSection,
     "notifications": NotificationsSection,
     "feeds": FeedsSection,
     "auth": AuthSection,
@@ -1045,6 +1079,7 @@ class Config:
 
     amqp: AmqpSection
     redis: RedisSection
+    retention: RetentionSection
     notifications: NotificationsSection
     feeds: FeedsSection
     auth: AuthSection
@@ -1064,6 +1099,7 @@ class Config:
         self.source = source
         self.amqp = _section(AmqpSection, "amqp", values)
         self.redis = _section(RedisSection, "redis", values)
+        self.retention = _section(RetentionSection, "retention", values)
         self.notifications = _section(NotificationsSection, "notifications", values)
         self.feeds = _section(FeedsSection, "feeds", values)
         self.auth = _section(AuthSection, "auth", values)

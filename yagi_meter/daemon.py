@@ -1,4 +1,5 @@
-"""The lifecycle the daemons share (``listen``, ``push``, ``forward``, ``audit``; ``run`` for its children).
+"""The lifecycle the daemons share (``listen``, ``retention``, ``push``, ``forward``, ``audit``;
+``run``'s children).
 
 - **Stop flag.**  ``Lifecycle.stop()`` and SIGTERM/SIGINT set it; each loop
   looks at it between steps.  The signal handlers only set the flag: a
@@ -193,6 +194,17 @@ def listen(config: Config) -> int:
         listener.run()
     finally:
         trainer.stop()
+    return RET_OK
+
+
+def retention(config: Config) -> int:
+    """``yagi-meter retention``: remove expired events in small steps until SIGTERM."""
+    from yagi_meter.retention import Retention
+
+    store = start_store("retention", config)
+    worker = Retention(config, store)
+    worker.lifecycle.install_signal_handlers()
+    worker.run()
     return RET_OK
 
 

@@ -15,6 +15,7 @@ from yagi_meter.store import Store
 def collect(store: Store, config: Config) -> dict[str, Any]:
     """One JSON-ready report; raises StoreError when Redis cannot be read."""
     counts = store.gauges()
+    sizing = store.sizing(config.redis.memory_bytes)
     hub = hub_report(store)
     forward_oldest = _oldest_pending_seconds(store, "forward")
     errors = store.errors.recent(10)
@@ -25,6 +26,8 @@ def collect(store: Store, config: Config) -> dict[str, Any]:
         queues = {"error": str(e)}
     return {
         **counts,
+        **sizing,
+        "retention_days": config.redis.retention_days,
         "forward_oldest_pending_seconds": forward_oldest,
         **hub,
         "queues": queues,
@@ -49,10 +52,33 @@ def _age(seconds: float | None) -> str:
     return "" if seconds is None else f" (oldest pending {seconds:.0f}s)"
 
 
+def _sizing(report: dict[str, Any]) -> list[str]:
+    per_event, rate = report["bytes_per_event"], report["ingest_rate"]
+    memory = f"memory            {report['used_memory'] / 1e6:,.1f} MB used"
+    if report["memory_bytes"]:
+        memory += f" of {report['memory_bytes'] / 1e6:,.1f} MB ({report['memory_source']})"
+    else:
+        memory += " (no maxmemory nor [redis] memory_bytes: no days to tell)"
+    lines = [memory]
+    lines.append(
+        "per event         "
+        + (f"{per_event:,.0f} bytes (used_memory over events)" if per_event is not None else "no events yet")
+        + (f", ingest {rate:,.1f} events/s now" if rate is not None else ", no ingest rate yet")
+    )
+    if report["memory_days"] is not None:
+        lines.append(
+            f"memory holds      {report['memory_days']:,.1f} days at this rate "
+            f"(retention_days {report['retention_days']:g}); full in {report['days_until_full']:,.1f} days "
+            "if nothing were removed"
+        )
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as a few human-readable lines."""
     lines = [
         f"events            {report['events']} (last seq {report['last_seq']})",
+        *_sizing(report),
         f"duplicates        {report['duplicates']} ignored, {report['conflicts']} conflicting bodies kept",
         f"quarantined       {report['quarantined']} (ever {report['quarantined_ever']})",
         f"push backlog      {report['push_backlog']}",

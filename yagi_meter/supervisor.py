@@ -31,7 +31,7 @@ from yagi_meter.errors import RET_OK
 log = logging.getLogger(__name__)
 
 # The daemons `run` starts, in start order; each is `yagi-meter <name>`.
-DAEMONS = ("listen", "serve", "push", "forward", "audit")
+DAEMONS = ("listen", "retention", "serve", "push", "forward", "audit")
 # Daemons started only when configured.
 WANTED: dict[str, Callable[[Config], bool]] = {
     "forward": lambda config: bool(config.forward.url),

@@ -103,10 +103,12 @@ def start_run(tmp_path: Path) -> Iterator:
 
 
 def start_all(start_run, env: dict[str, str], port: int) -> tuple[Run, list[int]]:
-    """`run` serving on ``port``, once its three children are up; their pids."""
+    """`run` serving on ``port``, once its four children are up; their pids."""
     run = start_run({**env, "YAGI_FEEDS_PORT": str(port)})
     wait_until(lambda: answers(port), 60, "the feed server of `run`", run.tail, interval=0.2)
-    wait_until(lambda: len(children_of(run.process.pid)) == 3, 30, "listen, serve and push", run.tail)
+    wait_until(
+        lambda: len(children_of(run.process.pid)) == 4, 30, "listen, retention, serve and push", run.tail
+    )
     return run, children_of(run.process.pid)
 
 
@@ -163,7 +165,7 @@ def test_stopping_run_stops_every_child_cleanly_and_exits_0(env: dict[str, str],
         os.killpg(run.pgid, signal.SIGINT)
     assert run.process.wait(30) == 0, run.tail()
     assert not any(alive(pid) for pid in children)
-    for name in ("listen", "serve", "push"):
+    for name in ("listen", "retention", "serve", "push"):
         assert f"{name} stopped (exit 0)" in run.log(), run.tail()
 
 
@@ -171,7 +173,12 @@ def test_run_starts_the_audit_when_enabled_and_stops_it_cleanly(env: dict[str, s
     port = unused_port()
     run = start_run({**env, "YAGI_FEEDS_PORT": str(port), "YAGI_AUDIT_ENABLED": "true"})
     wait_until(lambda: answers(port), 60, "the feed server of `run`", run.tail, interval=0.2)
-    wait_until(lambda: len(children_of(run.process.pid)) == 4, 30, "listen, serve, push and audit", run.tail)
+    wait_until(
+        lambda: len(children_of(run.process.pid)) == 5,
+        30,
+        "listen, retention, serve, push and audit",
+        run.tail,
+    )
     wait_until(
         lambda: "yagi-meter audit" in run.log() and "auditing nova" in run.log(), 30, "audit", run.tail
     )

@@ -45,7 +45,7 @@ def test_every_daemon_has_a_unit() -> None:
             assert argv[0].endswith("/gunicorn"), path.name
             assert argv[1:] == ["-c", f"{INSTALLED}/conf/gunicorn.conf.py", "feeds.wsgi:app"]
             started.add("gunicorn")
-    assert started == {"listen", "push", "forward", "audit", "gunicorn"}
+    assert started == {"listen", "retention", "push", "forward", "audit", "gunicorn"}
     assert (ROOT / "conf" / "gunicorn.conf.py").is_file() and "app = " in (
         ROOT / "feeds" / "wsgi.py"
     ).read_text()

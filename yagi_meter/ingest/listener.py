@@ -25,7 +25,6 @@ from yagi_meter.store.events import PendingWrite
 
 log = logging.getLogger(__name__)
 
-RETENTION_EVERY_SECONDS = 600
 GC_THRESHOLD = 50_000
 FIRST_BACKOFF_SECONDS = 0.2
 
@@ -48,7 +47,6 @@ class Listener:
         self.consumer = consumer or Consumer(config)
         self.totals = Summary()
         self.lifecycle = Lifecycle("listen", ingestor.store.errors)
-        self._next_retention = time.monotonic()
 
     def stop(self, *_: object) -> None:
         """Finish the batch in hand, acknowledge it and return from ``run``."""
@@ -125,7 +123,6 @@ class Listener:
                     flight = None
                 if lifecycle.stopping and not received:
                     break
-                self._maybe_expire()
             if flight is not None:
                 self._finish(flight)
                 flight = None
@@ -185,18 +182,3 @@ class Listener:
         flight.pending = None
         self.consumer.ack_through(flight.last_tag)
         self.totals.add(self.ingestor.summarize(flight.batch, result))
-
-    def _maybe_expire(self) -> None:
-        if time.monotonic() < self._next_retention:
-            return
-        self._next_retention = time.monotonic() + RETENTION_EVERY_SECONDS
-        try:
-            removed = self.ingestor.store.events.expire(self.config.redis.retention_days)
-        except StoreError as e:
-            log.error("retention failed: %s; trying again in %ds", e, RETENTION_EVERY_SECONDS)
-            self.lifecycle.record(f"retention failed: {e}")
-            return
-        if removed:
-            log.info(
-                "retention removed %d events older than %s days", removed, self.config.redis.retention_days
-            )

@@ -83,6 +83,10 @@ class Store:
         """Archive-wide counts in one round trip (events, last seq, backlogs, ...)."""
         return stats.gauges(self._client, self._keys)
 
+    def sizing(self, memory_bytes: int = 0) -> dict[str, float | int | str | None]:
+        """Bytes per event, ingest rate, memory and the days of events it holds (stats.sizing)."""
+        return stats.sizing(self._client, self._keys, memory_bytes)
+
     def hub_counts(self) -> dict[str, int]:
         """WebSub counts in one round trip: subscriptions, verifications waiting, failures, drops."""
         return stats.hub_counts(self._client, self._keys)

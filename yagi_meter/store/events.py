@@ -1,4 +1,4 @@
-"""The event store: atomic batched writes, dedup, lookups and retention in Redis."""
+"""The event store: atomic batched writes, dedup, lookups and retention steps in Redis."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from enum import IntEnum
 
 import redis
 
+from yagi_meter.errors import UndecodableEvent
 from yagi_meter.notification import Event, conflict_copy
 from yagi_meter.store import codec
 from yagi_meter.store.audit import is_verdict
@@ -32,9 +33,6 @@ class Ingested(IntEnum):
     STORED = 1
     DUPLICATE = 2  # this message_id with this content was already stored
     CONFLICT = 3  # this message_id was stored with other content: this body kept as a copy
-
-
-_SCAN_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -215,16 +213,12 @@ class EventStore(Collection):
         the caller quarantines that one message and goes on with the others.
         """
         k = self.keys
-        index_keys = [k.event_type(event.event_type)]
+        index_keys = self.keys_of(event, k)
         catalog = [(k.catalog_types, event.event_type)]
         for tenant_id in event.tenants:  # the owner, and a billed project
-            index_keys.append(k.tenant(tenant_id))
             catalog += [(k.catalog_tenants, tenant_id), (k.catalog_tenant_types(tenant_id), event.event_type)]
             if event.resource_id:
-                index_keys.append(k.resource(tenant_id, event.resource_id))
                 catalog.append((k.catalog_resources(tenant_id), event.resource_id))
-        if is_verdict(event):
-            index_keys.append(k.audit_verdicts)
         forward = self.forward is not None and self.forward(event.event_type)
         args: list[str | bytes | int] = [
             event.message_id.encode(),
@@ -237,6 +231,19 @@ class EventStore(Collection):
             (event.user_id or "").encode(),
         ]
         return EncodedEvent(event, index_keys, args, tuple((key, k.stats(key), m) for key, m in catalog))
+
+    @staticmethod
+    def keys_of(event: Event, keys: Keys) -> list[str]:
+        """An event's index zsets: its type's, its tenants' and resources', and the
+        audit's verdicts for a verdict.  Ingest adds the event to these and
+        retention removes it from them, both computed here: they cannot disagree."""
+        index_keys = [
+            keys.event_type(event.event_type),
+            *keys.owner_indexes(event.tenants, event.resource_id),
+        ]
+        if is_verdict(event):
+            index_keys.append(keys.audit_verdicts)
+        return index_keys
 
     def prepare(
         self,
@@ -368,62 +375,123 @@ class EventStore(Collection):
 
     # -- retention ---------------------------------------------------------
 
-    def expire(self, retention_days: float, now: float | None = None) -> int:
-        """Remove events ingested more than ``retention_days`` ago; return how many.
+    def retention_unit(self) -> RetentionUnit:
+        """The keys one retention step works on: today the whole store."""
+        return RetentionUnit.of(self.keys)
 
-        Index entries go first and bodies after, so no index ever points at a
-        missing event. Events still waiting in an outbox are kept.
+    def retention_step(
+        self, unit: RetentionUnit, retention_days: float, limit: int, now: float | None = None
+    ) -> Step:
+        """Remove up to ``limit`` of the oldest events ingested more than ``retention_days``
+        ago and below every outbox's oldest pending seq; two round trips.
+
+        The first call reads those entries with their bodies
+        (retention_head.lua); each body is decoded here with the store's codec
+        and dictionaries, and its index keys computed by ``keys_of``, as at
+        ingest.  The second removes them, each with its index, ``by_time`` and
+        ``ids`` entries, in one atomic script (retention.lua), which checks each
+        event again: any number of processes may run steps at once, and a step
+        cut short by a crash changed nothing.
+
+        A body that cannot be decoded (its dictionary is gone or damaged) is
+        logged with its seq and removed all the same, with what is known
+        without it: its stream, ``ids`` and ``by_time`` entries and its
+        event-type index entry (from the entry's ``e``) and any audit verdict
+        entry; its tenant and resource index entries stay (readers skip an
+        index entry whose event is gone).  Retention never stalls on it.
+        StoreError (Redis cannot be asked for a dictionary) ends the step.
         """
+        retention_ms = int(retention_days * 86_400_000)
+        now_ms = "" if now is None else int(now * 1000)
+        head = self._run(
+            "retention_head",
+            [unit.events, *unit.outbox_seqs],
+            [limit, retention_ms, now_ms],
+            "reading expired events",
+        )
+        cutoff_ms, floor = int(head[0]), int(head[1])
+        entries = head[2:]
+        if not entries:
+            return Step(0, 0, 0, cutoff_ms, floor or None, False)
+        seqs: list[int] = []
+        message_ids: list[bytes] = []
+        by_key: dict[str, list[int]] = {}  # index zset -> seqs, ascending (in head order)
+        undecodable = 0
+        for i in range(0, len(entries), 5):
+            seq, t, message_id, event_type, body = entries[i : i + 5]
+            try:
+                index_keys = self.keys_of(codec.decode(body, seq, int(t), self.dictionaries), unit.keys)
+            except UndecodableEvent as e:
+                undecodable += 1
+                log.error(
+                    "retention: the event at seq %d cannot be decoded (%s); removing it without "
+                    "its tenant and resource index entries",
+                    seq,
+                    e,
+                )
+                # ZREM of a seq a zset does not hold removes nothing: the verdicts
+                # index is named in case this was a verdict.
+                index_keys = [unit.keys.event_type(event_type.decode()), unit.keys.audit_verdicts]
+            seqs.append(seq)
+            message_ids.append(message_id)
+            for key in index_keys:
+                by_key.setdefault(key, []).append(seq)
+        args: list[str | bytes | int] = [len(unit.outbox_seqs), len(seqs), *seqs, *message_ids]
+        for listed in by_key.values():
+            args.append(len(listed))
+            args.extend(listed)
+        removed, index_entries, last = self._run(
+            "retention",
+            [unit.events, unit.ids, unit.by_time, unit.indexes, *unit.outbox_seqs, *by_key],
+            args,
+            "removing expired events",
+        )
+        full = len(entries) // 5 == limit
+        return Step(removed, index_entries, last, cutoff_ms, floor or None, full, undecodable)
+
+    def expire(self, retention_days: float, now: float | None = None, limit: int = 1000) -> int:
+        """Remove every event ingested more than ``retention_days`` ago, in steps of
+        ``limit`` (``retention_step``); return how many.  Events still waiting in
+        an outbox are kept.  The retention daemon (retention.py) runs the steps."""
         if retention_days <= 0:
             return 0
-        now = time.time() if now is None else now
-        cutoff_ms = int((now - retention_days * 86400) * 1000)
-        last = self._last_expired_seq(cutoff_ms)
-        if last == 0:
-            return 0
-        with translated("listing indexes"):
-            index_keys = list(self.client.sscan_iter(self.keys.indexes, count=_SCAN_BATCH))
-        for key in index_keys:
-            self._run("trim_index", [key, self.keys.indexes], [last])
+        unit = self.retention_unit()
         removed = 0
         while True:
-            entries = self._range("-", f"{last}-0")
-            if not entries:
+            step = self.retention_step(unit, retention_days, limit, now)
+            removed += step.removed
+            if not step.more:
                 return removed
-            pipe = self.client.pipeline(transaction=True)
-            pipe.zrem(self.keys.by_time, *(entry_id.split(b"-", 1)[0] for entry_id, _ in entries))
-            pipe.hdel(self.keys.ids, *(fields[b"m"] for _, fields in entries))
-            pipe.xdel(self.keys.events, *(entry_id for entry_id, _ in entries))
-            self._execute(pipe, "removing expired events")
-            removed += len(entries)
-            log.info("retention removed %d events up to seq %d", removed, last)
 
-    def _last_expired_seq(self, cutoff_ms: int) -> int:
-        """Highest seq ingested before ``cutoff_ms`` and no longer needed by an outbox."""
-        floor = self._outbox_floor()
-        last, start = 0, "-"
-        while True:
-            entries = self._range(start, "+")
-            for entry_id, fields in entries:
-                seq = int(entry_id.split(b"-", 1)[0])
-                if int(fields[b"t"]) >= cutoff_ms or (floor is not None and seq >= floor):
-                    return last
-                last = seq
-            if len(entries) < _SCAN_BATCH:
-                return last
-            start = f"({last}-0"
 
-    def _outbox_floor(self) -> int | None:
-        """The oldest seq any outbox still has to deliver."""
-        floor = None
-        for name in OUTBOXES:
-            with translated(f"reading outbox {name}"):
-                first = self.client.zrange(self.keys.outbox_seqs(name), 0, 0)
-            if first:
-                seq = int(first[0])
-                floor = seq if floor is None else min(floor, seq)
-        return floor
+@dataclass(frozen=True)
+class RetentionUnit:
+    """Every key one retention step reads or writes, named explicitly (all in KEYS):
+    the events stream, ``ids``, ``by_time``, ``indexes`` and the outboxes' seqs of
+    one store unit.  Today the store is one unit; once it is split into
+    partitions, each partition is one (its index keys come from ``keys``)."""
 
-    def _range(self, start: str, end: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        with translated("reading events"):
-            return self.client.xrange(self.keys.events, start, end, count=_SCAN_BATCH)
+    keys: Keys
+    events: str
+    ids: str
+    by_time: str
+    indexes: str
+    outbox_seqs: tuple[str, ...]
+
+    @classmethod
+    def of(cls, keys: Keys) -> RetentionUnit:
+        outboxes = tuple(keys.outbox_seqs(name) for name in OUTBOXES)
+        return cls(keys, keys.events, keys.ids, keys.by_time, keys.indexes, outboxes)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one retention step did."""
+
+    removed: int  # events removed
+    index_entries: int  # index zset members removed
+    last_seq: int  # the last seq removed, 0 for none
+    cutoff_ms: int  # events ingested before this (Redis's clock) were expired
+    floor: int | None  # the oldest seq an outbox still needs, None when none
+    more: bool  # a full step was read: more may be waiting
+    undecodable: int = 0  # bodies that could not be decoded: removed without their owner indexes

@@ -8,7 +8,7 @@ KEYS: no key name is built inside Lua.  ``claim.lua`` leases entries of any
 due zset; the module passing the key owns it.  Nothing outside
 ``yagi_meter.store`` sees a key name (docs/architecture.md).
 
-Owner events.py (ingest.lua writes, retention and trim_index.lua remove):
+Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua removes):
 
 | key | type | holds |
 | --- | --- | --- |
@@ -25,7 +25,7 @@ Owner events.py (ingest.lua writes, retention and trim_index.lua remove):
 | ``type:<event_type>`` | zset | member and score seq: one event type's events |
 | ``audit:verdicts`` | zset | member and score seq: the audit's verdict events (the ``/audit`` feed; |
 |                    |      | an index like ``type:``, trimmed by retention) |
-| ``indexes`` | set | names of every tenant/resource/type zset (for retention) |
+| ``indexes`` | set | names of every tenant/resource/type zset (an index emptied by retention leaves it) |
 | ``catalog:tenants`` | zset | every tenant that ever had an event, all scored 0 (listed by lex order) |
 | ``catalog:tenants:stats`` | hash | tenant -> ``"<events ever stored> <newest notification time ms>"`` |
 | ``catalog:types`` | zset | every event type ever stored, scored 0 |
@@ -183,6 +183,15 @@ class Keys:
     def stats(catalog: str) -> str:
         """The counts hash of a ``catalog:`` zset."""
         return catalog + ":stats"
+
+    def owner_indexes(self, tenants: tuple[str, ...] | list[str], resource_id: str | None) -> list[str]:
+        """The tenant and resource index keys of an event of ``tenants`` and ``resource_id``."""
+        index_keys = []
+        for tenant_id in tenants:  # the owner, and a billed project
+            index_keys.append(self.tenant(tenant_id))
+            if resource_id:
+                index_keys.append(self.resource(tenant_id, resource_id))
+        return index_keys
 
     def outbox(self, name: str) -> str:
         """The due zset of an outbox; its ``:seqs`` and ``:attempts`` keys are named below

@@ -1,0 +1,84 @@
+"""``yagi-meter retention``: remove expired events in small steps, off the ingest path.
+
+Each step (``EventStore.retention_step``) is two round trips: read up to
+``[retention] batch`` of the oldest entries ingested more than ``[redis]
+retention_days`` ago and below every outbox's oldest pending seq, with
+their bodies, decoded here for each event's index keys (as ingest computes
+them); then remove them, with their index, ``by_time`` and ``ids`` entries,
+in one atomic script that checks each again.  A body that cannot be decoded
+is logged with its seq and removed without its tenant and resource entries.  A full step is
+followed by the next at once; otherwise the loop waits ``[retention]
+idle_seconds``.  Redis serves other clients between steps, so a listener's
+batch waits at most one step.
+
+Nothing is kept between steps but the stream itself (its head is where the
+next step starts): a retention process killed at any point resumes where the
+store is, and several may run at once (each event is removed once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from yagi_meter.config import Config
+from yagi_meter.daemon import Backoff, Lifecycle
+from yagi_meter.errors import StoreError
+from yagi_meter.store import Store
+
+log = logging.getLogger(__name__)
+
+FIRST_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+# How often a busy retention process logs what it removed.
+REPORT_EVERY_SECONDS = 60.0
+
+
+class Retention:
+    """Runs retention steps until ``stop()`` or SIGTERM."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.unit = store.events.retention_unit()
+        self.lifecycle = Lifecycle("retention", store.errors)
+        self.removed = 0
+        self.steps = 0
+
+    def stop(self, *_: object) -> None:
+        self.lifecycle.stop()
+
+    def run(self) -> None:
+        days = self.config.redis.retention_days
+        batch = self.config.retention.batch
+        idle = self.config.retention.idle_seconds
+        retry = Backoff(FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS)
+        if days <= 0:
+            log.info("[redis] retention_days is 0: keeping every event; nothing to do")
+        else:
+            log.info("removing events ingested more than %s days ago, up to %d per step", days, batch)
+        reported, removed_then = time.monotonic(), 0
+        while not self.lifecycle.stopping:
+            if days <= 0:
+                self.lifecycle.wait(idle)
+                continue
+            try:
+                step = self.store.events.retention_step(self.unit, days, batch)
+            except StoreError as e:
+                delay = retry.next()
+                log.error("retention step failed (%s); trying again in %.1fs", e, delay)
+                self.lifecycle.record(f"retention step failed: {e}")
+                self.lifecycle.wait(delay)
+                continue
+            retry.reset()
+            self.steps += 1
+            self.removed += step.removed
+            now = time.monotonic()
+            if self.removed != removed_then and (now - reported >= REPORT_EVERY_SECONDS or not step.more):
+                log.info(
+                    "retention removed %d events (up to seq %d)", self.removed - removed_then, step.last_seq
+                )
+                reported, removed_then = now, self.removed
+            if not step.more:
+                self.lifecycle.wait(idle)
+        log.info("stopped; removed %d events in %d steps", self.removed, self.steps)

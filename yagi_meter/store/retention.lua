@@ -1,0 +1,110 @@
+-- Remove one step of expired events (retention.py), atomically: each with
+-- its index entries, its by_time and ids entries and its stream entry, in
+-- one script, so no reader ever sees an index entry whose event is gone
+-- (but for an event whose body could not be decoded: events.py passes only
+-- the index keys it knows without the body, and the others stay).
+--
+-- KEYS[1..4]: events, ids, by_time, indexes; KEYS[5..4+n_outboxes]: the
+--             outboxes' ":seqs" zsets (the floor); then the index zsets the
+--             events below are in.  All keys of one store unit (today the
+--             store; later one partition): no key name is built here.
+-- ARGV[1]: n_outboxes; ARGV[2]: n, the number of events; ARGV[3..2+n]: their
+--          seqs, oldest first, as retention_head.lua returned them (so each
+--          was ingested before the cutoff: it stays so); ARGV[3+n..2+2n]:
+--          their message_ids; then for each index zset in KEYS, in order:
+--          how many seqs to remove from it, then those seqs (ascending).
+--
+-- Each event is checked again here, as of now: it is still the one stored
+-- under its seq (ids maps its message_id to that seq: after Redis lost data
+-- a seq may belong to another event, and a message stored again after its
+-- removal has another seq), and it is below every outbox's oldest pending
+-- seq (`dead-letters retry` can add an old seq).  The first event at or over
+-- the floor ends the step; one already gone (another retention process
+-- removed it) is skipped, so two processes never remove an event twice.
+-- Returns {events removed, index entries removed, last seq removed (0: none)}.
+
+local events, ids, by_time, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local n_outboxes, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+
+local floor = nil
+for i = 5, 4 + n_outboxes do
+  local first = redis.call("ZRANGE", KEYS[i], 0, 0, "WITHSCORES")
+  if first[2] then
+    local seq = tonumber(first[2])
+    if not floor or seq < floor then
+      floor = seq
+    end
+  end
+end
+
+-- Which events are still there to remove.
+local removable = {}  -- seq (string) -> true
+local seqs, messages = {}, {}
+local every = true  -- every event up to the end is removable: the fast path
+local last = 0
+for i = 1, n do
+  local seq, message_id = ARGV[2 + i], ARGV[2 + n + i]
+  if floor and tonumber(seq) >= floor then
+    every = false
+    break
+  end
+  local known = redis.call("HGET", ids, message_id)
+  if known and string.sub(known, 1, #seq + 1) == seq .. " " then
+    removable[seq] = true
+    seqs[#seqs + 1] = seq
+    messages[#messages + 1] = message_id
+    last = tonumber(seq)
+  else
+    every = false
+  end
+end
+if #seqs == 0 then
+  return {0, 0, 0}
+end
+
+-- Variadic calls in chunks (Lua's unpack has a limit on its arguments).
+local function each_chunk(list, first, final, call)
+  for i = first, final, 1000 do
+    call(unpack(list, i, math.min(i + 999, final)))
+  end
+end
+
+local index_entries = 0
+local function zrem(key, ...)
+  index_entries = index_entries + redis.call("ZREM", key, ...)
+end
+local a = 3 + 2 * n
+for k = 5 + n_outboxes, #KEYS do
+  local key, count = KEYS[k], tonumber(ARGV[a])
+  if every then
+    each_chunk(ARGV, a + 1, a + count, function(...) zrem(key, ...) end)
+  else
+    local wanted = {}
+    for i = a + 1, a + count do
+      if removable[ARGV[i]] then
+        wanted[#wanted + 1] = ARGV[i]
+      end
+    end
+    each_chunk(wanted, 1, #wanted, function(...) zrem(key, ...) end)
+  end
+  a = a + 1 + count
+  if redis.call("ZCARD", key) == 0 then
+    redis.call("SREM", indexes, key)
+  end
+end
+each_chunk(seqs, 1, #seqs, function(...) redis.call("ZREM", by_time, ...) end)
+each_chunk(messages, 1, #messages, function(...) redis.call("HDEL", ids, ...) end)
+-- The stream's head: every entry below the first event that stays is one of
+-- these or already gone, so trimming below it is exact and costs a node,
+-- not an entry, at a time; otherwise only the checked entries go.
+local head = redis.call("XRANGE", events, "-", "+", "COUNT", 1)[1]
+if every and head and head[1] == ARGV[3] .. "-0" then
+  redis.call("XTRIM", events, "MINID", last .. "-1")
+else
+  local stream_ids = {}
+  for i, seq in ipairs(seqs) do
+    stream_ids[i] = seq .. "-0"
+  end
+  each_chunk(stream_ids, 1, #stream_ids, function(...) redis.call("XDEL", events, ...) end)
+end
+return {#seqs, index_entries, last}
