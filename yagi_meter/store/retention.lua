@@ -22,20 +22,12 @@
 -- the floor ends the step; one already gone (another retention process
 -- removed it) is skipped, so two processes never remove an event twice.
 -- Returns {events removed, index entries removed, last seq removed (0: none)}.
+-- include: _outbox.lua
 
 local events, ids, by_time, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n_outboxes, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 
-local floor = nil
-for i = 5, 4 + n_outboxes do
-  local first = redis.call("ZRANGE", KEYS[i], 0, 0, "WITHSCORES")
-  if first[2] then
-    local seq = tonumber(first[2])
-    if not floor or seq < floor then
-      floor = seq
-    end
-  end
-end
+local floor = outbox_floor(5, 4 + n_outboxes)
 
 -- Which events are still there to remove.
 local removable = {}  -- seq (string) -> true

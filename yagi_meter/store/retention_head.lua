@@ -13,6 +13,7 @@
 -- function ingest computes them with), which the entry holds nowhere else.
 -- Chunks of at most 100 entries are read, so a step with little to remove
 -- copies few bodies into Lua.
+-- include: _outbox.lua
 
 local events = KEYS[1]
 local limit, retention_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -23,16 +24,7 @@ if not now_ms then
 end
 local cutoff = now_ms - retention_ms
 
-local floor = nil
-for i = 2, #KEYS do
-  local first = redis.call("ZRANGE", KEYS[i], 0, 0, "WITHSCORES")
-  if first[2] then
-    local seq = tonumber(first[2])
-    if not floor or seq < floor then
-      floor = seq
-    end
-  end
-end
+local floor = outbox_floor(2, #KEYS)
 
 local reply = {cutoff, floor or 0}
 local n = 0
