@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from yagi_meter import __version__
 from yagi_meter.config import Config
@@ -174,6 +174,20 @@ def spawn_daemon(name: str, env: dict[str, str], stderr: int | None = None) -> s
 # Each imports its module only when started: a command pays only for what it runs.
 
 
+class _Worker(Protocol):
+    lifecycle: Lifecycle
+
+    def run(self) -> None: ...
+
+
+def _run_worker(name: str, config: Config, make: Callable[[Config, Store], _Worker]) -> int:
+    """Open the store, build the daemon's worker, stop it on SIGTERM/SIGINT, run it."""
+    worker = make(config, start_store(name, config))
+    worker.lifecycle.install_signal_handlers()
+    worker.run()
+    return RET_OK
+
+
 def listen(config: Config) -> int:
     """``yagi-meter listen``: consume until SIGTERM, acknowledging what is stored."""
     from yagi_meter.ingest.ingestor import Ingestor
@@ -201,22 +215,14 @@ def retention(config: Config) -> int:
     """``yagi-meter retention``: remove expired events in small steps until SIGTERM."""
     from yagi_meter.retention import Retention
 
-    store = start_store("retention", config)
-    worker = Retention(config, store)
-    worker.lifecycle.install_signal_handlers()
-    worker.run()
-    return RET_OK
+    return _run_worker("retention", config, Retention)
 
 
 def push(config: Config) -> int:
     """``yagi-meter push``: verify subscriptions and deliver until SIGTERM."""
     from yagi_meter.websub.push import PushWorker
 
-    store = start_store("push", config)
-    worker = PushWorker(config, store)
-    worker.lifecycle.install_signal_handlers()
-    worker.run()
-    return RET_OK
+    return _run_worker("push", config, PushWorker)
 
 
 def forward(config: Config, config_path: str | None) -> int:
@@ -273,8 +279,4 @@ def audit(config: Config) -> int:
     """``yagi-meter audit``: judge exists events and report missing ones until SIGTERM."""
     from yagi_meter.audit.daemon import Auditor
 
-    store = start_store("audit", config)
-    auditor = Auditor(config, store)
-    auditor.lifecycle.install_signal_handlers()
-    auditor.run()
-    return RET_OK
+    return _run_worker("audit", config, Auditor)
