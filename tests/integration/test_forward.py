@@ -20,7 +20,7 @@ from tests.integration.forwarding import (
 )
 from tests.servers.atomhopper import AtomHopper
 from tests.servers.keystone import FakeKeystone
-from yagi_meter import cli
+from yagi_meter import atom, cli
 from yagi_meter.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -136,7 +136,11 @@ def test_400_is_dead_lettered_and_can_be_retried(archive, key_prefix, monkeypatc
     assert archive.ids() == set(sent) - {refused}
     store = open_store(config)
     [letter] = store.dead_letters.list()
-    assert (f"urn:uuid:{letter.message_id}", letter.status, letter.url) == (refused, 400, archive.url())
+    assert (f"urn:uuid:{atom.entry_uuid(letter.message_id)}", letter.status, letter.url) == (
+        refused,
+        400,
+        archive.url(),
+    )
     assert letter.event_type == sent[refused] and "bad category" in letter.body
     assert any(refused.removeprefix("urn:uuid:") in e.text for e in store.errors.recent())
 

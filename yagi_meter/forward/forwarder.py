@@ -24,7 +24,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from yagi_meter.atom import entry_document
+from yagi_meter.atom import entry_document, entry_id
 from yagi_meter.config import Config
 from yagi_meter.daemon import Lifecycle, backoff
 from yagi_meter.errors import ArchiveError, StoreError
@@ -282,9 +282,13 @@ class Forwarder:
             datetime.now(UTC),
         )
         self.dead_letters.add(letter, self.outbox)
-        text = f"{url} refused message_id {event.message_id} with HTTP {posted.status}: {posted.body[:200]}"
+        text = (
+            f"{url} refused {entry_id(event)} (message_id {event.message_id}) "
+            f"with HTTP {posted.status}: {posted.body[:200]}"
+        )
         log.error(
-            "forward: message_id %s (event_type %s) refused by %s with HTTP %d, kept as a dead letter: %s",
+            "forward: %s (message_id %s, event_type %s) refused by %s with HTTP %d, dead-lettered: %s",
+            entry_id(event),
             event.message_id,
             event.event_type,
             url,
