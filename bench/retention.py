@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(make_config(url), client=client)
         for name in ("push", "forward"):
             client.delete(PREFIX + f"outbox:{name}:seqs")
-        unit = store.events.retention_unit()
+        unit = store.events.retention_units()[0]
         sample = client.xrange(PREFIX + "events", "-", "+", count=1000)
         started = time.perf_counter()
         for entry_id, fields in sample:

@@ -142,6 +142,17 @@ def _metadata_key(value: str) -> str:
     return value
 
 
+def _partitions(value: str) -> int:
+    from yagi_meter.store.partitions import MAX_PARTITIONS
+
+    if value.strip() == "auto":
+        return 0
+    count = int(value)
+    if not 1 <= count <= MAX_PARTITIONS:
+        raise ValueError(f"expected auto or 1 to {MAX_PARTITIONS}, got {count}")
+    return count
+
+
 def _key_prefix(value: str) -> str:
     value = value.strip()
     if not value or any(ch.isspace() for ch in value):
@@ -335,7 +346,7 @@ OPTIONS: tuple[Option, ...] = (
         "key_prefix",
         "yagi:",
         _key_prefix,
-        "Prefix of every Redis key. For Redis Cluster use a hash tag, e.g. {yagi}:",
+        "Prefix of every Redis key (without { or } when partitions > 1).",
     ),
     Option(
         "redis",
@@ -383,9 +394,19 @@ OPTIONS: tuple[Option, ...] = (
         "cluster",
         "false",
         _bool,
-        "true: url names any node of a Redis Cluster (redis-py's RedisCluster). This\n"
-        "version keeps every key in one hash slot, so key_prefix must hold a hash\n"
-        "tag, e.g. {yagi}: (one master holds the data; its replicas the copies).",
+        "true: url names any node of a Redis Cluster (redis-py's RedisCluster); the\n"
+        "events are spread over its masters in [redis] partitions.",
+    ),
+    Option(
+        "redis",
+        "partitions",
+        "auto",
+        _partitions,
+        "Partitions the events are split into, each under its own hash tag (a tenant's\n"
+        "events in one), so a Redis Cluster spreads them over its masters: at least\n"
+        "as many as masters, best a multiple of their count. auto: 1 on a single\n"
+        "Redis (the keys of earlier versions), 12 with cluster = true. Fixed when\n"
+        "the store is first written: a store refuses another count.",
     ),
     Option(
         "redis",
@@ -916,9 +937,17 @@ class RedisSection:
     dictionary_check_seconds: float
     socket_timeout: float
     cluster: bool
+    partitions: int  # 0 for auto: 1 on a single Redis, 12 on a cluster (RedisSection.partition_count)
     wait_replicas: int
     wait_timeout_ms: int
     memory_bytes: int
+
+    @property
+    def partition_count(self) -> int:
+        """``partitions``, with auto resolved: 1 on a single Redis, 12 on a cluster."""
+        if self.partitions:
+            return self.partitions
+        return 12 if self.cluster else 1
 
 
 @dataclass(frozen=True)
@@ -1265,15 +1294,20 @@ def _check_together(config: Config) -> None:
 
 
 def _check_redis(section: RedisSection) -> None:
+    tag = re.search(r"\{([^}]*)\}", section.key_prefix)
+    if section.partition_count > 1 and ("{" in section.key_prefix or "}" in section.key_prefix):
+        raise ConfigError(
+            "[redis] key_prefix: must not hold { or } with more than one partition "
+            "(each partition's keys get a hash tag of their own)"
+        )
     if not section.cluster:
         return
     if section.url == "embedded" or section.url.startswith("unix"):
         raise ConfigError("[redis] cluster: a Redis Cluster is reached over TCP (redis:// or rediss://)")
-    tag = re.search(r"\{([^}]*)\}", section.key_prefix)
-    if not tag or not tag.group(1):
+    if section.partition_count == 1 and (not tag or not tag.group(1)):
         raise ConfigError(
-            "[redis] key_prefix: with cluster = true it must hold a hash tag, e.g. {yagi}: "
-            "(every key of this version is in one slot)"
+            "[redis] key_prefix: with cluster = true and one partition it must hold a hash tag, "
+            "e.g. {yagi}: (every key is then in one slot)"
         )
 
 

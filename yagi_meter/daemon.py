@@ -124,6 +124,7 @@ def start_store(name: str, config: Config) -> Store:
     log.info("yagi-meter %s %s starting: %s", name, __version__, config.describe())
     store = open_store(config)
     store.ping()
+    store.check_layout()
     store.warn_if_evicting()
     return store
 

@@ -40,7 +40,7 @@ class Retention:
     def __init__(self, config: Config, store: Store) -> None:
         self.config = config
         self.store = store
-        self.unit = store.events.retention_unit()
+        self.units = store.events.retention_units()
         self.lifecycle = Lifecycle("retention", store.errors)
         self.removed = 0
         self.steps = 0
@@ -62,8 +62,14 @@ class Retention:
             if days <= 0:
                 self.lifecycle.wait(idle)
                 continue
+            more = False
             try:
-                step = self.store.events.retention_step(self.unit, days, batch)
+                # A step per partition in turn: each is small and bounded.
+                for unit in self.units:
+                    step = self.store.events.retention_step(unit, days, batch)
+                    self.steps += 1
+                    self.removed += step.removed
+                    more = more or step.more
             except StoreError as e:
                 delay = retry.next()
                 log.error("retention step failed (%s); trying again in %.1fs", e, delay)
@@ -71,14 +77,10 @@ class Retention:
                 self.lifecycle.wait(delay)
                 continue
             retry.reset()
-            self.steps += 1
-            self.removed += step.removed
             now = time.monotonic()
-            if self.removed != removed_then and (now - reported >= REPORT_EVERY_SECONDS or not step.more):
-                log.info(
-                    "retention removed %d events (up to seq %d)", self.removed - removed_then, step.last_seq
-                )
+            if self.removed != removed_then and (now - reported >= REPORT_EVERY_SECONDS or not more):
+                log.info("retention removed %d events", self.removed - removed_then)
                 reported, removed_then = now, self.removed
-            if not step.more:
+            if not more:
                 self.lifecycle.wait(idle)
         log.info("stopped; removed %d events in %d steps", self.removed, self.steps)

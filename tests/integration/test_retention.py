@@ -90,7 +90,7 @@ def test_a_step_removes_exactly_the_expired_events_and_their_index_entries(
     new.append(billed(make_event("new-12", tenant="svc", resource="lb-2"), "payer"))
     store.events.write(new)
     store.outbox("push").done(*range(1, 13))
-    unit = store.events.retention_unit()
+    unit = store.events.retention_units()[0]
 
     first = store.events.retention_step(unit, 1, 3, now=now)  # bounded: 3 of the 8
     assert (first.removed, first.last_seq, first.more) == (3, 3, True)
@@ -120,7 +120,7 @@ def test_events_an_outbox_still_needs_are_kept_and_so_is_everything_after_them(
     forward = [make_event(f"f-{i}") for i in range(11, 13)]
     store.events.write(forward)
     store.outbox("push").done(*(seq for seq in range(1, 13) if seq != 6))
-    unit = store.events.retention_unit()
+    unit = store.events.retention_units()[0]
     step = store.events.retention_step(unit, 1, 100, now=now)
     assert (step.removed, step.floor) == (5, 6)
     assert stored_seqs(r, k) == list(range(6, 13))
@@ -149,7 +149,7 @@ def test_dictionary_bodies_are_decoded_for_their_index_keys_and_removed_with_all
     kinds = [fields[b"d"][:1] for _, fields in r.xrange(k.events)]
     assert kinds == [b"z"] * 3 + [b"d"] * 4
     retention = open_store(config, client=r)  # another process: nothing cached
-    step = retention.events.retention_step(retention.events.retention_unit(), 1, 100, now=now)
+    step = retention.events.retention_step(retention.events.retention_units()[0], 1, 100, now=now)
     assert (step.removed, step.undecodable) == (5, 0)
     assert step.index_entries == 5 * 3  # type, tenant and resource of each
     assert stored_seqs(r, k) == [6, 7]
@@ -174,7 +174,7 @@ def test_a_body_whose_dictionary_is_gone_is_logged_and_removed_with_what_is_know
     now = after_ms(r, k, 4)
     retention = open_store(config, client=r)
     with caplog.at_level("ERROR", logger="yagi_meter.store.events"):
-        step = retention.events.retention_step(retention.events.retention_unit(), 1, 100, now=now)
+        step = retention.events.retention_step(retention.events.retention_units()[0], 1, 100, now=now)
     assert (step.removed, step.undecodable, step.more) == (4, 3, False)
     logged = [record.getMessage() for record in caplog.records]
     for seq in (2, 3, 4):
@@ -186,7 +186,9 @@ def test_a_body_whose_dictionary_is_gone_is_logged_and_removed_with_what_is_know
     # undecodable ones stay, pointing at events that are gone (readers skip them).
     assert not r.exists(k.tenant("t-z")) and not r.exists(k.resource("t-z", "vm-z"))
     assert r.zrange(k.tenant("t-d"), 0, -1) == [b"2", b"3", b"4"]
-    assert retention.events.retention_step(retention.events.retention_unit(), 1, 100, now=now).removed == 0
+    assert (
+        retention.events.retention_step(retention.events.retention_units()[0], 1, 100, now=now).removed == 0
+    )
 
 
 def test_a_step_never_removes_an_event_stored_again_under_a_reused_seq(
@@ -198,7 +200,7 @@ def test_a_step_never_removes_an_event_stored_again_under_a_reused_seq(
     store.events.write([make_event(f"lost-{i}") for i in range(1, 4)])
     store.outbox("push").done(1, 2, 3)
     now = after_ms(r, k, 3)
-    unit = store.events.retention_unit()
+    unit = store.events.retention_units()[0]
     head = store.events.scripts["retention_head"](
         keys=[k.events, *unit.outbox_seqs], args=[100, 86400000, int(now * 1000)]
     )

@@ -11,7 +11,7 @@ import redis
 from tests.servers.redis_cluster import RedisCluster
 from yagi_meter.errors import StoreError
 from yagi_meter.store.nodes import Call, PendingCalls, ReplicasBehind
-from yagi_meter.store.partitions import tag
+from yagi_meter.store.partitions import partition_tag as tag
 
 pytestmark = pytest.mark.integration
 

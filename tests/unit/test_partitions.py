@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pytest
 from redis.crc import key_slot
 
-from yagi_meter.store.partitions import SLOTS, partition_of, tag
+from yagi_meter.store.partitions import SLOTS, partition_of
+from yagi_meter.store.partitions import partition_tag as tag
 from yagi_meter.store.positions import Position, fingerprint, merge
 
 

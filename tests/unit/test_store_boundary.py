@@ -18,6 +18,7 @@ def test_every_script_file_is_registered_and_libraries_are_not() -> None:
 def test_included_libraries_come_before_the_script_that_uses_them() -> None:
     source = scripts._with_includes(scripts._source("ingest.lua"))
     assert source.index("local function outbox_add") < source.index("outbox_add(push_outbox")
+    source = scripts._with_includes(scripts._source("quarantine.lua"))
     assert source.index("local function quarantine_add") < source.index("quarantine_add(quarantine,")
 
 

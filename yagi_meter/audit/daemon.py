@@ -197,18 +197,19 @@ class Auditor:
             if due_full and any(kind == EXISTS for _, kind in roles):
                 report.caught_up = False
                 continue
-            after = self.ledger.cursor(event_type)
-            seqs = self.ledger.new_seqs(event_type, after, self.batch)
-            if not seqs:
-                continue
-            tracking = Tracking(event_type, seqs[-1])
-            for event in self.store.events.get_many(seqs):
-                for rule, kind in roles:
-                    self._learn(rule, kind, event, tracking)
-            self.ledger.record(tracking, marks.get)
-            report.read += len(seqs)
-            if len(seqs) == self.batch:
-                report.caught_up = False
+            for partition in range(self.ledger.partitions):
+                after = self.ledger.cursor(event_type, partition)
+                seqs = self.ledger.new_seqs(event_type, after, self.batch, partition)
+                if not seqs:
+                    continue
+                tracking = Tracking(event_type, seqs[-1])
+                for event in self.store.events.get_many(seqs):
+                    for rule, kind in roles:
+                        self._learn(rule, kind, event, tracking)
+                self.ledger.record(tracking, marks.get)
+                report.read += len(seqs)
+                if len(seqs) == self.batch:
+                    report.caught_up = False
         return report
 
     def _learn(self, rule: Rule, kind: str, event: Event, tracking: Tracking) -> None:

@@ -9,11 +9,12 @@ in keys.py's table.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 
 from yagi_meter.config import Config
+from yagi_meter.errors import ConfigError
 from yagi_meter.forward.routes import Routes
 from yagi_meter.store import connection, stats
 from yagi_meter.store.archived import ArchivedLog
@@ -46,25 +47,35 @@ class Store:
         forward: Callable[[str], bool] | None = None,
         dictionaries: Dictionaries | None = None,
         wait: tuple[int, int] = (0, 0),
+        partitions: Sequence[Keys] = (),
     ) -> None:
-        """``wait``: (replicas, timeout ms) that must confirm every event write ([redis] wait_replicas)."""
+        """``wait``: (replicas, timeout ms) that must confirm every event write ([redis] wait_replicas);
+        ``partitions``: the keys of each partition (default: ``keys``, the one partition)."""
         self._client = client
         self._keys = keys
+        self._parts = list(partitions or [keys])
         scripts = Scripts.register(client)
         parts = (client, keys, scripts)
         self.events = EventStore(
-            *parts, compress=compress, forward=forward, dictionaries=dictionaries, wait=wait
+            *parts,
+            parts=self._parts,
+            compress=compress,
+            forward=forward,
+            dictionaries=dictionaries,
+            wait=wait,
         )
         self.quarantine = Quarantine(*parts)
         self.errors = ErrorLog(*parts)
         self.dead_letters = DeadLetters(*parts)
         self.archived = ArchivedLog(*parts)
         self.subscriptions = Subscriptions(*parts)
-        self.audit = AuditLedger(*parts)
-        self.catalog = Catalog(*parts)
+        self.audit = AuditLedger(*parts, parts=self._parts)
+        self.catalog = Catalog(*parts, parts=self._parts)
         # Feed reads note a seq gone back in the same watch as the writes (epoch.py).
-        self.pages = Pages(*parts, watch=self.events.watch, dictionaries=self.events.dictionaries)
-        self._outboxes = {name: Outbox(*parts, name) for name in OUTBOXES}
+        self.pages = Pages(
+            *parts, watch=self.events.watch, dictionaries=self.events.dictionaries, parts=self._parts
+        )
+        self._outboxes = {name: Outbox(*parts, name, self._parts) for name in OUTBOXES}
 
     def outbox(self, name: str) -> Outbox:
         """The outbox ``push`` or ``forward``."""
@@ -81,15 +92,45 @@ class Store:
 
     def gauges(self) -> dict[str, int]:
         """Archive-wide counts in one round trip (events, last seq, backlogs, ...)."""
-        return stats.gauges(self._client, self._keys)
+        return stats.gauges(self._client, self._keys, self._parts)
 
     def sizing(self, memory_bytes: int = 0) -> dict[str, float | int | str | None]:
         """Bytes per event, ingest rate, memory and the days of events it holds (stats.sizing)."""
-        return stats.sizing(self._client, self._keys, memory_bytes)
+        return stats.sizing(self._client, self._keys, memory_bytes, self._parts)
 
     def hub_counts(self) -> dict[str, int]:
         """WebSub counts in one round trip: subscriptions, verifications waiting, failures, drops."""
         return stats.hub_counts(self._client, self._keys)
+
+    @property
+    def partitions(self) -> int:
+        """How many partitions the events are split into ([redis] partitions)."""
+        return len(self._parts)
+
+    def check_layout(self) -> None:
+        """Record the partition count in a new store, or check it against the stored one.
+
+        Raises ConfigError when the store was written with another count (its
+        events would not be found where this process looks), StoreError when
+        Redis cannot be asked.
+        """
+        count = len(self._parts)
+        with translated("reading the store layout"):
+            stored = self._client.get(self._keys.layout)
+            if stored is None and count > 1 and self._client.exists(self._keys.base + "seq"):
+                raise ConfigError(
+                    f"[redis] partitions: {count}, but the store under {self._keys.base!r} was written "
+                    "with one partition (keys without hash tags); set partitions = 1, or start an "
+                    "empty store (see README, Redis Cluster)"
+                )
+            if stored is None:
+                self._client.set(self._keys.layout, count, nx=True)
+                stored = self._client.get(self._keys.layout)
+        if int(stored or count) != count:
+            raise ConfigError(
+                f"[redis] partitions: {count}, but the store under {self._keys.base!r} was written with "
+                f"{int(stored or 0)} partitions; set partitions = {int(stored or 0)}"
+            )
 
     def warn_if_evicting(self) -> None:
         """Log a warning when Redis may evict keys: an evicted key is a lost event."""
@@ -107,7 +148,8 @@ def open_store(
     client = connection.connect(config) if client is None else client
     if forward is None and config.forward.url:
         forward = Routes.from_config(config).wanted
-    keys = Keys(config.redis.key_prefix)
+    parts = Keys.partitions(config.redis.key_prefix, config.redis.partition_count)
+    keys = parts[0]
     dictionaries = Dictionaries(
         client,
         keys,
@@ -122,4 +164,5 @@ def open_store(
         forward=forward,
         dictionaries=dictionaries,
         wait=(config.redis.wait_replicas, config.redis.wait_timeout_ms),
+        partitions=parts,
     )

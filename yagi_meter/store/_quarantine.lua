@@ -1,5 +1,5 @@
 -- Library (scripts.py): every write the quarantine's keys get from a script.
--- quarantine.py owns these keys (keys.py); ingest.lua includes this file.
+-- quarantine.py owns these keys (keys.py); quarantine.lua includes this file.
 
 -- Remove one entry and its digest, so the same message may be quarantined again.
 local function quarantine_remove(stream, digests, entry_id)

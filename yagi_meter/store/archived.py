@@ -37,7 +37,7 @@ class ArchivedLog(StreamLog):
     what = "forwarded entries"
 
     def add(self, entries: Sequence[Archived], outbox: Outbox) -> None:
-        """Record ``entries`` and mark their outbox entries done, in one step."""
+        """Record ``entries`` and mark their outbox entries done (Outbox.done_with)."""
         if not entries:
             return
         pipe = self.client.pipeline(transaction=True)
@@ -51,8 +51,7 @@ class ArchivedLog(StreamLog):
                 "at": int(entry.at.timestamp() * 1000),
             }
             pipe.xadd(self.key, fields, maxlen=KEEP, approximate=True)
-        outbox.done(*(entry.seq for entry in entries), pipe=pipe)
-        self._execute(pipe, f"marking {len(entries)} events forwarded")
+        outbox.done_with(pipe, [entry.seq for entry in entries], f"marking {len(entries)} events forwarded")
 
     def recent(self, count: int = 100) -> list[Archived]:
         """The newest ``count`` forwards, newest first."""

@@ -17,9 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
 from yagi_meter.notification import Event
-from yagi_meter.store import codec
+from yagi_meter.store import codec, partitions
 from yagi_meter.store.base import Collection, Pipeline, translated
+from yagi_meter.store.keys import Keys
+from yagi_meter.store.nodes import Call, PendingCalls
+from yagi_meter.store.scripts import Scripts
 
 # The publisher_id of the audit's verdicts; ingest adds those to audit:verdicts.
 VERDICT_PUBLISHER = "yagi-meter.audit"
@@ -48,7 +53,7 @@ class Tracking:
     """What the tracker learnt from one batch of one event type, written in one transaction."""
 
     event_type: str
-    last_seq: int
+    last_seq: int  # store-wide number (partitions.ref) of the last event read
     launched: dict[str, tuple[str, int]] = field(default_factory=dict)  # member -> (rule, ms), first wins
     deleted: dict[str, tuple[str, int]] = field(default_factory=dict)  # member -> (rule, ms)
     alive: list[tuple[str, str]] = field(default_factory=list)  # (rule, member) seen alive
@@ -75,17 +80,31 @@ class AuditLedger(Collection):
 
     what = "the audit's state"
 
-    # -- following the event-type indexes -----------------------------------
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts, parts: Sequence[Keys] = ()) -> None:
+        super().__init__(client, keys, scripts)
+        self.parts = list(parts or [keys])
 
-    def cursor(self, event_type: str) -> int:
-        return int(self._call(self.client.hget, self.keys.audit_cursors, event_type) or 0)
+    @property
+    def partitions(self) -> int:
+        return len(self.parts)
 
-    def new_seqs(self, event_type: str, after: int, count: int) -> list[int]:
-        """Seqs of ``event_type`` events after ``after``, oldest first, at most ``count``."""
-        found = self._call(
-            self.client.zrangebyscore, self.keys.event_type(event_type), f"({after}", "+inf", 0, count
-        )
-        return [int(seq) for seq in found]
+    # -- following the event-type indexes (one cursor per type and partition) --
+
+    @staticmethod
+    def _cursor_field(event_type: str, partition: int) -> str:
+        return event_type if partition == 0 else f"{event_type}\x1f{partition}"
+
+    def cursor(self, event_type: str, partition: int = 0) -> int:
+        """The last seq of ``partition``'s index of ``event_type`` the audit has read."""
+        field_name = self._cursor_field(event_type, partition)
+        return int(self._call(self.client.hget, self.keys.audit_cursors, field_name) or 0)
+
+    def new_seqs(self, event_type: str, after: int, count: int, partition: int = 0) -> list[int]:
+        """Store-wide numbers of ``partition``'s ``event_type`` events after its seq
+        ``after``, oldest first, at most ``count``."""
+        index = self.parts[partition].event_type(event_type)
+        found = self._call(self.client.zrangebyscore, index, f"({after}", "+inf", 0, count)
+        return [partitions.ref(partition, int(seq), len(self.parts)) for seq in found]
 
     def record(self, tracking: Tracking, marks_floor: Callable[[str], int | None]) -> None:
         """Write one batch's tracking and move the cursor, all or nothing.
@@ -110,7 +129,8 @@ class AuditLedger(Collection):
                 pipe.sadd(k.audit_seen(rule, period_ms), name)
         for rule, period_ms in tracking.first_period.items():
             pipe.hsetnx(k.audit_checked, rule, period_ms)
-        pipe.hset(k.audit_cursors, tracking.event_type, tracking.last_seq)
+        partition, seq = partitions.split(tracking.last_seq, len(self.parts))
+        pipe.hset(k.audit_cursors, self._cursor_field(tracking.event_type, partition), seq)
         self._execute(pipe)
 
     # -- due exists events ---------------------------------------------------
@@ -236,25 +256,29 @@ class AuditLedger(Collection):
         most: int,
     ) -> list[Lifecycle]:
         """For each (tenant, resource), its events of the given types, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
         script = self.scripts["lifecycle"]
+        calls, where = [], []
         for (tenant, resource), types in zip(resources_, event_types, strict=True):
-            script(
-                keys=[self.keys.resource(tenant, resource), self.keys.events],
-                args=[budget, most, *types],
-                client=pipe,
-            )
-        return [self._decode(reply) for reply in self._execute(pipe, "reading resource lifecycles")]
+            partition = partitions.partition_of(tenant, len(self.parts)) if len(self.parts) > 1 else 0
+            k = self.parts[partition]
+            calls.append(Call(script, [k.resource(tenant, resource), k.events], [budget, most, *types]))
+            where.append(partition)
+        with translated("reading resource lifecycles"):
+            replies = PendingCalls(self.client, calls).replies() if calls else []
+        return [self._decode(reply, partition) for reply, partition in zip(replies, where, strict=True)]
 
     def lifecycle(
         self, tenant: str, resource: str, event_types: Sequence[str], budget: int, most: int
     ) -> Lifecycle:
         return self.lifecycle_many([(tenant, resource)], [event_types], budget, most)[0]
 
-    @staticmethod
-    def _decode(reply: list[Any]) -> Lifecycle:
+    def _decode(self, reply: list[Any], partition: int) -> Lifecycle:
         complete, rest = reply[0], reply[1:]
-        events = [codec.decode(rest[i + 2], int(rest[i]), int(rest[i + 1])) for i in range(0, len(rest), 3)]
+        count = len(self.parts)
+        events = [
+            codec.decode(rest[i + 2], partitions.ref(partition, int(rest[i]), count), int(rest[i + 1]))
+            for i in range(0, len(rest), 3)
+        ]
         return Lifecycle(events, bool(complete))
 
     # -- starting over -------------------------------------------------------

@@ -14,9 +14,15 @@ a name whose events have all expired stays listed with ``retained`` 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from yagi_meter.store.base import Collection, translated
+import redis
+
+from yagi_meter.store import partitions
+from yagi_meter.store.base import Collection
+from yagi_meter.store.keys import Keys
+from yagi_meter.store.scripts import Scripts
 
 TENANTS, RESOURCES, EVENT_TYPES = "tenants", "resources", "event_types"
 
@@ -38,13 +44,23 @@ class KnownPage:
 
 
 class Catalog(Collection):
-    """Reads the ``catalog:`` keys (written by ingest.lua, events.py)."""
+    """Reads the ``catalog:`` keys (written by ingest.lua, events.py) of every partition."""
 
     what = "the catalog"
 
-    def _list(self, kind: str, tenant_id: str | None) -> str:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts, parts: Sequence[Keys] = ()) -> None:
+        super().__init__(client, keys, scripts)
+        self.parts = list(parts or [keys])
+
+    def _parts(self, tenant_id: str | None) -> list[Keys]:
+        """Where the lists are: a tenant's in its partition, the store-wide ones in each."""
+        if tenant_id is None or len(self.parts) == 1:
+            return self.parts
+        return [self.parts[partitions.partition_of(tenant_id, len(self.parts))]]
+
+    @staticmethod
+    def _list(k: Keys, kind: str, tenant_id: str | None) -> str:
         """The zset listing ``kind`` (for ``tenant_id``)."""
-        k = self.keys
         if kind == TENANTS and tenant_id is None:
             return k.catalog_tenants
         if kind == RESOURCES and tenant_id is not None:
@@ -53,9 +69,9 @@ class Catalog(Collection):
             return k.catalog_types if tenant_id is None else k.catalog_tenant_types(tenant_id)
         raise ValueError(f"no catalog {kind!r} for tenant {tenant_id!r}")
 
-    def _index(self, kind: str, tenant_id: str | None, name: str) -> str | None:
+    @staticmethod
+    def _index(k: Keys, kind: str, tenant_id: str | None, name: str) -> str | None:
         """The index zset of one listed name, whose size is what retention kept; None when none."""
-        k = self.keys
         if kind == TENANTS:
             return k.tenant(name)
         if kind == RESOURCES and tenant_id is not None:
@@ -68,27 +84,43 @@ class Catalog(Collection):
         """Up to ``limit`` names of ``kind`` after ``after`` ("" from the first), in byte order.
 
         ``kind``: TENANTS (``tenant_id`` None), RESOURCES (of ``tenant_id``),
-        EVENT_TYPES (all, or those of ``tenant_id``'s events).
+        EVENT_TYPES (all, or those of ``tenant_id``'s events).  A store-wide
+        list is the merge of every partition's (a bounded read of each), its
+        counts the sums of theirs.
         """
-        zset = self._list(kind, tenant_id)
+        parts = self._parts(tenant_id)
+        zsets = [self._list(k, kind, tenant_id) for k in parts]
         start = b"(" + after.encode() if after else b"-"
-        with translated(f"reading {self.what}"):
-            names = self.client.zrange(zset, start, b"+", bylex=True, offset=0, num=limit + 1)
+        pipe = self.client.pipeline(transaction=False)
+        for zset in zsets:
+            pipe.zrange(zset, start, b"+", bylex=True, offset=0, num=limit + 1)
+        listed = self._execute(pipe, f"reading {self.what}")
+        names = sorted({name for names in listed for name in names})[: limit + 1]
         more = len(names) > limit
         names = names[:limit]
         if not names:
             return KnownPage([], False)
         texts = [name.decode() for name in names]
-        indexes = [self._index(kind, tenant_id, name) for name in texts]
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self.keys.stats(zset), names)
-        for index in indexes:
-            if index is not None:
-                pipe.zcard(index)
+        for k, zset in zip(parts, zsets, strict=True):
+            pipe.hmget(k.stats(zset), names)
+        has_index = self._index(parts[0], kind, tenant_id, texts[0]) is not None
+        if has_index:
+            for k in parts:
+                for name in texts:
+                    pipe.zcard(self._index(k, kind, tenant_id, name))
         replies = self._execute(pipe, f"reading {self.what}")
-        stats, cards = replies[0], iter(replies[1:])
-        items = []
-        for name, index, stat in zip(texts, indexes, stats, strict=True):
-            count, newest = (int(part) for part in stat.split(b" ", 1)) if stat else (0, 0)
-            items.append(Known(name, count, newest, next(cards) if index is not None else None))
+        counts = [0] * len(texts)
+        newest = [0] * len(texts)
+        for stats in replies[: len(parts)]:
+            for i, stat in enumerate(stats):
+                if stat:
+                    count, ms = (int(part) for part in stat.split(b" ", 1))
+                    counts[i] += count
+                    newest[i] = max(newest[i], ms)
+        retained: list[int | None] = [None] * len(texts)
+        if has_index:
+            cards = replies[len(parts) :]
+            retained = [sum(cards[p * len(texts) + i] for p in range(len(parts))) for i in range(len(texts))]
+        items = [Known(texts[i], counts[i], newest[i], retained[i]) for i in range(len(texts))]
         return KnownPage(items, more)

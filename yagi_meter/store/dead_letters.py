@@ -38,7 +38,7 @@ class DeadLetters(StreamLog):
     what = "dead letters"
 
     def add(self, letter: DeadLetter, outbox: Outbox) -> None:
-        """Keep ``letter`` and mark its outbox entry done, in one step."""
+        """Keep ``letter`` and mark its outbox entry done (Outbox.done_with)."""
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(
             self.key,
@@ -52,19 +52,23 @@ class DeadLetters(StreamLog):
                 "at": int(letter.at.timestamp() * 1000),
             },
         )
-        outbox.done(letter.seq, pipe=pipe)
-        self._execute(pipe, f"writing dead letter {letter.message_id}")
+        outbox.done_with(pipe, [letter.seq], f"writing dead letter {letter.message_id}")
 
     def list(self, count: int = 100, after: str = "-") -> list[DeadLetter]:
         """Up to ``count`` dead letters, oldest first, after the entry id ``after``."""
         return [_letter(entry_id, fields) for entry_id, fields in self._after(after, count)]
 
     def redrive(self, letters: Sequence[DeadLetter], outbox: Outbox) -> None:
-        """Put the letters' events back in the outbox and remove the letters, in one step."""
+        """Put the letters' events back in the outbox and remove the letters: in one step
+        with one partition, else the outbox first (a crash between them leaves a letter
+        whose event is already back: re-driving it again changes nothing)."""
         if not letters:
             return
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=outbox.single)
         outbox.add(*(letter.seq for letter in letters), pipe=pipe)
+        if not outbox.single:
+            self._execute(pipe, "re-driving dead letters")
+            pipe = self.client.pipeline(transaction=True)
         pipe.xdel(self.key, *(letter.id for letter in letters))
         self._execute(pipe, "re-driving dead letters")
 

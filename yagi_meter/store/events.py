@@ -9,19 +9,21 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import redis
 
 from yagi_meter.errors import UndecodableEvent
 from yagi_meter.notification import Event, conflict_copy
-from yagi_meter.store import codec
+from yagi_meter.store import codec, partitions
 from yagi_meter.store.audit import is_verdict
-from yagi_meter.store.base import Collection, translated
+from yagi_meter.store.base import Collection
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
 from yagi_meter.store.nodes import Call, PendingCalls
 from yagi_meter.store.outbox import MEMBER_FORMAT, OutboxKeys
+from yagi_meter.store.positions import fingerprint
 from yagi_meter.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -65,18 +67,19 @@ class Rejected:
 
 @dataclass(frozen=True)
 class EncodedEvent:
-    """One event as the ingest script takes it: its index keys and its arguments."""
+    """One event as the ingest script takes it: its partition, index keys and arguments."""
 
     event: Event
     keys: list[str]
     args: list[str | bytes | int]
     # (zset, stats hash, member): the discovery catalog entries the event counts in
     catalog: tuple[tuple[str, str, str], ...] = ()
+    partition: int = 0
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a write did with one event, and its seq."""
+    """What a write did with one event, and its seq (store-wide: partitions.ref)."""
 
     status: Ingested
     seq: int
@@ -87,13 +90,27 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class WriteCall:
-    """One prepared call of the ingest script: its keys and arguments."""
+class PartitionCall:
+    """One call of the ingest script: the events of one partition, its keys and arguments."""
 
+    partition: int
     keys: list[str]
     args: list[str | bytes | int]
     events: list[Event]
+
+
+@dataclass(frozen=True)
+class WriteCall:
+    """One prepared write: an ingest call per partition the batch touches, and one
+    quarantine call (keys, arguments) when messages were rejected or requeued."""
+
+    parts: list[PartitionCall]
+    quarantine: tuple[list[str], list[str | bytes | int]] | None = None
     copies: bool = False  # these events are conflicting copies (notification.conflict_copy)
+
+    @property
+    def events(self) -> list[Event]:
+        return [event for part in self.parts for event in part.events]
 
 
 @dataclass(frozen=True)
@@ -106,17 +123,16 @@ class WriteResult:
 
 
 class PendingWrite:
-    """A write sent to Redis whose reply has not been read yet (nodes.py).
+    """A write sent to Redis whose replies have not been read yet (nodes.py).
 
-    Its connection is its own until ``result()``: the reply must be read (or the
-    connection dropped) before the connection serves anything else.
+    Its connections are its own until ``result()``: the replies must be read
+    (or the connections dropped) before they serve anything else.
     """
 
     def __init__(self, store: EventStore, call: WriteCall) -> None:
         self._store = store
         self._call = call
-        script = store.scripts["ingest"]
-        self._pending = PendingCalls(store.client, [Call(script, call.keys, call.args)], store.wait)
+        self._pending = PendingCalls(store.client, store.calls(call), store.wait)
 
     def result(self) -> WriteResult:
         """The outcome of each event; raise StoreError if the write may not have happened
@@ -124,13 +140,9 @@ class PendingWrite:
 
         Retrying a write that did happen is safe: every event is then a duplicate.
         """
-        [replies] = self._pending.replies()
-        results, repeats, epoch, last_seq = replies
-        self._store.watch.observe(epoch, last_seq, "ingest")
-        outcomes = [
-            Outcome(Ingested(status), seq, event)
-            for (status, seq), event in zip(results, self._call.events, strict=True)
-        ]
+        replies = self._pending.replies()
+        outcomes = self._store.outcomes(self._call, replies)
+        repeats = int(replies[-1]) if self._call.quarantine is not None else 0
         conflicting = [i for i, outcome in enumerate(outcomes) if outcome.status == Ingested.CONFLICT]
         if conflicting and not self._call.copies:
             self._keep_copies(outcomes, conflicting)
@@ -139,25 +151,24 @@ class PendingWrite:
     def _keep_copies(self, outcomes: list[Outcome], conflicting: list[int]) -> None:
         """Store each conflicting body as an event of its own, before ``result()`` returns.
 
-        A second call of the ingest script, so the batch is acknowledged only
-        once these are stored too.  A copy's id is derived from the message_id
-        and the body: when this raises and the batch is written again, the
-        copies already stored are duplicates.
+        A second write, so the batch is acknowledged only once these are
+        stored too.  A copy's id is derived from the message_id and the body:
+        when this raises and the batch is written again, the copies already
+        stored are duplicates.
         """
         store = self._store
         copies = [conflict_copy(outcomes[i].event) for i in conflicting]
         call = store.prepare([store.encode(copy) for copy in copies], copies=True)
-        script = store.scripts["ingest"]
-        [replies] = PendingCalls(store.client, [Call(script, call.keys, call.args)], store.wait).replies()
-        results, _, epoch, last_seq = replies
-        store.watch.observe(epoch, last_seq, "ingest")
-        for i, copy, (status, seq) in zip(conflicting, copies, results, strict=True):
+        stored = store.outcomes(call, PendingCalls(store.client, store.calls(call), store.wait).replies())
+        by_copy = {id(outcome.event): outcome for outcome in stored}
+        for i, copy in zip(conflicting, copies, strict=True):
+            outcome = by_copy[id(copy)]
             # STORED: a new copy (a conflict); DUPLICATE: this copy again (a redelivery).
-            kept = Ingested.CONFLICT if status == Ingested.STORED else Ingested(status)
-            outcomes[i] = Outcome(kept, seq, copy, original_seq=outcomes[i].seq)
+            kept = Ingested.CONFLICT if outcome.status == Ingested.STORED else outcome.status
+            outcomes[i] = Outcome(kept, outcome.seq, copy, original_seq=outcomes[i].seq)
 
     def abandon(self) -> None:
-        """Forget the reply (the caller gave up the batch); the connection is dropped."""
+        """Forget the replies (the caller gave up the batch); the connections are dropped."""
         self._pending.abandon()
 
 
@@ -172,16 +183,19 @@ class EventStore(Collection):
         keys: Keys,
         scripts: Scripts,
         *,
+        parts: Sequence[Keys] | None = None,
         compress: bool = True,
         push: bool = True,
         forward: Callable[[str], bool] | None = None,
         dictionaries: Dictionaries | None = None,
         wait: tuple[int, int] = (0, 0),
     ) -> None:
-        """``push``: write push outbox entries; ``forward``: which event types to forward;
+        """``parts``: the keys of each partition (default: ``keys``, one partition);
+        ``push``: write push outbox entries; ``forward``: which event types to forward;
         ``dictionaries``: where zstd dictionaries are found (default: under ``keys``);
         ``wait``: replicas that must confirm each write, and how long they may take (ms)."""
         super().__init__(client, keys, scripts)
+        self.parts = list(parts or [keys])
         self.wait = wait
         self.compress = compress
         self.push = push
@@ -191,6 +205,26 @@ class EventStore(Collection):
         if self.dictionaries.watch is None:  # Redis losing data drops its cache (dictionaries.py)
             self.dictionaries.watch = self.watch
 
+    # -- partitions --------------------------------------------------------
+
+    def partition_of(self, event: Event) -> int:
+        """The partition an event is stored in: its tenant's (else its message_id's)."""
+        if len(self.parts) == 1:
+            return 0
+        return partitions.partition_of(event.tenant_id or event.message_id, len(self.parts))
+
+    def tenant_partition(self, tenant_id: str) -> Keys:
+        """The keys of the partition holding ``tenant_id``'s events (and its resources')."""
+        return self.parts[partitions.partition_of(tenant_id, len(self.parts)) if len(self.parts) > 1 else 0]
+
+    def ref(self, partition: int, seq: int) -> int:
+        """The store-wide number of a partition's seq (partitions.ref)."""
+        return partitions.ref(partition, seq, len(self.parts))
+
+    def split(self, number: int) -> tuple[int, int]:
+        """(partition, seq) of a store-wide number."""
+        return partitions.split(number, len(self.parts))
+
     # -- writing -----------------------------------------------------------
 
     def write(
@@ -198,21 +232,23 @@ class EventStore(Collection):
     ) -> list[Outcome]:
         """Store events with their indexes and outbox entries, and quarantine the rejected.
 
-        ``requeued``: quarantine entry ids these messages were taken from, removed
-        in the same step.  One script call: one round trip, all of it or none.
+        ``requeued``: quarantine entry ids these messages were taken from,
+        removed in the quarantine's step.  One script call per partition and
+        one for the quarantine, all sent before any reply is read.
         Raises StoreError when Redis cannot be reached; the caller retries.
         """
         encoded = [self.encode(event) for event in events]
         return self.send(self.prepare(encoded, rejected, requeued)).result().outcomes
 
     def encode(self, event: Event) -> EncodedEvent:
-        """One event's index keys and script arguments (CPU only; at most once every
-        ``[redis] dictionary_check_seconds`` one GET of ``dict:current``, which never raises).
+        """One event's partition, index keys and script arguments (CPU only; at most once
+        every ``[redis] dictionary_check_seconds`` one GET of ``dict:current``, which never raises).
 
         Raises whatever encoding the event raises (e.g. UnicodeEncodeError):
         the caller quarantines that one message and goes on with the others.
         """
-        k = self.keys
+        partition = self.partition_of(event)
+        k = self.parts[partition]
         index_keys = self.keys_of(event, k)
         catalog = [(k.catalog_types, event.event_type)]
         for tenant_id in event.tenants:  # the owner, and a billed project
@@ -230,7 +266,8 @@ class EventStore(Collection):
             codec.encode(event, self.compress, self.dictionaries.current() if self.compress else None),
             (event.user_id or "").encode(),
         ]
-        return EncodedEvent(event, index_keys, args, tuple((key, k.stats(key), m) for key, m in catalog))
+        catalog_entries = tuple((key, k.stats(key), m) for key, m in catalog)
+        return EncodedEvent(event, index_keys, args, catalog_entries, partition)
 
     @staticmethod
     def keys_of(event: Event, keys: Keys) -> list[str]:
@@ -253,11 +290,35 @@ class EventStore(Collection):
         *,
         copies: bool = False,
     ) -> WriteCall:
-        """Put encoded events and rejected messages into one call of the ingest script (no I/O).
+        """Put encoded events into one ingest call per partition, and rejected messages
+        and requeued entries into one quarantine call (no I/O).
 
         ``copies``: the events are conflicting copies, each one stored is counted
         in ``conflicts`` (PendingWrite stores them itself)."""
-        k = self.keys
+        by_partition: dict[int, list[EncodedEvent]] = {}
+        for encoded in events:
+            by_partition.setdefault(encoded.partition, []).append(encoded)
+        parts = [self._partition_call(i, mine, copies) for i, mine in sorted(by_partition.items())]
+        quarantine = None
+        if rejected or requeued:
+            k = self.keys
+            q_keys = [k.quarantine, k.quarantine_count, k.quarantine_digests, k.quarantine_repeats]
+            q_args: list[str | bytes | int] = [int(time.time() * 1000), len(rejected)]
+            for reject in rejected:
+                q_args += [
+                    reject.reason.encode("utf-8", "backslashreplace"),
+                    reject.source.encode("utf-8", "backslashreplace"),
+                    reject.body,
+                    reject.digest,
+                    reject.whole_size,
+                    "1" if reject.truncated else "0",
+                ]
+            q_args += list(requeued)
+            quarantine = (q_keys, q_args)
+        return WriteCall(parts, quarantine, copies)
+
+    def _partition_call(self, partition: int, events: list[EncodedEvent], copies: bool) -> PartitionCall:
+        k = self.parts[partition]
         push, forward = OutboxKeys.of(k, "push"), OutboxKeys.of(k, "forward")
         keys = [
             k.seq,
@@ -271,19 +332,15 @@ class EventStore(Collection):
             forward.seqs,
             k.conflicts,
             k.duplicates,
-            k.quarantine,
-            k.quarantine_count,
-            k.quarantine_digests,
             k.epoch,
         ]
+        seen_epoch, seen_seq = self.watch.seen(partition)
         args: list[str | bytes | int] = [
             "1" if self.push else "0",
             len(events),
-            len(rejected),
-            int(time.time() * 1000),
             uuid.uuid4().hex,
-            self.watch.epoch,
-            self.watch.seq,
+            seen_epoch,
+            seen_seq,
             MEMBER_FORMAT,
             "1" if copies else "0",
         ]
@@ -309,17 +366,25 @@ class EventStore(Collection):
             args.extend(encoded.args)
             args.append(mine_numbers)
         keys += catalog_keys
-        for reject in rejected:
-            args += [
-                reject.reason.encode("utf-8", "backslashreplace"),
-                reject.source.encode("utf-8", "backslashreplace"),
-                reject.body,
-                reject.digest,
-                reject.whole_size,
-                "1" if reject.truncated else "0",
-            ]
-        args += list(requeued)
-        return WriteCall(keys, args, [encoded.event for encoded in events], copies)
+        return PartitionCall(partition, keys, args, [encoded.event for encoded in events])
+
+    def calls(self, call: WriteCall) -> list[Call]:
+        """The script calls of a prepared write: ingest per partition, then the quarantine's."""
+        ingest = self.scripts["ingest"]
+        calls = [Call(ingest, part.keys, part.args) for part in call.parts]
+        if call.quarantine is not None:
+            calls.append(Call(self.scripts["quarantine"], *call.quarantine))
+        return calls
+
+    def outcomes(self, call: WriteCall, replies: Sequence[Any]) -> list[Outcome]:
+        """An outcome per event of ``call`` (in ``call.events`` order), from its calls' replies."""
+        outcomes = []
+        for part, reply in zip(call.parts, replies, strict=False):
+            results, epoch, last_seq = reply
+            self.watch.observe(epoch, last_seq, "ingest", part.partition)
+            for (status, seq), event in zip(results, part.events, strict=True):
+                outcomes.append(Outcome(Ingested(status), self.ref(part.partition, seq), event))
+        return outcomes
 
     def send(self, call: WriteCall) -> PendingWrite:
         """Send a prepared write without waiting for Redis; ``result()`` waits.
@@ -331,10 +396,17 @@ class EventStore(Collection):
     # -- reading -----------------------------------------------------------
 
     def seq_of(self, message_id: str) -> int | None:
-        """The ingest sequence of a stored message_id, or None."""
-        with translated("reading an event id"):
-            known = self.client.hget(self.keys.ids, message_id)
-        return int(known.split(b" ", 1)[0]) if known else None
+        """The store-wide number of a stored message_id, or None.
+
+        A message_id does not tell its partition (its tenant does): every
+        partition's ``ids`` is asked, in one pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for k in self.parts:
+            pipe.hget(k.ids, message_id)
+        for partition, known in enumerate(self._execute(pipe, "reading an event id")):
+            if known:
+                return self.ref(partition, int(known.split(b" ", 1)[0]))
+        return None
 
     def get(self, message_id: str) -> Event | None:
         """One event by message_id, or None when unknown or expired."""
@@ -345,39 +417,57 @@ class EventStore(Collection):
         return found[0] if found else None
 
     def get_many(self, seqs: Iterable[int]) -> list[Event]:
-        """Events by sequence number, in the order given; expired ones are left out."""
+        """Events by store-wide number, in the order given; expired ones are left out."""
         seqs = list(seqs)
         pipe = self.client.pipeline(transaction=False)
-        for seq in seqs:
-            pipe.xrange(self.keys.events, f"{seq}-0", f"{seq}-0")
+        for number in seqs:
+            partition, seq = self.split(number)
+            pipe.xrange(self.parts[partition].events, f"{seq}-0", f"{seq}-0")
         events = []
-        for seq, reply in zip(seqs, self._execute(pipe, "reading events"), strict=True):
+        for number, reply in zip(seqs, self._execute(pipe, "reading events"), strict=True):
             if reply:
                 fields = reply[0][1]
-                events.append(codec.decode(fields[b"d"], seq, int(fields[b"t"]), self.dictionaries))
+                events.append(codec.decode(fields[b"d"], number, int(fields[b"t"]), self.dictionaries))
         return events
 
     def count(self) -> int:
-        with translated("counting events"):
-            return self.client.xlen(self.keys.events)
+        """Events stored, in every partition."""
+        pipe = self.client.pipeline(transaction=False)
+        for k in self.parts:
+            pipe.xlen(k.events)
+        return sum(self._execute(pipe, "counting events"))
 
     def last_seq(self) -> int:
-        with translated("reading the last seq"):
-            return int(self.client.get(self.keys.seq) or 0)
+        """The sum of every partition's last seq: events ever stored (with one partition, the seq)."""
+        pipe = self.client.pipeline(transaction=False)
+        for k in self.parts:
+            pipe.get(k.seq)
+        return sum(int(seq or 0) for seq in self._execute(pipe, "reading the last seq"))
 
     def position(self) -> tuple[str, int]:
-        """The store's epoch ("" before the first write) and last seq, checked by ``watch``."""
-        with translated("reading the store position"):
-            epoch, seq = self.client.mget([self.keys.epoch, self.keys.seq])
-        position = (epoch.decode() if epoch else "", int(seq or 0))
-        self.watch.observe(*position, "read")
-        return position
+        """The store's epoch ("" before the first write; with partitions, a fingerprint
+        of theirs) and last seq (their sum), each partition checked by ``watch``."""
+        pipe = self.client.pipeline(transaction=False)
+        for k in self.parts:
+            pipe.get(k.epoch)
+            pipe.get(k.seq)
+        replies = self._execute(pipe, "reading the store position")
+        epochs, total = [], 0
+        for partition in range(len(self.parts)):
+            raw_epoch, raw_seq = replies[2 * partition], replies[2 * partition + 1]
+            epoch, seq = (raw_epoch.decode() if raw_epoch else ""), int(raw_seq or 0)
+            self.watch.observe(epoch, seq, "read", partition)
+            epochs.append(epoch)
+            total += seq
+        if len(self.parts) == 1:
+            return epochs[0], total
+        return (fingerprint(epochs) if any(epochs) else ""), total
 
     # -- retention ---------------------------------------------------------
 
-    def retention_unit(self) -> RetentionUnit:
-        """The keys one retention step works on: today the whole store."""
-        return RetentionUnit.of(self.keys)
+    def retention_units(self) -> list[RetentionUnit]:
+        """The keys each retention step works on: one unit per partition."""
+        return [RetentionUnit.of(k) for k in self.parts]
 
     def retention_step(
         self, unit: RetentionUnit, retention_days: float, limit: int, now: float | None = None
@@ -455,21 +545,21 @@ class EventStore(Collection):
         an outbox are kept.  The retention daemon (retention.py) runs the steps."""
         if retention_days <= 0:
             return 0
-        unit = self.retention_unit()
         removed = 0
-        while True:
-            step = self.retention_step(unit, retention_days, limit, now)
-            removed += step.removed
-            if not step.more:
-                return removed
+        for unit in self.retention_units():
+            while True:
+                step = self.retention_step(unit, retention_days, limit, now)
+                removed += step.removed
+                if not step.more:
+                    break
+        return removed
 
 
 @dataclass(frozen=True)
 class RetentionUnit:
     """Every key one retention step reads or writes, named explicitly (all in KEYS):
     the events stream, ``ids``, ``by_time``, ``indexes`` and the outboxes' seqs of
-    one store unit.  Today the store is one unit; once it is split into
-    partitions, each partition is one (its index keys come from ``keys``)."""
+    one partition (its index keys come from ``keys``)."""
 
     keys: Keys
     events: str

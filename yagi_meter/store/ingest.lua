@@ -1,40 +1,34 @@
--- Store a batch atomically: each event with its indexes and outbox entries,
--- each rejected message in the quarantine, and remove requeued quarantine
--- entries.  One EVALSHA is one round trip and one atomic step.
--- events.py owns the event keys written here; the outbox and quarantine keys
--- are written only through their owners' libraries (keys.py).
+-- Store a batch of one partition atomically: each event with its indexes
+-- and outbox entries.  One EVALSHA is one round trip and one atomic step.
+-- events.py owns the event keys written here; the outbox keys are written
+-- only through their owner's library (keys.py).  Rejected messages go to
+-- the quarantine in a call of their own (quarantine.lua, another slot).
 --
--- KEYS[1..15]: seq, ids, events, by_time, indexes, outbox:push, outbox:push:seqs,
---              outbox:forward, outbox:forward:seqs, conflicts, duplicates,
---              quarantine, quarantine:count, quarantine:digests, epoch
--- KEYS[16..]:  for each event, its index zsets (event type, then tenant and
+-- KEYS[1..12]: seq, ids, events, by_time, indexes, outbox:push, outbox:push:seqs,
+--              outbox:forward, outbox:forward:seqs, conflicts, duplicates, epoch
+-- KEYS[13..]:  for each event, its index zsets (event type, then tenant and
 --              resource when known), as many as the event's nkeys says;
 --              then for each catalog entry its zset and its stats hash
--- ARGV[1]: "1" to write push outbox entries; ARGV[2]: number of events;
--- ARGV[3]: number of rejected messages; ARGV[4]: quarantine entry time (ms)
--- ARGV[5]: a fresh random store epoch, used when seq does not exist or went back
--- ARGV[6], ARGV[7]: the epoch and the highest seq the writer saw before ("" and 0
+-- ARGV[1]: "1" to write push outbox entries; ARGV[2]: number of events
+-- ARGV[3]: a fresh random store epoch, used when seq does not exist or went back
+-- ARGV[4], ARGV[5]: the epoch and the highest seq the writer saw before ("" and 0
 --          when none): a seq now lower under that same epoch means Redis lost
 --          writes (RDB restore, lagging replica) and seqs would be given out again
--- ARGV[8]: the outbox member format (outbox.py MEMBER_FORMAT)
--- ARGV[9]: "1" when the events are conflicting copies (notification.conflict_copy):
+-- ARGV[6]: the outbox member format (outbox.py MEMBER_FORMAT)
+-- ARGV[7]: "1" when the events are conflicting copies (notification.conflict_copy):
 --          each one stored counts in conflicts
--- ARGV[10]: number of catalog entries, then each entry's member (a tenant,
+-- ARGV[8]: number of catalog entries, then each entry's member (a tenant,
 --           resource or event type; its keys are the entry's pair in KEYS)
 -- then per event (9): message_id, digest, event_type, timestamp ms, nkeys,
 --                     forward ("1"/"0"), body, user_id ("" for none; entries
 --                     written before it have no "u" field), and the numbers
 --                     (1-based, space separated) of its catalog entries
--- then per rejected message (6): reason, source, body, sha256 of the whole
---                     raw message, its size in bytes, "1" when body is only its head
--- then the quarantine entry ids to remove (requeued messages)
 --
--- Returns {results, repeats, epoch, seq}: results has, per event, a pair
+-- Returns {results, epoch, seq}: results has, per event, a pair
 -- {status, seq}: 1 stored, 2 already stored with the same body, 3 message_id
 -- already stored with a different body (nothing stored, nothing counted: the
--- caller stores that body in a second call, as a conflicting copy); repeats:
--- rejected messages whose sha256 was already in the quarantine (counted as duplicates, not added
--- again); epoch and seq: the store's epoch and last seq after the write.
+-- caller stores that body in a second call, as a conflicting copy); epoch
+-- and seq: the partition's epoch and last seq after the write.
 -- The epoch is created with seq, in this script: when Redis loses seq (no
 -- persistence, FLUSHDB, ...) sequence numbers start again at 1 under a new
 -- epoch, so nothing keyed by (epoch, seq) can mistake new events for old.
@@ -42,17 +36,15 @@
 -- Sequence numbers are taken inside the script, so a reader never sees seq
 -- N+1 in an index before seq N is in every index it belongs to.
 -- include: _outbox.lua
--- include: _quarantine.lua
 
 local seq_key, ids, events, by_time, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local push_outbox, push_seqs, forward_outbox, forward_seqs = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local conflicts, duplicates = KEYS[10], KEYS[11]
-local quarantine, quarantine_count, quarantine_digests, epoch_key = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local conflicts, duplicates, epoch_key = KEYS[10], KEYS[11], KEYS[12]
 local push_on = ARGV[1] == "1"
-local member_format = ARGV[8]
-local copies = ARGV[9] == "1"
-local n_catalog = tonumber(ARGV[10])
-local n_events, n_rejected = tonumber(ARGV[2]), tonumber(ARGV[3])
+local member_format = ARGV[6]
+local copies = ARGV[7] == "1"
+local n_catalog = tonumber(ARGV[8])
+local n_events = tonumber(ARGV[2])
 
 local now = redis.call("TIME")
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
@@ -61,24 +53,18 @@ local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 -- no reader ever sees a reused seq under the epoch it had with its old event.
 local current_seq = redis.call("GET", seq_key)
 if not current_seq then
-  redis.call("SET", epoch_key, ARGV[5])
-elseif ARGV[6] ~= "" and redis.call("GET", epoch_key) == ARGV[6] and tonumber(current_seq) < tonumber(ARGV[7]) then
-  redis.call("SET", epoch_key, ARGV[5])
+  redis.call("SET", epoch_key, ARGV[3])
+elseif ARGV[4] ~= "" and redis.call("GET", epoch_key) == ARGV[4] and tonumber(current_seq) < tonumber(ARGV[5]) then
+  redis.call("SET", epoch_key, ARGV[3])
 else
-  redis.call("SET", epoch_key, ARGV[5], "NX")  -- a store written before epochs existed
-end
-
--- Requeued entries go first, with their digests: a message still bad is
--- then quarantined anew instead of being taken for a repeat.
-for i = 11 + n_catalog + n_events * 9 + n_rejected * 6, #ARGV do
-  quarantine_remove(quarantine, quarantine_digests, ARGV[i])
+  redis.call("SET", epoch_key, ARGV[3], "NX")  -- a store written before epochs existed
 end
 
 local results = {}
 local indexed = {}
 local catalog = {}  -- entry number -> {events stored, newest ms}, written once per batch
-local k = 16
-local a = 11 + n_catalog
+local k = 13
+local a = 9 + n_catalog
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
@@ -142,7 +128,7 @@ end
 -- per batch, however many of the batch's events it counts.
 for c, entry in pairs(catalog) do
   local n = tonumber(c)
-  local zset, stats, member = KEYS[k + 2 * (n - 1)], KEYS[k + 2 * n - 1], ARGV[10 + n]
+  local zset, stats, member = KEYS[k + 2 * (n - 1)], KEYS[k + 2 * n - 1], ARGV[8 + n]
   local count, newest = entry[1], entry[2]
   redis.call("ZADD", zset, 0, member)
   local old = redis.call("HGET", stats, member)
@@ -154,16 +140,4 @@ for c, entry in pairs(catalog) do
   redis.call("HSET", stats, member, string.format("%d %.0f", count, newest))
 end
 
-local repeats = 0
-for _ = 1, n_rejected do
-  local added = quarantine_add(quarantine, quarantine_count, quarantine_digests, ARGV[4],
-                               ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
-  if not added then
-    -- The same raw message again (redelivery after a crash, a second replay).
-    redis.call("INCR", duplicates)
-    repeats = repeats + 1
-  end
-  a = a + 6
-end
-
-return {results, repeats, redis.call("GET", epoch_key), tonumber(redis.call("GET", seq_key) or "0")}
+return {results, redis.call("GET", epoch_key), tonumber(redis.call("GET", seq_key) or "0")}

@@ -118,6 +118,8 @@ from __future__ import annotations
 from functools import lru_cache
 from urllib.parse import quote
 
+from yagi_meter.store.partitions import GLOBAL_TAG, partition_tag
+
 OUTBOXES = ("push", "forward")
 
 
@@ -128,56 +130,79 @@ def _part(value: str) -> str:
 
 
 class Keys:
-    """Key names under one prefix (``[redis] key_prefix``)."""
+    """Key names under one prefix (``[redis] key_prefix``), for one partition.
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.seq = prefix + "seq"
-        self.events = prefix + "events"
-        self.ids = prefix + "ids"
-        self.by_time = prefix + "by_time"
-        self.indexes = prefix + "indexes"
-        self.conflicts = prefix + "conflicts"
-        self.duplicates = prefix + "duplicates"
-        self.quarantine = prefix + "quarantine"
-        self.quarantine_count = prefix + "quarantine:count"
-        self.quarantine_digests = prefix + "quarantine:digests"
-        self.epoch = prefix + "epoch"
-        self.errors = prefix + "errors"
-        self.dead_letters = prefix + "dead_letters"
-        self.forwarded = prefix + "forwarded"
-        self.dict_last = prefix + "dict:last"
-        self.dict_info = prefix + "dict:info"
-        self.dict_current = prefix + "dict:current"
-        self.dict_training = prefix + "dict:training"
+    With one partition (``tag`` None) every name is the prefix and the name,
+    as in every earlier version.  With more (partitions.py), the event
+    family (events, ids, indexes, catalog, outboxes, ``seq``, ``epoch``, ...)
+    is named ``<prefix>{<tag>}:<name>``, one hash tag per partition, and
+    everything else ``<prefix>{g}:<name>``: the hub, the quarantine, the
+    logs, the dictionaries, the audit's state and the ``layout`` key.
+    """
+
+    def __init__(self, prefix: str, tag: str | None = None) -> None:
+        self.base = prefix
+        self.tag = tag
+        # Names outside the event family (the {g} slot when partitioned).
+        self.prefix = prefix if tag is None else f"{prefix}{{{GLOBAL_TAG}}}:"
+        # Names of the event family of this partition.
+        self.part = prefix if tag is None else f"{prefix}{{{tag}}}:"
+        part = self.part
+        self.seq = part + "seq"
+        self.events = part + "events"
+        self.ids = part + "ids"
+        self.by_time = part + "by_time"
+        self.indexes = part + "indexes"
+        self.conflicts = part + "conflicts"
+        self.duplicates = part + "duplicates"
+        self.epoch = part + "epoch"
+        self.layout = self.prefix + "layout"
+        self.quarantine = self.prefix + "quarantine"
+        self.quarantine_count = self.prefix + "quarantine:count"
+        self.quarantine_digests = self.prefix + "quarantine:digests"
+        self.quarantine_repeats = self.prefix + "quarantine:repeats"
+        self.errors = self.prefix + "errors"
+        self.dead_letters = self.prefix + "dead_letters"
+        self.forwarded = self.prefix + "forwarded"
+        self.dict_last = self.prefix + "dict:last"
+        self.dict_info = self.prefix + "dict:info"
+        self.dict_current = self.prefix + "dict:current"
+        self.dict_training = self.prefix + "dict:training"
+
+    @classmethod
+    def partitions(cls, prefix: str, count: int) -> list[Keys]:
+        """The keys of each of ``count`` partitions; one partition keeps the unpartitioned names."""
+        if count == 1:
+            return [cls(prefix)]
+        return [cls(prefix, partition_tag(i, count)) for i in range(count)]
 
     def dictionary(self, dict_id: int) -> str:
         return f"{self.prefix}dict:{int(dict_id)}"
 
     def tenant(self, tenant_id: str) -> str:
-        return f"{self.prefix}tenant:{_part(tenant_id)}"
+        return f"{self.part}tenant:{_part(tenant_id)}"
 
     def resource(self, tenant_id: str, resource_id: str) -> str:
-        return f"{self.prefix}resource:{_part(tenant_id)}:{_part(resource_id)}"
+        return f"{self.part}resource:{_part(tenant_id)}:{_part(resource_id)}"
 
     def event_type(self, event_type: str) -> str:
-        return f"{self.prefix}type:{_part(event_type)}"
+        return f"{self.part}type:{_part(event_type)}"
 
     # -- catalog (written by ingest.lua, read by catalog.py) -------------------
 
     @property
     def catalog_tenants(self) -> str:
-        return self.prefix + "catalog:tenants"
+        return self.part + "catalog:tenants"
 
     @property
     def catalog_types(self) -> str:
-        return self.prefix + "catalog:types"
+        return self.part + "catalog:types"
 
     def catalog_resources(self, tenant_id: str) -> str:
-        return f"{self.prefix}catalog:resources:{_part(tenant_id)}"
+        return f"{self.part}catalog:resources:{_part(tenant_id)}"
 
     def catalog_tenant_types(self, tenant_id: str) -> str:
-        return f"{self.prefix}catalog:tenant_types:{_part(tenant_id)}"
+        return f"{self.part}catalog:tenant_types:{_part(tenant_id)}"
 
     @staticmethod
     def stats(catalog: str) -> str:
@@ -198,7 +223,7 @@ class Keys:
         only, and passed to every script that writes them (outbox.OutboxKeys)."""
         if name not in OUTBOXES:
             raise ValueError(f"no outbox {name!r}")
-        return f"{self.prefix}outbox:{name}"
+        return f"{self.part}outbox:{name}"
 
     def outbox_seqs(self, name: str) -> str:
         return self.outbox(name) + ":seqs"
@@ -210,7 +235,7 @@ class Keys:
 
     @property
     def audit_verdicts(self) -> str:
-        return self.prefix + "audit:verdicts"
+        return self.part + "audit:verdicts"
 
     @property
     def audit_cursors(self) -> str:

@@ -9,7 +9,7 @@
 -- ARGV[2]: "head" (newest first), "last" (oldest first), "forward" (after the
 --          marker, oldest first), "backward" (before the marker, newest
 --          first), or "state" (the state only)
--- ARGV[3]: marker message_id ("" for head and last)
+-- ARGV[3]: marker message_id ("" for head and last, and with ARGV[13])
 -- ARGV[4]: limit, ARGV[5]: budget (most index entries examined)
 -- ARGV[6], ARGV[7]: notification time window in ms, start inclusive, end
 --          exclusive ("" for none)
@@ -22,6 +22,9 @@
 --          while the feed still has that version, no page is read
 -- ARGV[12]: user_id, exact ("" for none): the entry's "u" field (entries
 --          without one, written before it existed, match no user)
+-- ARGV[13]: forward and backward from this seq (exclusive) instead of a
+--          marker ("" for none): one partition's bound in a merged feed's
+--          position (pages.py)
 --
 -- Returns {status, newest, oldest, newest ingest ms, now ms, epoch, last
 -- seq, newest message_id, ...}: the feed's state (0s when empty), Redis'
@@ -96,13 +99,18 @@ end
 
 local from
 if direction == "forward" or direction == "backward" then
-  local known = redis.call("HGET", ids, marker)
-  if not known then
-    return reply_with(1)
-  end
-  from = tonumber(string.sub(known, 1, string.find(known, " ", 1, true) - 1))
-  if ARGV[10] == "1" and kind == "zset" and not redis.call("ZSCORE", index, from) then
-    return reply_with(1)
+  if ARGV[13] and ARGV[13] ~= "" then
+    -- A seq (a merged feed's position, pages.py): the bound, instead of an entry.
+    from = tonumber(ARGV[13])
+  else
+    local known = redis.call("HGET", ids, marker)
+    if not known then
+      return reply_with(1)
+    end
+    from = tonumber(string.sub(known, 1, string.find(known, " ", 1, true) - 1))
+    if ARGV[10] == "1" and kind == "zset" and not redis.call("ZSCORE", index, from) then
+      return reply_with(1)
+    end
   end
 end
 local ascending = direction == "forward" or direction == "last"

@@ -9,18 +9,24 @@ call, and a caller holding a rendering of the current state gets no page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
 from yagi_meter.errors import UnknownMarker
 from yagi_meter.notification import Event
-from yagi_meter.store import codec
+from yagi_meter.store import codec, partitions, positions
 from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import Keys
+from yagi_meter.store.nodes import Call, PendingCalls
+from yagi_meter.store.positions import Position, fingerprint
 from yagi_meter.store.scripts import Scripts
 
 HEAD, LAST, FORWARD, BACKWARD = "head", "last", "forward", "backward"
@@ -30,11 +36,14 @@ STATE = "state"  # no page: the feed's state only
 
 @dataclass(frozen=True)
 class FeedIndex:
-    """Where a feed's entries are listed: a zset of seqs, or the events stream."""
+    """Where a feed's entries are listed: a zset of seqs, or the events stream, of one
+    partition; or, for a feed spanning partitions, one such key in each (``merged``)."""
 
     key: str
     kind: str  # "zset" or "stream"
     strict: bool = True  # a marker must be an entry of this index
+    partition: int = 0
+    merged: tuple[str, ...] = ()  # the key in each partition: a merged feed (positions.py)
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class FeedState:
     now_ms: int
     epoch: str = ""
     newest_id: str = ""
+    merged_version: str = ""  # a merged feed's: a digest of its partitions' versions
 
     @property
     def empty(self) -> bool:
@@ -57,7 +67,24 @@ class FeedState:
     @property
     def version(self) -> str:
         """What a rendering of this feed depends on; page.lua builds the same text."""
+        if self.merged_version:
+            return self.merged_version
         return f"{self.epoch}:{self.newest}:{self.oldest}:{self.newest_ingested_ms}:{self.newest_id}"
+
+    @classmethod
+    def merge(cls, states: Sequence[FeedState]) -> FeedState:
+        """The state of a feed spanning partitions, from each partition's."""
+        versions = "\n".join(state.version for state in states)
+        newest = max(states, key=lambda state: (state.newest_ingested_ms, state.newest))
+        return cls(
+            sum(state.newest for state in states),
+            sum(state.oldest for state in states),
+            newest.newest_ingested_ms,
+            max(state.now_ms for state in states),
+            fingerprint([state.epoch for state in states]),
+            newest.newest_id,
+            "m:" + hashlib.blake2b(versions.encode(), digest_size=12).hexdigest(),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,7 @@ class Page:
     first_id: str
     last_id: str
     reached_end: bool
+    last_examined: int = 0  # the partition's seq of the last index entry examined (0: none)
 
 
 class Pages(Collection):
@@ -123,55 +151,84 @@ class Pages(Collection):
         scripts: Scripts,
         watch: SeqWatch | None = None,
         dictionaries: Dictionaries | None = None,
+        parts: Sequence[Keys] = (),
     ) -> None:
         super().__init__(client, keys, scripts)
+        self.parts = list(parts or [keys])
         self.watch = watch or SeqWatch()
         self.dictionaries = dictionaries or Dictionaries(client, keys, watch=self.watch)
 
     # -- which index -------------------------------------------------------
 
+    def _tenant_partition(self, tenant_id: str) -> int:
+        return partitions.partition_of(tenant_id, len(self.parts)) if len(self.parts) > 1 else 0
+
+    def _spanning(self, name: Callable[[Keys], str], kind: str, strict: bool) -> FeedIndex:
+        """A feed of every partition: merged when there are several."""
+        if len(self.parts) == 1:
+            return FeedIndex(name(self.parts[0]), kind, strict)
+        return FeedIndex(name(self.parts[0]), kind, strict, merged=tuple(name(k) for k in self.parts))
+
     def everything(self) -> FeedIndex:
-        return FeedIndex(self.keys.events, "stream")
+        return self._spanning(lambda k: k.events, "stream", True)
 
     def tenant(self, tenant_id: str) -> FeedIndex:
-        return FeedIndex(self.keys.tenant(tenant_id), "zset")
+        partition = self._tenant_partition(tenant_id)
+        return FeedIndex(self.parts[partition].tenant(tenant_id), "zset", partition=partition)
 
     def resource(self, tenant_id: str, resource_id: str) -> FeedIndex:
-        return FeedIndex(self.keys.resource(tenant_id, resource_id), "zset")
+        partition = self._tenant_partition(tenant_id)
+        return FeedIndex(self.parts[partition].resource(tenant_id, resource_id), "zset", partition=partition)
 
     def audit_verdicts(self) -> FeedIndex:
         """The audit's verdicts (the ``/audit`` feed), indexed by ingest like ``type:``."""
-        return FeedIndex(self.keys.audit_verdicts, "zset")
+        return self._spanning(lambda k: k.audit_verdicts, "zset", True)
 
     def event_type(self, event_type: str, strict: bool = True) -> FeedIndex:
         """``strict=False``: any entry id is a valid marker (the global feed, narrowed)."""
-        return FeedIndex(self.keys.event_type(event_type), "zset", strict)
+        return self._spanning(lambda k: k.event_type(event_type), "zset", strict)
 
     # -- reading -----------------------------------------------------------
 
     def state(self, index: FeedIndex) -> FeedState:
-        """The feed's newest and oldest seq; one cheap call, no event is read."""
+        """The feed's newest and oldest seq; one cheap call (per partition), no event is read."""
         return self.read(index, PageQuery(direction=STATE))[0]
 
     def read(
         self, index: FeedIndex, query: PageQuery, known: str | None = None
     ) -> tuple[FeedState, Page | None]:
-        """The feed's state and one page of it, in one call.
+        """The feed's state and one page of it, in one call (one per partition when merged).
 
         ``known``: the ``FeedState.version`` of a rendering the caller holds;
         while the feed still has it, no page is read and None comes back instead.
-        Raises UnknownMarker when the marker is not an entry of this feed.
+        Raises UnknownMarker when the marker is not an entry (or, merged, not
+        a position) of this feed.
         """
         if query.direction not in (*DIRECTIONS, STATE):
             raise ValueError(f"no direction {query.direction!r}")
+        if index.merged:
+            return self._read_merged(index, query, known)
+        reply = self._run("page", *self._call(index.partition, index, query, known), "reading a page")
+        return self._reply(index.partition, query, reply)
+
+    def _call(
+        self,
+        partition: int,
+        index: FeedIndex,
+        query: PageQuery,
+        known: str | None,
+        from_seq: int | None = None,
+    ) -> tuple[list[str], list[str | int]]:
+        """Keys and arguments of page.lua for one partition's ``index`` key."""
         exact, pattern = query.event_type, ""
         if "*" in exact:  # a glob: page.lua matches it in linear time, never as a Lua pattern
             exact, pattern = "", exact
-        k = self.keys
-        args = [
+        k = self.parts[partition]
+        key = index.merged[partition] if index.merged else index.key
+        args: list[str | int] = [
             index.kind,
             query.direction,
-            query.marker,
+            "" if from_seq is not None else query.marker,
             query.limit,
             max(query.budget, query.limit),
             "" if query.start_ms is None else query.start_ms,
@@ -181,13 +238,16 @@ class Pages(Collection):
             "1" if index.strict else "0",
             known or "",
             query.user_id,
+            "" if from_seq is None else from_seq,
         ]
-        keys = [index.key, k.events, k.ids, k.by_time, k.seq, k.epoch]
-        reply = self._run("page", keys, args, "reading a page")
+        return [key, k.events, k.ids, k.by_time, k.seq, k.epoch], args
+
+    def _reply(self, partition: int, query: PageQuery, reply: list[Any]) -> tuple[FeedState, Page | None]:
+        """The state and page of one partition's page.lua reply (seqs made store-wide)."""
         status, newest, oldest, ingested, now, epoch, last_seq, newest_id = reply[:8]
         epoch = _text(epoch)
         state = FeedState(int(newest), int(oldest), int(ingested), int(now), epoch, _text(newest_id))
-        self.watch.observe(epoch, last_seq, "feed read")
+        self.watch.observe(epoch, last_seq, "feed read", partition)
         if status == 1:
             raise UnknownMarker(f"unknown marker {query.marker!r}")
         if status == 2:
@@ -196,24 +256,151 @@ class Pages(Collection):
             if state.empty and query.direction != STATE:
                 return state, Page([], "", "", reached_end=True)
             return state, None
-        reached_end, _, first_id, _, last_id, count = reply[8:14]
+        reached_end, _, first_id, last_examined, last_id, count = reply[8:14]
         events = []
         rest = reply[14:]
         for i in range(count):
             seq, ingested_ms, message_id, body = rest[4 * i : 4 * i + 4]
+            number = partitions.ref(partition, int(seq), len(self.parts))
             events.append(
-                StoredEvent(int(seq), int(ingested_ms), _text(message_id), body, epoch, self.dictionaries)
+                StoredEvent(number, int(ingested_ms), _text(message_id), body, epoch, self.dictionaries)
             )
-        return state, Page(events, _text(first_id), _text(last_id), bool(reached_end))
+        page = Page(events, _text(first_id), _text(last_id), bool(reached_end), int(last_examined))
+        return state, page
+
+    # -- merged feeds (positions.py) -------------------------------------------
+
+    def _read_merged(
+        self, index: FeedIndex, query: PageQuery, known: str | None
+    ) -> tuple[FeedState, Page | None]:
+        """A page of a feed spanning every partition, by ingest time, with positions as markers.
+
+        Each partition gives a prefix of its entries in seq order from the
+        position's bound (page.lua, one call per partition, all sent before a
+        reply is read): first about twice its share of the page, then, for a
+        partition whose share the merge used up, a whole page.  The page's
+        positions cut each partition right after (or before) what the page
+        took from it, so following the links never skips or doubles an entry.
+        """
+        count = len(self.parts)
+        if query.direction == STATE or known:
+            calls = [self._call(p, index, PageQuery(direction=STATE), None) for p in range(count)]
+            states = [self._reply(p, query, r)[0] for p, r in enumerate(self._run_all(calls))]
+            state = FeedState.merge(states)
+            if query.direction == STATE or known == state.version:
+                return state, None
+        ascending = query.direction in (FORWARD, LAST)
+        start: list[int] | None = None  # each partition's bound; None: from its head (or its start)
+        position = None
+        if query.direction in (FORWARD, BACKWARD):
+            position = Position.parse(query.marker, count)
+            if position is None:
+                raise UnknownMarker(f"unknown marker {query.marker!r}: not a position of this feed")
+            start = list(position.seqs)
+        share = min(query.limit, max(4, -(-2 * query.limit // count)))
+        wanted = {p: share for p in range(count)}
+        fetched: dict[int, tuple[FeedState, Page, int]] = {}  # partition -> state, page, asked
+        tops: dict[int, int] = {}  # HEAD: each partition's newest seq at the first read
+        while wanted:
+            calls = []
+            for p, limit in wanted.items():
+                part_query = replace(query, limit=limit, marker="")
+                from_seq = None
+                if start is not None:
+                    from_seq = start[p] if ascending else start[p] + 1
+                elif p in tops:  # a second read of a head page: below the same top
+                    part_query, from_seq = replace(part_query, direction=BACKWARD), tops[p] + 1
+                calls.append(self._call(p, index, part_query, None, from_seq))
+            for p, reply in zip(list(wanted), self._run_all(calls), strict=True):
+                state, page = self._reply(p, query, reply)
+                assert page is not None  # read without a known version: always a page
+                fetched[p] = (state, page, wanted[p])
+                if query.direction == HEAD and p not in tops:
+                    tops[p] = state.newest
+            taken = positions.merge(
+                [[_local(e, count) for e in fetched[p][1].events] for p in range(count)],
+                ascending,
+                query.limit,
+            )
+            used = Counter(p for p, _ in taken)
+            wanted = {
+                p: query.limit
+                for p, (_, page, asked) in fetched.items()
+                if asked < query.limit and len(page.events) == asked and used[p] == asked
+            }
+        states = [fetched[p][0] for p in range(count)]
+        state = FeedState.merge(states)
+        epochs = [s.epoch for s in states]
+        if position is not None and position.fingerprint != _fingerprint(epochs, position.seqs):
+            raise UnknownMarker(f"unknown marker {query.marker!r}: the store lost data since")
+        used = Counter(p for p, _ in taken)
+        low, high = [0] * count, [0] * count
+        for p in range(count):
+            _, page, _ = fetched[p]
+            mine = [e for q, e in taken if q == p]
+            consumed = len(mine) == len(page.events)
+            if start is not None:
+                begin = start[p]
+            elif ascending:
+                begin = 0
+            else:
+                begin = tops.get(p, 0)
+            examined = page.last_examined or None
+            if ascending:
+                low[p] = begin
+                if consumed:
+                    high[p] = examined if examined is not None else begin
+                else:
+                    high[p] = mine[-1].seq
+            else:
+                high[p] = begin
+                if consumed:
+                    low[p] = examined - 1 if examined is not None else begin
+                else:
+                    low[p] = mine[-1].seq - 1
+        events = [_global(e, p, count) for p, e in taken]
+        reached_end = all(
+            fetched[p][1].reached_end and used[p] == len(fetched[p][1].events) for p in range(count)
+        )
+        low_text = Position(tuple(low), _fingerprint(epochs, low)).text()
+        high_text = Position(tuple(high), _fingerprint(epochs, high)).text()
+        first, last = (low_text, high_text) if ascending else (high_text, low_text)
+        return state, Page(events, first, last, reached_end)
+
+    def _run_all(self, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """page.lua once per (keys, args), all sent before any reply is read (nodes.py)."""
+        script = self.scripts["page"]
+        with translated("reading a page"):
+            return PendingCalls(self.client, [Call(script, keys, args) for keys, args in calls]).replies()
 
     def entry_version(self, message_id: str) -> tuple[int, str] | None:
-        """(seq, digest) of a stored message_id, or None: enough for an entry's ETag."""
-        with translated("reading an entry"):
-            known = self.client.hget(self.keys.ids, message_id)
-        if not known:
-            return None
-        seq, _, digest = known.decode().partition(" ")
-        return int(seq), digest
+        """(store-wide seq, digest) of a stored message_id, or None: enough for an entry's ETag."""
+        pipe = self.client.pipeline(transaction=False)
+        for k in self.parts:
+            pipe.hget(k.ids, message_id)
+        for partition, known in enumerate(self._execute(pipe, "reading an entry")):
+            if known:
+                seq, _, digest = known.decode().partition(" ")
+                return partitions.ref(partition, int(seq), len(self.parts)), digest
+        return None
+
+
+def _local(event: StoredEvent, count: int) -> StoredEvent:
+    """The event with its partition's own seq (what a position counts in)."""
+    return replace(event, seq=partitions.split(event.seq, count)[1])
+
+
+def _global(event: StoredEvent, partition: int, count: int) -> StoredEvent:
+    return replace(event, seq=partitions.ref(partition, event.seq, count))
+
+
+def _fingerprint(epochs: Sequence[str], seqs: Sequence[int]) -> str:
+    """The fingerprint of a position: the epochs of the partitions it has passed entries of.
+
+    A partition at 0 has nothing behind the position: the epoch it gets with
+    its first event (or after losing everything) does not make the position wrong.
+    """
+    return fingerprint([epoch if seq > 0 else "" for epoch, seq in zip(epochs, seqs, strict=True)])
 
 
 def _text(value: bytes | str) -> str:

@@ -26,7 +26,7 @@ GLOBAL_TAG = "g"  # the slot of what is not partitioned: hub, quarantine, logs, 
 
 
 @lru_cache(maxsize=MAX_PARTITIONS * 4)
-def tag(index: int, count: int) -> str:
+def partition_tag(index: int, count: int) -> str:
     """The hash tag of partition ``index`` of ``count``: its slot lies in the index-th range."""
     if not 0 <= index < count <= MAX_PARTITIONS:
         raise ValueError(f"no partition {index} of {count}")
@@ -42,3 +42,19 @@ def tag(index: int, count: int) -> str:
 def partition_of(owner: str, count: int) -> int:
     """The partition of ``owner``: an event's tenant_id, or its message_id when it has none."""
     return zlib.crc32(owner.encode("utf-8", "surrogatepass")) % count
+
+
+# An event's number in the whole store (its "ref"): seq * count + partition.
+# With one partition it is the seq itself; outboxes, hub queues, dead letters
+# and the derived field ``seq`` carry refs, so they name one event of one
+# partition without a second field.
+
+
+def ref(partition: int, seq: int, count: int) -> int:
+    """The store-wide number of the event ``seq`` of ``partition``."""
+    return seq * count + partition
+
+
+def split(number: int, count: int) -> tuple[int, int]:
+    """(partition, seq) of a store-wide event number."""
+    return number % count, number // count

@@ -32,8 +32,11 @@ _DIGITS = re.compile("[0-9]{1,16}")
 class Positioned(Protocol):
     """What a merge needs of an entry: its seq in its partition and its ingest time."""
 
-    seq: int
-    ingested_ms: int
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def ingested_ms(self) -> int: ...
 
 
 def fingerprint(epochs: Sequence[str]) -> str:

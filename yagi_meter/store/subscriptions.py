@@ -311,7 +311,8 @@ class Subscriptions(Collection):
 
     def fan_out(self, outbox: Outbox, entries: Sequence[tuple[int, Iterable[str]]]) -> int:
         """Queue each (seq, topic paths) for every live subscription of those topics and
-        mark the outbox entries done, atomically; return the queue entries added.
+        mark the outbox entries done, atomically with one partition (else right
+        after: fanout.lua); return the queue entries added.
 
         The topics' subscribers are read first, so that fanout.lua is given every
         queue key it writes; it writes nothing when they changed meanwhile, and
@@ -325,16 +326,20 @@ class Subscriptions(Collection):
             for path in topics:
                 pipe.smembers(self.keys.hub_topic(path))
             subscribers = [sorted(i.decode() for i in ids) for ids in self._execute(pipe)]
-            o = outbox.outbox_keys
-            keys = [o.due, o.seqs, o.attempts, self.keys.hub_leases, self.keys.hub_due]
-            args: list[str | int] = [len(topics)]
+            keys = [self.keys.hub_leases, self.keys.hub_due]
+            args: list[str | int] = [len(topics), "1" if outbox.single else "0"]
             for path, ids in zip(topics, subscribers, strict=True):
                 keys += [self.keys.hub_topic(path), *(self.keys.hub_queue(i) for i in ids)]
                 args += [len(ids), *ids]
+            if outbox.single:  # the outbox is in the hub's slot: done in the same step
+                o = outbox.outbox_keys
+                keys += [o.due, o.seqs, o.attempts]
             for seq, paths in entries:
                 args += [member(seq), seq, len(paths), *(position[path] for path in paths)]
             added = int(self._run("fanout", keys, args))
             if added >= 0:
+                if not outbox.single:
+                    outbox.done(*(seq for seq, _ in entries))
                 return added
         raise StoreError("hub state: subscriptions kept changing while entries were being fanned out")
 
