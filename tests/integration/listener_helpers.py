@@ -479,7 +479,10 @@ class StoredEvents:
         ]
 
     def duplicates_counted(self) -> int:
-        return int(self.client.get(self.keys.duplicates) or 0)
+        """Redelivered events and repeated quarantined messages, as ``status`` counts them."""
+        return int(self.client.get(self.keys.duplicates) or 0) + int(
+            self.client.get(self.keys.quarantine_repeats) or 0
+        )
 
     def assert_exactly_once(self, message_ids: Sequence[str], tenant_id: str) -> None:
         """Every one of ``message_ids`` stored exactly once, in every place, and nothing else."""

@@ -140,9 +140,15 @@ class PendingWrite:
 
         Retrying a write that did happen is safe: every event is then a duplicate.
         """
-        replies = self._pending.replies()
-        outcomes = self._store.outcomes(self._call, replies)
-        repeats = int(replies[-1]) if self._call.quarantine is not None else 0
+        store = self._store
+        outcomes = store.outcomes(self._call, self._pending.replies())
+        repeats = 0
+        if self._call.quarantine is not None:
+            # Only once the events are stored: the quarantine entries of requeued
+            # messages are removed in this step, which must not come first.
+            call = Call(store.scripts["quarantine"], *self._call.quarantine)
+            [replied] = PendingCalls(store.client, [call], store.wait).replies()
+            repeats = int(replied)
         conflicting = [i for i, outcome in enumerate(outcomes) if outcome.status == Ingested.CONFLICT]
         if conflicting and not self._call.copies:
             self._keep_copies(outcomes, conflicting)
@@ -233,8 +239,10 @@ class EventStore(Collection):
         """Store events with their indexes and outbox entries, and quarantine the rejected.
 
         ``requeued``: quarantine entry ids these messages were taken from,
-        removed in the quarantine's step.  One script call per partition and
-        one for the quarantine, all sent before any reply is read.
+        removed in the quarantine's step.  One script call per partition, all
+        sent before any reply is read; then, when messages were rejected or
+        requeued, one for the quarantine (after the events: a requeued
+        message's entry goes only once its event is stored).
         Raises StoreError when Redis cannot be reached; the caller retries.
         """
         encoded = [self.encode(event) for event in events]
@@ -369,17 +377,15 @@ class EventStore(Collection):
         return PartitionCall(partition, keys, args, [encoded.event for encoded in events])
 
     def calls(self, call: WriteCall) -> list[Call]:
-        """The script calls of a prepared write: ingest per partition, then the quarantine's."""
+        """The ingest calls of a prepared write, one per partition (the quarantine's call
+        is made by PendingWrite once they are done)."""
         ingest = self.scripts["ingest"]
-        calls = [Call(ingest, part.keys, part.args) for part in call.parts]
-        if call.quarantine is not None:
-            calls.append(Call(self.scripts["quarantine"], *call.quarantine))
-        return calls
+        return [Call(ingest, part.keys, part.args) for part in call.parts]
 
     def outcomes(self, call: WriteCall, replies: Sequence[Any]) -> list[Outcome]:
         """An outcome per event of ``call`` (in ``call.events`` order), from its calls' replies."""
         outcomes = []
-        for part, reply in zip(call.parts, replies, strict=False):
+        for part, reply in zip(call.parts, replies, strict=True):
             results, epoch, last_seq = reply
             self.watch.observe(epoch, last_seq, "ingest", part.partition)
             for (status, seq), event in zip(results, part.events, strict=True):
