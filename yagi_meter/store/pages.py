@@ -346,18 +346,20 @@ class Pages(Collection):
             else:
                 begin = tops.get(p, 0)
             examined = page.last_examined or None
+            # Past what the page took from the partition: past all it examined when
+            # the page took every entry it returned, else past the last one taken.
             if ascending:
                 low[p] = begin
                 if consumed:
                     high[p] = examined if examined is not None else begin
                 else:
-                    high[p] = mine[-1].seq
+                    high[p] = mine[-1].seq if mine else begin
             else:
                 high[p] = begin
                 if consumed:
                     low[p] = examined - 1 if examined is not None else begin
                 else:
-                    low[p] = mine[-1].seq - 1
+                    low[p] = mine[-1].seq - 1 if mine else begin
         events = [_global(e, p, count) for p, e in taken]
         reached_end = all(
             fetched[p][1].reached_end and used[p] == len(fetched[p][1].events) for p in range(count)
