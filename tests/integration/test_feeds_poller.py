@@ -1,5 +1,6 @@
-"""A poller following a tenant feed forward reads every one of its events exactly once,
-while several writers ingest at the same time (late notifications and redeliveries too)."""
+"""A poller following a feed forward reads every one of its events exactly once, while
+several writers ingest at the same time (late notifications and redeliveries too): a
+tenant feed, and the global feed merged from every partition of a partitioned store."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from feeds.app import create_app
+from tests.conftest import TEST_REDIS_URL, make_config
 from tests.feeds_support import atom_ids, links, tenant_message
+from tests.integration.conftest import TOKENS
 from yagi_meter.ingest.ingestor import Ingestor
 from yagi_meter.store import open_store
 
@@ -20,10 +23,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WRITERS = 4
 PER_WRITER = 200
 TOKEN = {"X-Auth-Token": "alpha-token"}
+ADMIN = {"X-Auth-Token": "admin-token"}
+TENANT_FEED = "/tenants/alpha/events?limit=7&marker=last&direction=backward"
+GLOBAL_FEED = "/events?limit=7&marker=last&direction=backward"
 
 
-def write(config, number: int, written: list[str], start: threading.Event) -> None:
-    """Ingest PER_WRITER messages in small batches, a third of them for other tenants."""
+def write(config, number: int, written: list[str], start: threading.Event, everyone: bool = False) -> None:
+    """Ingest PER_WRITER messages in small batches, a third of them for other tenants
+    (``everyone``: all of them are written down, for the global feed)."""
     ingestor = Ingestor(open_store(config), config)
     rng = random.Random(number)
     start.wait()
@@ -31,12 +38,13 @@ def write(config, number: int, written: list[str], start: threading.Event) -> No
     while sent < PER_WRITER:
         batch, mine = [], []
         for _ in range(rng.randint(1, 6)):
-            tenant = "alpha" if rng.random() < 0.66 else rng.choice(["beta", "gamma"])
+            others = ["beta", "gamma", "delta", "epsilon", "zeta", "eta"]
+            tenant = "alpha" if rng.random() < 0.66 else rng.choice(others)
             late = rng.random() < 0.3  # an old notification arriving now
             stamp = f"20{rng.randint(0, 9):02d}-01-01T00:00:00Z" if late else "2026-11-24T12:00:00Z"
             message_id, message = tenant_message(tenant, sent, timestamp=stamp)
             batch.append(message)
-            if tenant == "alpha":
+            if tenant == "alpha" or everyone:
                 mine.append(message_id)
             sent += 1
         if rng.random() < 0.2:
@@ -46,12 +54,11 @@ def write(config, number: int, written: list[str], start: threading.Event) -> No
         time.sleep(rng.random() / 500)
 
 
-def poll(client, seen: list[str], done: threading.Event) -> None:
+def poll(client, seen: list[str], done: threading.Event, url: str, token: dict[str, str]) -> None:
     """The oldest page first, then previous links, until the writers are done and it is caught up."""
-    url = "/tenants/alpha/events?limit=7&marker=last&direction=backward"
     while True:
         finished = done.is_set()
-        response = client.get(url, headers=TOKEN)
+        response = client.get(url, headers=token)
         assert response.status_code == 200, response.data
         ids = atom_ids(response.data)
         seen.extend(reversed(ids))  # a page lists newest first
@@ -63,18 +70,18 @@ def poll(client, seen: list[str], done: threading.Event) -> None:
             return
 
 
-def test_poller_reads_every_event_of_its_tenant_exactly_once(token_config, store):
-    client = create_app(token_config, store).test_client()
+def follow_while_writing(config, store, url: str, token: dict[str, str], everyone: bool) -> list[str]:
+    client = create_app(config, store).test_client()
     # The poller starts from the oldest page: give it one entry to start from.
     first_id, first = tenant_message("alpha", 0)
-    Ingestor(store, token_config).ingest([first])
+    Ingestor(store, config).ingest([first])
     written: list[list[str]] = [[] for _ in range(WRITERS)]
     seen: list[str] = []
     start, done = threading.Event(), threading.Event()
     writers = [
-        threading.Thread(target=write, args=(token_config, n, written[n], start)) for n in range(WRITERS)
+        threading.Thread(target=write, args=(config, n, written[n], start, everyone)) for n in range(WRITERS)
     ]
-    poller = threading.Thread(target=poll, args=(client, seen, done))
+    poller = threading.Thread(target=poll, args=(client, seen, done, url, token))
     for thread in writers:
         thread.start()
     poller.start()
@@ -89,5 +96,25 @@ def test_poller_reads_every_event_of_its_tenant_exactly_once(token_config, store
     assert len(seen) == len(set(seen)), "an event was read twice"
     assert set(seen) == set(expected), "an event was missed"
     assert read_while_writing > 7, "the poller did not overlap the writers (more than one page)"
+    return seen
+
+
+def test_poller_reads_every_event_of_its_tenant_exactly_once(token_config, store):
+    seen = follow_while_writing(token_config, store, TENANT_FEED, TOKEN, everyone=False)
     seqs = [store.events.seq_of(i) for i in seen]
-    assert seqs == sorted(seqs), "events were read out of ingest order"
+    if store.partitions == 1:  # a tenant's events are in one partition: in seq order there
+        assert seqs == sorted(seqs), "events were read out of ingest order"
+
+
+def test_poller_reads_every_event_of_the_global_feed_across_partitions_exactly_once(key_prefix):
+    config = make_config(
+        redis_url=TEST_REDIS_URL,
+        redis_key_prefix=key_prefix,
+        redis_partitions="4",
+        auth_mode="token",
+        auth_tokens=TOKENS,
+    )
+    store = open_store(config)
+    seen = follow_while_writing(config, store, GLOBAL_FEED, ADMIN, everyone=True)
+    partitions = {store.events.split(store.events.seq_of(message_id))[0] for message_id in seen}
+    assert len(partitions) > 1, "the seven tenants' events were all in one partition"
