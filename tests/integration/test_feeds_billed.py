@@ -11,6 +11,7 @@ from tests.conftest import ROOT, TEST_REDIS_URL, make_config
 from tests.feeds_support import atom_ids
 from yagi_meter import atom
 from yagi_meter.ingest.ingestor import Ingestor, Message
+from yagi_meter.store import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,7 @@ def setup(key_prefix, store, key: str):
         notifications_billed_project_key=key,
         notifications_billed_project_owners="svc" if key else "",
     )
+    store = open_store(config)  # as every daemon opens it: the billing owners' feeds span partitions
     return Ingestor(store, config), create_app(config, store).test_client()
 
 

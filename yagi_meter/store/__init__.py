@@ -48,9 +48,11 @@ class Store:
         dictionaries: Dictionaries | None = None,
         wait: tuple[int, int] = (0, 0),
         partitions: Sequence[Keys] = (),
+        spread_tenants: Sequence[str] = (),
     ) -> None:
         """``wait``: (replicas, timeout ms) that must confirm every event write ([redis] wait_replicas);
-        ``partitions``: the keys of each partition (default: ``keys``, the one partition)."""
+        ``partitions``: the keys of each partition (default: ``keys``, the one partition);
+        ``spread_tenants``: tenants whose events are in every partition (Pages)."""
         self._client = client
         self._keys = keys
         self._parts = list(partitions or [keys])
@@ -70,10 +72,14 @@ class Store:
         self.archived = ArchivedLog(*parts)
         self.subscriptions = Subscriptions(*parts)
         self.audit = AuditLedger(*parts, parts=self._parts)
-        self.catalog = Catalog(*parts, parts=self._parts)
+        self.catalog = Catalog(*parts, parts=self._parts, spread_tenants=spread_tenants)
         # Feed reads note a seq gone back in the same watch as the writes (epoch.py).
         self.pages = Pages(
-            *parts, watch=self.events.watch, dictionaries=self.events.dictionaries, parts=self._parts
+            *parts,
+            watch=self.events.watch,
+            dictionaries=self.events.dictionaries,
+            parts=self._parts,
+            spread_tenants=spread_tenants,
         )
         self._outboxes = {name: Outbox(*parts, name, self._parts) for name in OUTBOXES}
 
@@ -165,4 +171,8 @@ def open_store(
         dictionaries=dictionaries,
         wait=(config.redis.wait_replicas, config.redis.wait_timeout_ms),
         partitions=parts,
+        # With a billed project, an owner's events are in the billed project's partition.
+        spread_tenants=config.notifications.billed_project_owners
+        if config.notifications.billed_project_key
+        else (),
     )

@@ -14,7 +14,7 @@ a name whose events have all expired stays listed with ``retained`` 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -48,13 +48,22 @@ class Catalog(Collection):
 
     what = "the catalog"
 
-    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts, parts: Sequence[Keys] = ()) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        scripts: Scripts,
+        parts: Sequence[Keys] = (),
+        spread_tenants: Iterable[str] = (),
+    ) -> None:
         super().__init__(client, keys, scripts)
         self.parts = list(parts or [keys])
+        self.spread_tenants = frozenset(spread_tenants)
 
     def _parts(self, tenant_id: str | None) -> list[Keys]:
-        """Where the lists are: a tenant's in its partition, the store-wide ones in each."""
-        if tenant_id is None or len(self.parts) == 1:
+        """Where the lists are: a tenant's in its partition (an owner billing others': in
+        each, Pages.spread_tenants), the store-wide ones in each."""
+        if tenant_id is None or len(self.parts) == 1 or tenant_id in self.spread_tenants:
             return self.parts
         return [self.parts[partitions.partition_of(tenant_id, len(self.parts))]]
 

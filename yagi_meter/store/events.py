@@ -214,14 +214,14 @@ class EventStore(Collection):
     # -- partitions --------------------------------------------------------
 
     def partition_of(self, event: Event) -> int:
-        """The partition an event is stored in: its tenant's (else its message_id's)."""
+        """The partition an event is stored in: its billed project's, else its tenant's (else
+        its message_id's).  A billed project's feed is thus one partition; the feeds of the
+        owners that bill others (``[notifications] billed_project_owners``) span them all."""
         if len(self.parts) == 1:
             return 0
-        return partitions.partition_of(event.tenant_id or event.message_id, len(self.parts))
-
-    def tenant_partition(self, tenant_id: str) -> Keys:
-        """The keys of the partition holding ``tenant_id``'s events (and its resources')."""
-        return self.parts[partitions.partition_of(tenant_id, len(self.parts)) if len(self.parts) > 1 else 0]
+        return partitions.partition_of(
+            event.billed_tenant_id or event.tenant_id or event.message_id, len(self.parts)
+        )
 
     def ref(self, partition: int, seq: int) -> int:
         """The store-wide number of a partition's seq (partitions.ref)."""

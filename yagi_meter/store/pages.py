@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -152,9 +152,13 @@ class Pages(Collection):
         watch: SeqWatch | None = None,
         dictionaries: Dictionaries | None = None,
         parts: Sequence[Keys] = (),
+        spread_tenants: Iterable[str] = (),
     ) -> None:
+        """``spread_tenants``: tenants whose events are in every partition (the owners that
+        bill other projects: events.py ``partition_of``)."""
         super().__init__(client, keys, scripts)
         self.parts = list(parts or [keys])
+        self.spread_tenants = frozenset(spread_tenants)
         self.watch = watch or SeqWatch()
         self.dictionaries = dictionaries or Dictionaries(client, keys, watch=self.watch)
 
@@ -173,10 +177,14 @@ class Pages(Collection):
         return self._spanning(lambda k: k.events, "stream", True)
 
     def tenant(self, tenant_id: str) -> FeedIndex:
+        if tenant_id in self.spread_tenants:
+            return self._spanning(lambda k: k.tenant(tenant_id), "zset", True)
         partition = self._tenant_partition(tenant_id)
         return FeedIndex(self.parts[partition].tenant(tenant_id), "zset", partition=partition)
 
     def resource(self, tenant_id: str, resource_id: str) -> FeedIndex:
+        if tenant_id in self.spread_tenants:
+            return self._spanning(lambda k: k.resource(tenant_id, resource_id), "zset", True)
         partition = self._tenant_partition(tenant_id)
         return FeedIndex(self.parts[partition].resource(tenant_id, resource_id), "zset", partition=partition)
 
