@@ -1,5 +1,11 @@
 """Every Redis key yagi-meter uses, built in this one place, each with its one owner.
 
+With several partitions (partitions.py) the event family below (owners
+events.py and outbox.py: ``seq`` to ``duplicates``, the outboxes) exists once
+per partition, as ``<prefix>{<tag>}:<name>``; every other key is
+``<prefix>{g}:<name>``, with ``layout`` (the partition count, written once).
+With one partition every name is ``<prefix><name>``, as in earlier versions.
+
 The owner of a key family is the only module that writes it, with the Lua it
 runs (scripts.py).  A script that must change another owner's keys in the
 same atomic step does it only through that owner's Lua library
@@ -36,7 +42,7 @@ Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua r
 | ``catalog:tenant_types:<t>:stats`` | hash | event type -> ``"<events> <newest ms>"`` |
 | ``conflicts`` | string | conflicting copies stored: later bodies of a known message_id, kept |
 |               |        | as events of their own (notification.conflict_copy) |
-| ``duplicates`` | string | count of redelivered or replayed messages already stored |
+| ``duplicates`` | string | count of redelivered or replayed events already stored |
 
 Owner outbox.py (claim.lua; _outbox.lua, included by ingest.lua and fanout.lua):
 
@@ -47,7 +53,7 @@ Owner outbox.py (claim.lua; _outbox.lua, included by ingest.lua and fanout.lua):
 | ``outbox:<name>:seqs`` | zset | the same members scored by seq: oldest pending, retention floor |
 | ``outbox:<name>:attempts`` | hash | member -> failed attempts so far |
 
-Owner quarantine.py (_quarantine.lua, included by ingest.lua):
+Owner quarantine.py (_quarantine.lua, included by quarantine.lua):
 
 | key | type | holds |
 | --- | --- | --- |
@@ -55,6 +61,7 @@ Owner quarantine.py (_quarantine.lua, included by ingest.lua):
 |                |        | ``body`` (its first 4 KiB when ``truncated`` is 1), ``sha256``, ``size`` |
 | ``quarantine:count`` | string | messages ever quarantined |
 | ``quarantine:digests`` | hash | sha256 of a quarantined raw message -> entry id (a repeat is not added) |
+| ``quarantine:repeats`` | string | rejected messages already in the quarantine (counted as duplicates) |
 
 Owner dictionaries.py (read by clients, never by scripts):
 
@@ -95,7 +102,8 @@ Owner audit.py (lifecycle.lua only reads the event keys):
 
 | key | type | holds |
 | --- | --- | --- |
-| ``audit:cursors`` | hash | event type -> last seq of its ``type:`` index the audit has read |
+| ``audit:cursors`` | hash | event type (``<type>\x1f<partition>`` past partition 0) -> last seq of that |
+|                   |      | partition's ``type:`` index the audit has read |
 | ``audit:due`` | zset | member exists seq, score ms its grace period ends (``[audit] max_due`` + a batch) |
 | ``audit:alive:<rule>`` | zset | member ``["<t>","<r>"]``, score ms it was deleted (2^52 while alive); |
 |                        |      | resources deleted before the oldest unchecked audit period are removed |
