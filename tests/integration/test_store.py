@@ -16,6 +16,7 @@ import redis
 
 from tests.conftest import ROOT, TEST_REDIS_URL, as_sent, load_sample, make_config, sample_paths
 from yagi_meter.config import Config
+from yagi_meter.errors import ConfigError
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.notification import CONFLICT_NAMESPACE, Event, parse
 from yagi_meter.store import Store, open_store
@@ -570,3 +571,30 @@ def test_memory_per_event_stays_below_the_raw_json_size(
         f" user id beside the body {beside:.1f} bytes)"
     )
     assert per_event < raw + beside
+
+
+def test_a_store_keeps_the_partition_count_it_was_first_written_with(key_prefix):
+    four = open_store(
+        make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_partitions="4")
+    )
+    four.check_layout()
+    four.events.write([make_event(f"m-{n}", tenant=f"t-{n}") for n in range(20)])
+    assert four.events.count() == 20
+    assert len({four.events.split(four.events.seq_of(f"m-{n}"))[0] for n in range(20)}) > 1
+    two = open_store(make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_partitions="2"))
+    with pytest.raises(ConfigError, match="written with 4 partitions"):
+        two.check_layout()
+
+
+def test_several_partitions_refuse_a_store_of_the_one_partition_layout(key_prefix):
+    one = open_store(make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix))
+    one.events.write([make_event("m-1", tenant="t-1")])
+    one.check_layout()  # an earlier version's store: one partition, and the layout key written now
+    one.check_layout()
+    redis.Redis.from_url(TEST_REDIS_URL).delete(key_prefix + "layout")  # as an earlier version left it
+    four = open_store(
+        make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_partitions="4")
+    )
+    with pytest.raises(ConfigError, match="written with one partition"):
+        four.check_layout()
+    assert one.events.get("m-1") is not None
