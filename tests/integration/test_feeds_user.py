@@ -179,6 +179,10 @@ def test_events_stored_before_the_user_was_kept_beside_them_match_no_user(
     r.zadd(k.tenant("alpha"), {seq: seq})
     assert atom_ids(client.get("/tenants/alpha/events").data) == [old_id, new_id]
     assert atom_ids(client.get("/tenants/alpha/events?user_id=u-1").data) == [new_id]
+    # Its notification time is in by_time (no "n" field either): start/end still select it.
+    day = old.timestamp.date()
+    assert old_id in atom_ids(client.get(f"/tenants/alpha/events?start={day}").data)
+    assert old_id not in atom_ids(client.get(f"/tenants/alpha/events?end={day}").data)
 
 
 def test_a_tenant_filters_its_own_feed_by_user_and_not_the_global_one(token_client, ingestor):

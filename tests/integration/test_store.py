@@ -79,7 +79,7 @@ def has_event(client: redis.Redis, keys: Keys, seq: int) -> bool:
 def assert_every_index_entry_has_its_event(client: redis.Redis, keys: Keys) -> None:
     k = keys
     wanted: dict[int, str] = {}
-    for index in [k.by_time, *client.smembers(k.indexes)]:
+    for index in client.smembers(k.indexes):
         for seq in client.zrange(index, 0, -1):
             wanted.setdefault(int(seq), f"index {index!r}")
     for message_id, value in client.hgetall(k.ids).items():
@@ -111,7 +111,9 @@ def test_one_write_stores_event_ids_time_indexes_and_push_outbox(
     assert (fields[b"e"], fields[b"m"]) == (b"compute.instance.create.end", b"m-1")
     assert fields[b"u"] == event.user_id.encode()  # what the user_id filter reads
     assert r.hget(k.ids, "m-1") == f"1 {event.digest}".encode()
-    assert r.zscore(k.by_time, "1") == int(event.timestamp.timestamp() * 1000)
+    # The notification time, what start/end select on (by_time held it before "n").
+    assert fields[b"n"] == str(int(event.timestamp.timestamp() * 1000)).encode()
+    assert not r.exists(k.by_time)
     indexes = [k.event_type(event.event_type), k.tenant(TENANT), k.resource(TENANT, INSTANCE)]
     for index in indexes:
         assert r.zrange(index, 0, -1, withscores=True) == [(b"1", 1.0)]
@@ -174,7 +176,7 @@ def test_readers_never_see_half_a_write(store: Store, redis_server: redis.Redis,
         client = redis.Redis.from_url(TEST_REDIS_URL)
         while not stop.is_set():
             pipe = client.pipeline(transaction=True)
-            pipe.xlen(k.events).hlen(k.ids).zcard(k.by_time).zcard(k.tenant(TENANT))
+            pipe.xlen(k.events).hlen(k.ids).zcard(k.tenant(TENANT))
             pipe.zcard(k.outbox_seqs("push")).get(k.seq)
             counts = pipe.execute()
             counts[-1] = int(counts[-1] or 0)
@@ -345,7 +347,7 @@ def test_concurrent_writers_leave_no_gaps_or_duplicates_in_any_index(
     assert {i.decode() for i in r.smembers(k.indexes)} == set(expected)
     for index, seqs in expected.items():
         assert [int(m) for m in r.zrange(index, 0, -1)] == sorted(seqs)
-    assert r.zcard(k.by_time) == r.hlen(k.ids) == r.zcard(k.outbox_seqs("push")) == total
+    assert r.hlen(k.ids) == r.zcard(k.outbox_seqs("push")) == total
 
 
 # -- reading -----------------------------------------------------------------
@@ -407,7 +409,6 @@ def test_retention_removes_old_events_with_their_index_entries(
     assert [int(i.split(b"-")[0]) for i, _ in r.xrange(k.events)] == list(range(11, 16))
     assert store.events.get("old-3") is None
     assert store.events.get("new-12").seq == 12
-    assert sorted(int(s) for s in r.zrange(k.by_time, 0, -1)) == list(range(11, 16))
     assert r.hlen(k.ids) == 5
     assert r.zrange(k.tenant("tenant-old"), 0, -1) == [b"14", b"15"]
     assert r.zrange(k.resource("tenant-old", "vm-0"), 0, -1) == [b"14", b"15"]
@@ -564,8 +565,10 @@ def test_memory_per_event_stays_below_the_raw_json_size(
     per_event = used / len(bodies)
     raw = sum(map(len, bodies)) / len(bodies)
     # The user id is kept once more, uncompressed, beside the body (the "u"
-    # field the user_id filter reads): a listpack string of its length + 2.
-    beside = sum(len(event.user_id or "") + 2 for event in events) / len(events)
+    # field the user_id filter reads): a listpack string of its length + 2;
+    # so is the notification time ("n", what start/end read): an integer of at
+    # most 9 bytes and its back-length.
+    beside = sum(len(event.user_id or "") + 2 + 10 for event in events) / len(events)
     print(
         f"\nRedis memory per event: {per_event:.0f} bytes (raw JSON {raw:.0f} bytes, {per_event / raw:.0%};"
         f" user id beside the body {beside:.1f} bytes)"

@@ -332,7 +332,6 @@ class EventStore(Collection):
             k.seq,
             k.ids,
             k.events,
-            k.by_time,
             k.indexes,
             push.due,
             push.seqs,

@@ -4,9 +4,9 @@
 -- only through their owner's library (keys.py).  Rejected messages go to
 -- the quarantine in a call of their own (quarantine.lua, another slot).
 --
--- KEYS[1..12]: seq, ids, events, by_time, indexes, outbox:push, outbox:push:seqs,
+-- KEYS[1..11]: seq, ids, events, indexes, outbox:push, outbox:push:seqs,
 --              outbox:forward, outbox:forward:seqs, conflicts, duplicates, epoch
--- KEYS[13..]:  for each event, its index zsets (event type, then tenant and
+-- KEYS[12..]:  for each event, its index zsets (event type, then tenant and
 --              resource when known), as many as the event's nkeys says;
 --              then for each catalog entry its zset and its stats hash
 -- ARGV[1]: "1" to write push outbox entries; ARGV[2]: number of events
@@ -37,9 +37,9 @@
 -- N+1 in an index before seq N is in every index it belongs to.
 -- include: _outbox.lua
 
-local seq_key, ids, events, by_time, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local push_outbox, push_seqs, forward_outbox, forward_seqs = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local conflicts, duplicates, epoch_key = KEYS[10], KEYS[11], KEYS[12]
+local seq_key, ids, events, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local push_outbox, push_seqs, forward_outbox, forward_seqs = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local conflicts, duplicates, epoch_key = KEYS[9], KEYS[10], KEYS[11]
 local push_on = ARGV[1] == "1"
 local member_format = ARGV[6]
 local copies = ARGV[7] == "1"
@@ -63,7 +63,7 @@ end
 local results = {}
 local indexed = {}
 local catalog = {}  -- entry number -> {events stored, newest ms}, written once per batch
-local k = 13
+local k = 12
 local a = 9 + n_catalog
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -89,8 +89,10 @@ for _ = 1, n_events do
     -- "e" and "u": what page.lua filters on without decoding the body.  Every
     -- entry has "u" (empty without a user): a stream stores the field names
     -- once for entries that all have the same ones.
-    redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user)
-    redis.call("ZADD", by_time, ts_ms, seq)
+    -- "n": the notification's time (ms), what start/end select on; stores
+    -- written before it kept that in by_time, which page.lua still reads.
+    redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
+               "n", ts_ms)
     for i = k, k + nkeys - 1 do
       redis.call("ZADD", KEYS[i], seq, seq)
       if not indexed[KEYS[i]] then  -- once per index per batch is enough

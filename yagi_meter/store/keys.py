@@ -23,9 +23,11 @@ Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua r
 |           |        | (Redis lost its data) gives a new epoch; caches and ETags include it (epoch.py) |
 | ``events`` | stream | an entry per event, id ``<seq>-0``: ``t`` ingest ms, ``e`` type, |
 |            |        | ``m`` message_id, ``d`` body (codec.py), ``u`` user_id ("" for none; |
-|            |        | absent from entries written before it): what page.lua filters on |
+|            |        | absent from entries written before it), ``n`` notification ms (ditto: |
+|            |        | then ``by_time`` has it): what page.lua filters on |
 | ``ids`` | hash | message_id -> ``"<seq> <digest>"`` (dedup, lookup by entry id) |
-| ``by_time`` | zset | member seq, score notification time in ms |
+| ``by_time`` | zset | member seq, score notification time in ms, of events stored before the |
+|             |      | stream's ``n`` field held it (read by page.lua, emptied by retention) |
 | ``tenant:<t>`` | zset | member and score seq: one tenant's events |
 | ``resource:<t>:<r>`` | zset | member and score seq: one resource's events |
 | ``type:<event_type>`` | zset | member and score seq: one event type's events |

@@ -3,7 +3,8 @@
 -- feed's index in sequence order, filter, and return the matching events.
 --
 -- KEYS[1]: the feed's index: a zset (member = score = seq) or the events stream
--- KEYS[2]: events stream, KEYS[3]: ids hash, KEYS[4]: by_time zset,
+-- KEYS[2]: events stream, KEYS[3]: ids hash, KEYS[4]: by_time zset (the
+--          notification times of entries written before the "n" field),
 -- KEYS[5]: seq, KEYS[6]: epoch (see epoch.py)
 -- ARGV[1]: "zset" or "stream" (what KEYS[1] is)
 -- ARGV[2]: "head" (newest first), "last" (oldest first), "forward" (after the
@@ -163,11 +164,13 @@ local function fields_of(seq)
   return entry and entry[2]
 end
 
-local function in_window(seq)
+-- The notification's time: the entry's "n" field, or (an entry written
+-- before it existed) its by_time score.
+local function in_window(seq, fields)
   if not start_ms and not end_ms then
     return true
   end
-  local ts = tonumber(redis.call("ZSCORE", by_time, seq))
+  local ts = tonumber(field(fields, "n") or redis.call("ZSCORE", by_time, seq))
   if not ts then
     return false
   end
@@ -243,9 +246,9 @@ while n < limit and scanned < budget do
     first_seq = first_seq or seq
     last_seq = seq
     after = seq
-    if in_window(seq) then
-      local fields = fields_of(seq)
-      if fields and type_matches(field(fields, "e")) and (user == "" or field(fields, "u") == user) then
+    local fields = fields_of(seq)
+    if fields and in_window(seq, fields) then
+      if type_matches(field(fields, "e")) and (user == "" or field(fields, "u") == user) then
         n = n + 1
         found[#found + 1] = seq
         found[#found + 1] = field(fields, "t")
