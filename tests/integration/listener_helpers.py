@@ -30,6 +30,7 @@ from tests.processes import spawn
 from yagi_meter.config import Config
 from yagi_meter.store import codec, open_store
 from yagi_meter.store.keys import Keys
+from yagi_meter.store.partitions import partition_of
 from yagi_meter.store.quarantine import Quarantine
 
 EXCHANGE = "nova"
@@ -273,7 +274,9 @@ def close_connections(amqp_url: str, connection_name: str, reason: str = "test")
 
 def listener_env(amqp_url: str, redis_url: str, key_prefix: str, **settings: str) -> dict[str, str]:
     """Environment of a listener: nothing from a yagi.conf or the caller's YAGI_* variables."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("YAGI_")}
+    from tests.conftest import child_env
+
+    env = child_env()
     env.update(
         YAGI_CONFIG=os.devnull,
         YAGI_AMQP_URL=amqp_url,
@@ -443,46 +446,55 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
 
+def suite_partitions() -> int:
+    """The partition count the suite runs with (YAGI_REDIS_PARTITIONS, .ci/run's second pass)."""
+    return int(os.environ.get("YAGI_REDIS_PARTITIONS", "1"))
+
+
 class StoredEvents:
-    """What a test's key prefix holds, read straight from Redis."""
+    """What a test's key prefix holds, read straight from Redis (every partition)."""
 
     def __init__(self, client: redis.Redis, key_prefix: str) -> None:
         self.client = client
-        self.keys = Keys(key_prefix)
+        self.prefix = key_prefix
+        self.parts = Keys.partitions(key_prefix, suite_partitions())
+        self.keys = self.parts[0]
 
     @property
     def quarantine(self) -> Quarantine:
         """The quarantine under this prefix, read through the store."""
         from tests.conftest import make_config
 
-        return open_store(make_config(redis_key_prefix=self.keys.prefix), client=self.client).quarantine
+        return open_store(make_config(redis_key_prefix=self.prefix), client=self.client).quarantine
 
     def count(self) -> int:
-        return self.client.xlen(self.keys.events)
+        return sum(self.client.xlen(k.events) for k in self.parts)
 
     def message_ids(self) -> list[str]:
-        """The message_id of every entry of the events stream, in ingest order."""
+        """The message_id of every entry of the events streams, in ingest order in each partition."""
         ids: list[str] = []
-        start = "-"
-        while True:
-            entries = self.client.xrange(self.keys.events, start, "+", count=5000)
-            ids.extend(fields[b"m"].decode() for _, fields in entries)
-            if len(entries) < 5000:
-                return ids
-            start = "(" + entries[-1][0].decode()
+        for k in self.parts:
+            start = "-"
+            while True:
+                entries = self.client.xrange(k.events, start, "+", count=5000)
+                ids.extend(fields[b"m"].decode() for _, fields in entries)
+                if len(entries) < 5000:
+                    break
+                start = "(" + entries[-1][0].decode()
+        return ids
 
     def events(self) -> list:
         """Every stored Event, decoded."""
         return [
             codec.decode(fields[b"d"], int(entry_id.split(b"-")[0]), int(fields[b"t"]))
-            for entry_id, fields in self.client.xrange(self.keys.events, "-", "+")
+            for k in self.parts
+            for entry_id, fields in self.client.xrange(k.events, "-", "+")
         ]
 
     def duplicates_counted(self) -> int:
         """Redelivered events and repeated quarantined messages, as ``status`` counts them."""
-        return int(self.client.get(self.keys.duplicates) or 0) + int(
-            self.client.get(self.keys.quarantine_repeats) or 0
-        )
+        events = sum(int(self.client.get(k.duplicates) or 0) for k in self.parts)
+        return events + int(self.client.get(self.keys.quarantine_repeats) or 0)
 
     def assert_exactly_once(self, message_ids: Sequence[str], tenant_id: str) -> None:
         """Every one of ``message_ids`` stored exactly once, in every place, and nothing else."""
@@ -495,11 +507,13 @@ class StoredEvents:
         assert not missing, f"{len(missing)} of {len(wanted)} never stored, e.g. {sorted(missing)[:3]}"
         extra = set(in_stream) - wanted
         assert not extra, f"{len(extra)} unexpected events, e.g. {sorted(extra)[:3]}"
-        assert self.client.hlen(self.keys.ids) == len(wanted)
-        seqs = self.client.hmget(self.keys.ids, list(message_ids))
+        assert sum(self.client.hlen(k.ids) for k in self.parts) == len(wanted)
+        # A tenant's events are in one partition.
+        k = self.parts[partition_of(tenant_id, len(self.parts))] if len(self.parts) > 1 else self.keys
+        seqs = self.client.hmget(k.ids, list(message_ids))
         seqs = [int(value.split(b" ")[0]) for value in seqs]
         assert len(set(seqs)) == len(seqs), "two message_ids share a sequence number"
-        tenant_index = self.keys.tenant(tenant_id)
+        tenant_index = k.tenant(tenant_id)
         assert self.client.zcard(tenant_index) == len(wanted)
         scores = self.client.zmscore(tenant_index, seqs)
         absent = [m for m, score in zip(message_ids, scores, strict=True) if score is None]

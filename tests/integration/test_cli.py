@@ -18,6 +18,7 @@ from tests.conftest import (
     TEST_AMQP_HOST,
     TEST_REDIS_URL,
     as_sent,
+    child_env,
     load_sample,
     make_config,
     sample_paths,
@@ -38,7 +39,7 @@ class CLI:
         self.tmp_path = tmp_path
 
     def run(self, *args: str, **settings: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("YAGI_")}
+        env = child_env()
         env.update(
             YAGI_CONFIG=os.devnull, YAGI_REDIS_URL=TEST_REDIS_URL, YAGI_REDIS_KEY_PREFIX=self.key_prefix
         )
@@ -345,7 +346,7 @@ def test_quarantine_list_into_a_closed_pipe_ends_quietly_with_141(cli: CLI, tmp_
     path = tmp_path / "bad.jsonl"
     path.write_text("".join(f"bad {n} {'x' * 200}\n" for n in range(3000)))
     cli.replay(path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YAGI_")}
+    env = child_env()
     env.update(YAGI_CONFIG=os.devnull, YAGI_REDIS_URL=TEST_REDIS_URL, YAGI_REDIS_KEY_PREFIX=cli.key_prefix)
     result = subprocess.run(
         [

@@ -71,7 +71,12 @@ def stored_ids(client: redis.cluster.RedisCluster, prefix: str) -> list[str]:
 
 
 def test_a_cluster_prefix_has_no_hash_tag_unless_there_is_one_partition() -> None:
-    config = make_config(redis_url="redis://127.0.0.1:7000", redis_cluster="true", redis_key_prefix="yagi:")
+    config = make_config(
+        redis_url="redis://127.0.0.1:7000",
+        redis_cluster="true",
+        redis_key_prefix="yagi:",
+        redis_partitions="auto",
+    )
     assert config.redis.partition_count == 12
     with pytest.raises(ConfigError, match="must not hold"):
         make_config(redis_url="redis://127.0.0.1:7000", redis_cluster="true", redis_key_prefix="{yagi}:")
@@ -107,7 +112,9 @@ def test_a_cluster_that_does_not_answer_makes_a_daemon_exit_3_with_one_line() ->
 def test_ingest_feeds_and_status_work_through_any_node_of_the_cluster(redis_cluster: RedisCluster) -> None:
     # The URL names the last master: the client learns the rest of the cluster from it.
     url = redis_cluster.masters[-1].url
-    config = make_config(redis_url=url, redis_cluster="true", redis_key_prefix=cluster_prefix())
+    config = make_config(
+        redis_url=url, redis_cluster="true", redis_key_prefix=cluster_prefix(), redis_partitions="12"
+    )
     store = open_store(config)
     assert isinstance(store.ping(), float)
     _, ids, bodies = notifications(30, tenant_id="alpha")
@@ -146,6 +153,7 @@ def test_ingest_feeds_and_status_work_through_any_node_of_the_cluster(redis_clus
 def start_listener_on(cluster: RedisCluster, vhost: str, prefix: str, log: Path) -> ListenerProcess:
     env = listener_env(vhost, cluster.masters[0].url, prefix)
     env.update(YAGI_REDIS_CLUSTER="true", YAGI_REDIS_WAIT_REPLICAS="1", YAGI_REDIS_WAIT_TIMEOUT_MS="500")
+    env.update(YAGI_REDIS_PARTITIONS="12")
     env.update(YAGI_AMQP_BATCH_SIZE="50")
     listener = ListenerProcess(env, log)
     listener.wait_consuming()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, TEST_REDIS_URL
+from tests.conftest import ROOT, TEST_REDIS_URL, child_env
 from tests.integration.listener_helpers import free_port
 from tests.processes import spawn, wait_healthy
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 def clean_env(**settings: str) -> dict[str, str]:
     """The caller's environment without YAGI_* variables, no config file, plus ``settings``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("YAGI_")}
+    env = child_env()
     env["YAGI_CONFIG"] = os.devnull
     env.update({f"YAGI_{name.upper()}": value for name, value in settings.items()})
     return env

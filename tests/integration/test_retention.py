@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, child_env
 from tests.integration.listener_helpers import Publisher, declare_listener_queue, notifications, wait_until
 from tests.integration.test_dictionaries import dictionary_bytes  # noqa: F401 (a fixture)
 from tests.integration.test_store import assert_every_index_entry_has_its_event, make_event
@@ -248,7 +248,7 @@ RETENTION_SECONDS = 1.0
 
 
 def daemon_env(key_prefix: str, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YAGI_")}
+    env = child_env()
     env.update(
         YAGI_CONFIG=os.devnull,
         YAGI_REDIS_URL=TEST_REDIS_URL,

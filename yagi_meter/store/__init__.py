@@ -162,6 +162,7 @@ def open_store(
         check_seconds=config.redis.dictionary_check_seconds,
         # Text of a body: the notification (at most max_body_bytes, re-encoded) and derived fields.
         max_text_bytes=2 * config.amqp.max_body_bytes + 65536,
+        parts=parts,
     )
     return Store(
         client,

@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -97,9 +97,12 @@ class Dictionaries:
         check_seconds: float = 30.0,
         max_text_bytes: int = codec.MAX_TEXT_BYTES,
         watch: SeqWatch | None = None,
+        parts: Sequence[Keys] = (),
     ) -> None:
+        """``parts``: the keys of each partition, whose events training reads (default: ``keys``)."""
         self.client = client
         self.keys = keys
+        self.parts = list(parts or [keys])
         self.check_seconds = check_seconds
         self.max_text_bytes = max_text_bytes
         self.watch = watch
@@ -270,24 +273,27 @@ def recent_sample(
     takes up to ``samples`` of them round-robin across event types, newest
     first within each type, and holds back every ``HOLD_OUT_EVERY``-th.
     """
-    client, keys = dictionaries.client, dictionaries.keys
+    client = dictionaries.client
     window = window or samples * WINDOW_FACTOR
     by_type: dict[bytes, list[bytes]] = {}
-    read, end = 0, "+"
-    while read < window:
-        with translated("reading events to train on"):
-            entries = client.xrevrange(keys.events, end, "-", count=min(_READ_BATCH, window - read))
-        if not entries:
-            break
-        for entry_id, fields in entries:
-            try:
-                text = codec.decode_text(fields[b"d"], dictionaries)
-            except (ValueError, zstandard.ZstdError, UndecodableEvent) as e:
-                log.warning("event %s left out of the training sample: %s", entry_id.decode(), e)
-                continue
-            by_type.setdefault(fields[b"e"], []).append(text)
-        read += len(entries)
-        end = "(" + entries[-1][0].decode()
+    # Each partition's newest events, its share of the window.
+    share = -(-window // len(dictionaries.parts))
+    for keys in dictionaries.parts:
+        read, end = 0, "+"
+        while read < share:
+            with translated("reading events to train on"):
+                entries = client.xrevrange(keys.events, end, "-", count=min(_READ_BATCH, share - read))
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                try:
+                    text = codec.decode_text(fields[b"d"], dictionaries)
+                except (ValueError, zstandard.ZstdError, UndecodableEvent) as e:
+                    log.warning("event %s left out of the training sample: %s", entry_id.decode(), e)
+                    continue
+                by_type.setdefault(fields[b"e"], []).append(text)
+            read += len(entries)
+            end = "(" + entries[-1][0].decode()
     picked: list[bytes] = []
     queues = [texts for texts in by_type.values()]
     depth = 0
@@ -384,7 +390,7 @@ class AutoTrain:
         d = self.dictionaries
         if d.current_id() is not None:
             return True
-        stored = d._call(d.client.xlen, d.keys.events)
+        stored = sum(d._call(d.client.xlen, keys.events) for keys in d.parts)
         if stored < self.after:
             return False
         token = f"{time.time():.0f}"

@@ -207,7 +207,7 @@ class EventStore(Collection):
         self.push = push
         self.forward = forward
         self.watch = SeqWatch()
-        self.dictionaries = dictionaries or Dictionaries(client, keys)
+        self.dictionaries = dictionaries or Dictionaries(client, keys, parts=self.parts)
         if self.dictionaries.watch is None:  # Redis losing data drops its cache (dictionaries.py)
             self.dictionaries.watch = self.watch
 

@@ -161,6 +161,22 @@ class Outbox(Collection):
             pipe.zadd(keys.seqs, {member(seq): seq for seq in local})
             pipe.hdel(keys.attempts, *(member(seq) for seq in local))
 
+    def pending(self, seqs: Iterable[int]) -> set[int]:
+        """Which of ``seqs`` are still in the outbox (not done)."""
+        grouped = self._by_partition(seqs)
+        pipe = self.client.pipeline(transaction=False)
+        for partition, local in grouped.items():
+            pipe.zmscore(self.parts[partition].seqs, [member(seq) for seq in local])
+        replies = self._execute(pipe, f"reading outbox {self.name}")
+        found: set[int] = set()
+        for (partition, local), scores in zip(grouped.items(), replies, strict=True):
+            found.update(
+                partitions.ref(partition, seq, len(self.parts))
+                for seq, score in zip(local, scores, strict=True)
+                if score is not None
+            )
+        return found
+
     def attempts(self, seq: int) -> int:
         partition, local = partitions.split(seq, len(self.parts))
         with translated(f"reading outbox {self.name}"):

@@ -302,9 +302,10 @@ class Pages(Collection):
         position = None
         if query.direction in (FORWARD, BACKWARD):
             position = Position.parse(query.marker, count)
-            if position is None:
-                raise UnknownMarker(f"unknown marker {query.marker!r}: not a position of this feed")
-            start = list(position.seqs)
+            if position is None:  # an entry id: where it is in every partition
+                start = self._cuts_at_entry(index, query.marker, ascending)
+            else:
+                start = list(position.seqs)
         share = min(query.limit, max(4, -(-2 * query.limit // count)))
         wanted = {p: share for p in range(count)}
         fetched: dict[int, tuple[FeedState, Page, int]] = {}  # partition -> state, page, asked
@@ -376,6 +377,44 @@ class Pages(Collection):
         high_text = Position(tuple(high), _fingerprint(epochs, high)).text()
         first, last = (low_text, high_text) if ascending else (high_text, low_text)
         return state, Page(events, first, last, reached_end)
+
+    def _cuts_at_entry(self, index: FeedIndex, message_id: str, ascending: bool) -> list[int]:
+        """The position right after (``ascending``) or right before the entry ``message_id``
+        in a merged feed: in its partition, its seq; in each other, the last event
+        ingested before it in the merge's order (cut.lua: by ingest time, then partition).
+
+        Exact as long as each partition's ingest times grow with its seqs (one
+        master's clock); the positions of page links never depend on that."""
+        count = len(self.parts)
+        pipe = self.client.pipeline(transaction=False)
+        for k in self.parts:
+            pipe.hget(k.ids, message_id)
+        found = [(p, known) for p, known in enumerate(self._execute(pipe, "reading a marker")) if known]
+        if not found:
+            raise UnknownMarker(f"unknown marker {message_id!r}")
+        partition, known = found[0]
+        seq = int(known.split(b" ", 1)[0])
+        k = self.parts[partition]
+        with translated("reading a marker"):
+            entry = self.client.xrange(k.events, f"{seq}-0", f"{seq}-0")
+            inside = index.kind != "zset" or not index.strict
+            if not inside:
+                inside = self.client.zscore(index.merged[partition], seq) is not None
+        if not entry or not inside:
+            raise UnknownMarker(f"unknown marker {message_id!r}: not an entry of this feed")
+        ingested = int(entry[0][1][b"t"])
+        others = [p for p in range(count) if p != partition]
+        script = self.scripts["cut"]
+        calls = [
+            Call(script, [self.parts[p].events], [ingested, "1" if p < partition else "0"]) for p in others
+        ]
+        with translated("reading a marker"):
+            replies = PendingCalls(self.client, calls).replies()
+        cuts = [0] * count
+        for p, cut in zip(others, replies, strict=True):
+            cuts[p] = int(cut)
+        cuts[partition] = seq if ascending else seq - 1
+        return cuts
 
     def _run_all(self, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
         """page.lua once per (keys, args), all sent before any reply is read (nodes.py)."""

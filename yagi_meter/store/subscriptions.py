@@ -319,6 +319,14 @@ class Subscriptions(Collection):
         they are read again.
         """
         entries = [(seq, list(paths)) for seq, paths in entries]
+        if not outbox.single:
+            # Another slot: fanout.lua cannot look.  Entries another worker fanned out
+            # already (its claim had lapsed) are left out here instead; one it fans out
+            # between this look and the script may reach a subscriber twice.
+            pending = outbox.pending(seq for seq, _ in entries)
+            entries = [(seq, paths) for seq, paths in entries if seq in pending]
+            if not entries:
+                return 0
         topics = list(dict.fromkeys(path for _, paths in entries for path in paths))
         position = {path: i + 1 for i, path in enumerate(topics)}
         for _ in range(_RETRIES):

@@ -1,0 +1,91 @@
+"""Feeds of a store split into partitions (4, on the test Redis): the global and event-type
+feeds merge every partition; their page links carry positions, entry ids work as markers."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from feeds.app import create_app
+from tests.conftest import TEST_REDIS_URL, make_config
+from tests.feeds_support import atom_ids, links, tenant_message
+from yagi_meter.ingest.ingestor import Ingestor
+from yagi_meter.store import open_store
+
+pytestmark = pytest.mark.integration
+
+TENANTS = [f"tenant-{n}" for n in range(8)]
+
+
+@pytest.fixture
+def partitioned(key_prefix):
+    """A store of 4 partitions holding 60 events of 8 tenants, written in small batches."""
+    config = make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_partitions="4")
+    store = open_store(config)
+    ingestor = Ingestor(store, config)
+    for start in range(0, 60, 3):
+        ingestor.ingest([tenant_message(TENANTS[n % 8], n)[1] for n in range(start, start + 3)])
+    return store, create_app(config, store).test_client()
+
+
+def path_of(href: str) -> str:
+    parts = urlsplit(href)
+    return f"{parts.path}?{parts.query}"
+
+
+def test_the_global_feed_merges_every_partition_newest_first(partitioned):
+    store, client = partitioned
+    assert (
+        len(
+            {
+                store.events.split(store.events.seq_of(m))[0]
+                for m in atom_ids(client.get("/events?limit=100").data)
+            }
+        )
+        > 1
+    )
+    everything = atom_ids(client.get("/events?limit=100").data)
+    assert len(everything) == len(set(everything)) == 60
+    ingested = [store.events.get(m).ingested_at for m in everything]
+    assert ingested == sorted(ingested, reverse=True)
+    # Following next links, 7 at a time, gives the same list, each entry once.
+    paged, url = [], "/events?limit=7"
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200, page.data
+        paged += atom_ids(page.data)
+        href = links(page.data).get("next")
+        url = path_of(href) if href else None
+    assert paged == everything
+
+
+def test_an_entry_id_is_a_marker_of_the_merged_feeds(partitioned):
+    _, client = partitioned
+    everything = atom_ids(client.get("/events?limit=100").data)  # newest first
+    for i in (0, 5, 17, 30, 44, 59):
+        marker = quote(everything[i])
+        older = atom_ids(client.get(f"/events?marker={marker}&direction=backward&limit=5").data)
+        assert older == everything[i + 1 : i + 6]
+        newer = atom_ids(client.get(f"/events?marker={marker}&direction=forward&limit=5").data)
+        assert newer == everything[max(0, i - 5) : i]  # a page lists newest first
+
+
+def test_a_marker_not_in_the_feed_or_from_a_lost_store_is_refused(partitioned, redis_server, key_prefix):
+    store, client = partitioned
+    everything = atom_ids(client.get("/events?limit=100").data)
+    typed = f"/event_types/{store.events.get(everything[0]).event_type}/events"
+    of_type = atom_ids(client.get(typed + "?limit=100").data)
+    assert of_type and client.get(f"{typed}?marker={quote(of_type[0])}&direction=backward").status_code == 200
+    other = next(m for m in everything if m not in of_type)
+    assert client.get(f"{typed}?marker={quote(other)}&direction=backward").status_code == 400
+    position = links(client.get("/events?limit=5").data)["next"]
+    assert client.get(path_of(position)).status_code == 200
+    for key in redis_server.scan_iter(match=f"{key_prefix}*"):  # Redis lost everything
+        redis_server.delete(key)
+    Ingestor(store, store_config(key_prefix)).ingest([tenant_message(t, 1)[1] for t in TENANTS])
+    assert client.get(path_of(position)).status_code == 400
+
+
+def store_config(key_prefix):
+    return make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_partitions="4")
