@@ -25,6 +25,7 @@ from yagi_meter.audit.rules import BUILT_IN
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.notification import Event
 from yagi_meter.store import open_store
+from yagi_meter.store.keys import Keys
 from yagi_meter.store.pages import LAST, PageQuery
 
 pytestmark = pytest.mark.integration
@@ -203,7 +204,8 @@ def test_a_failing_pass_is_recorded_and_retried_until_redis_answers(
     config = audit_config(key_prefix, audit_poll_seconds="0.05")
     store = open_store(config)
     ingest(store, config, list(lifecycle("cinder", BASE, "tenant-a", "vol-1").values()))
-    redis_server.set(f"{key_prefix}audit:due", "not a zset")
+    due = Keys.partitions(key_prefix, config.redis.partition_count)[0].audit_due
+    redis_server.set(due, "not a zset")
     auditor = Auditor(config, store)
     thread = threading.Thread(target=auditor.run)
     thread.start()
@@ -216,7 +218,7 @@ def test_a_failing_pass_is_recorded_and_retried_until_redis_answers(
             "two failed passes recorded under 'audit'",
         )
         assert not verdicts(store)
-        redis_server.delete(f"{key_prefix}audit:due")
+        redis_server.delete(due)
         wait_until(lambda: len(verdicts(store)) >= 4, 20, "the verdicts once Redis answers")
     finally:
         auditor.stop()

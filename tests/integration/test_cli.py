@@ -100,6 +100,7 @@ def test_replay_of_a_json_array_file(cli: CLI, tmp_path: Path) -> None:
     assert cli.status()["events"] == 5
 
 
+@pytest.mark.one_partition
 def test_replay_of_json_lines_quarantines_the_line_that_is_not_json(
     cli: CLI, tmp_path: Path, redis_server: redis.Redis
 ) -> None:

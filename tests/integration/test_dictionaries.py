@@ -21,7 +21,7 @@ from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.store import Store, codec, open_store
 from yagi_meter.store.dictionaries import AutoTrain, Dictionaries, recent_sample, train
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_partition]
 
 
 def messages(count: int, seed: int = 1, event_type: str | None = None) -> list[Message]:

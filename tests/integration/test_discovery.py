@@ -203,6 +203,7 @@ def test_counts_are_of_events_ever_stored_and_retained_is_what_retention_kept(
     }
 
 
+@pytest.mark.one_partition
 def test_per_event_the_catalog_adds_no_key(store, ingestor, redis_server, key_prefix):
     ingestor.ingest([typed("compute.instance.exists", "alpha", n, "r-1") for n in range(3)])
     before = set(redis_server.scan_iter(match=f"{key_prefix}catalog:*"))

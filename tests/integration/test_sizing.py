@@ -21,7 +21,7 @@ from yagi_meter import status
 from yagi_meter.config import Config
 from yagi_meter.store import Store, open_store
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_partition]
 
 PREFIX = "sizing:"
 

@@ -19,7 +19,7 @@ from yagi_meter.store import open_store
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.websub.delivery import EntryCache
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_partition]
 
 
 def ingest(ingestor: Ingestor, tenant: str, count: int) -> list[str]:

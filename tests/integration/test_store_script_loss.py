@@ -24,7 +24,7 @@ from yagi_meter.errors import StoreError
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.store import open_store
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_partition]
 
 FIXTURE = (ROOT / "tests/fixtures/notifications/cinder-volume.create.end.json").read_bytes()
 
