@@ -24,7 +24,7 @@ from yagi_meter.store.events import Ingested
 from yagi_meter.store.keys import Keys
 from yagi_meter.store.outbox import member
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_partition]
 
 FIXTURE = json.loads(
     (ROOT / "tests/fixtures/notifications/nova-compute.instance.create.end.json").read_text()
@@ -590,7 +590,7 @@ def test_a_store_keeps_the_partition_count_it_was_first_written_with(key_prefix)
 
 
 def test_several_partitions_refuse_a_store_of_the_one_partition_layout(key_prefix):
-    one = open_store(make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix))
+    one = open_store(make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_partitions="1"))
     one.events.write([make_event("m-1", tenant="t-1")])
     one.check_layout()  # an earlier version's store: one partition, and the layout key written now
     one.check_layout()
