@@ -62,7 +62,7 @@ def test_a_position_reads_back_what_it_wrote_and_refuses_anything_else() -> None
 @dataclass(frozen=True)
 class Entry:
     seq: int
-    ingested_ms: int
+    merge_order: int
 
 
 def test_merge_takes_a_prefix_of_each_partition_in_time_order() -> None:
@@ -111,3 +111,13 @@ def test_following_positions_forward_sees_every_entry_once_while_writers_append(
     every = [(p, e.seq) for p in range(partitions) for e in stored[p]]
     assert len(seen) == len(set(seen)) == len(every)
     assert set(seen) == set(every)
+
+
+def test_a_merge_order_is_exact_as_a_lua_number_and_keeps_a_batch_in_arrival_order() -> None:
+    from yagi_meter.store.partitions import order
+
+    now_ms = 1_796_324_000_000
+    orders = [order(now_ms, place) for place in range(500)]
+    assert orders == sorted(orders) and len(set(orders)) == 500
+    assert order(now_ms + 1, 0) > order(now_ms, 998)
+    assert order(4_102_444_800_000, 999) < 2**53  # 2100-01-01: still an exact double

@@ -1,12 +1,12 @@
 -- Where an entry-id marker cuts one partition of a merged feed (pages.py):
--- the highest seq of the partition's events ingested before a time (or at
--- it), found by a binary search over its events stream, whose ingest times
--- ("t", Redis's clock at ingest) grow with the seq.  Read only, bounded:
--- about log2(seqs) XRANGEs of one entry.
+-- the highest seq of the partition's events whose merge order is before the
+-- marker's (or equal), found by a binary search over its events stream,
+-- whose merge orders ("o", else the ingest ms "t" x 1000: partitions.py)
+-- grow with the seq.  Read only, bounded: about log2(seqs) XRANGEs of one entry.
 --
 -- KEYS[1]: one partition's events stream
--- ARGV[1]: ingest time, ms; ARGV[2]: "1" to count events ingested at that
---          ms as before it (the partition sorts before the marker's), "0" not
+-- ARGV[1]: the marker's merge order; ARGV[2]: "1" to count events of that
+--          order as before it (the partition sorts before the marker's), "0" not
 --
 -- Returns that seq, 0 when no event is before.
 
@@ -18,14 +18,16 @@ local function seq_of(entry)
 end
 
 local function before(entry)
-  local flat = entry[2]
+  local flat, order, t = entry[2], nil, nil
   for i = 1, #flat, 2 do
-    if flat[i] == "t" then
-      local t = tonumber(flat[i + 1])
-      return t < at or (inclusive and t == at)
+    if flat[i] == "o" then
+      order = tonumber(flat[i + 1])
+    elseif flat[i] == "t" then
+      t = tonumber(flat[i + 1])
     end
   end
-  return false
+  order = order or (t or 0) * 1000
+  return order < at or (inclusive and order == at)
 end
 
 local first = redis.call("XRANGE", events, "-", "+", "COUNT", 1)[1]

@@ -304,9 +304,16 @@ class EventStore(Collection):
         ``copies``: the events are conflicting copies, each one stored is counted
         in ``conflicts`` (PendingWrite stores them itself)."""
         by_partition: dict[int, list[EncodedEvent]] = {}
-        for encoded in events:
+        places: dict[int, list[int]] = {}
+        for place, encoded in enumerate(events):
             by_partition.setdefault(encoded.partition, []).append(encoded)
-        parts = [self._partition_call(i, mine, copies) for i, mine in sorted(by_partition.items())]
+            places.setdefault(encoded.partition, []).append(place)
+        # With partitions, each event's merge order: this batch's time and its place in it.
+        batch_ms = int(time.time() * 1000) if len(self.parts) > 1 else None
+        parts = [
+            self._partition_call(i, mine, copies, places[i], batch_ms)
+            for i, mine in sorted(by_partition.items())
+        ]
         quarantine = None
         if rejected or requeued:
             k = self.keys
@@ -325,7 +332,14 @@ class EventStore(Collection):
             quarantine = (q_keys, q_args)
         return WriteCall(parts, quarantine, copies)
 
-    def _partition_call(self, partition: int, events: list[EncodedEvent], copies: bool) -> PartitionCall:
+    def _partition_call(
+        self,
+        partition: int,
+        events: list[EncodedEvent],
+        copies: bool,
+        places: list[int],
+        batch_ms: int | None,
+    ) -> PartitionCall:
         k = self.parts[partition]
         push, forward = OutboxKeys.of(k, "push"), OutboxKeys.of(k, "forward")
         keys = [
@@ -368,10 +382,11 @@ class EventStore(Collection):
             numbers.append(" ".join(mine).encode())
         args.append(len(entries))
         args += members
-        for encoded, mine_numbers in zip(events, numbers, strict=True):
+        for encoded, mine_numbers, place in zip(events, numbers, places, strict=True):
             keys.extend(encoded.keys)
             args.extend(encoded.args)
             args.append(mine_numbers)
+            args.append("" if batch_ms is None else partitions.order(batch_ms, place))
         keys += catalog_keys
         return PartitionCall(partition, keys, args, [encoded.event for encoded in events])
 

@@ -19,10 +19,11 @@
 --          each one stored counts in conflicts
 -- ARGV[8]: number of catalog entries, then each entry's member (a tenant,
 --           resource or event type; its keys are the entry's pair in KEYS)
--- then per event (9): message_id, digest, event_type, timestamp ms, nkeys,
+-- then per event (10): message_id, digest, event_type, timestamp ms, nkeys,
 --                     forward ("1"/"0"), body, user_id ("" for none; entries
---                     written before it have no "u" field), and the numbers
---                     (1-based, space separated) of its catalog entries
+--                     written before it have no "u" field), the numbers
+--                     (1-based, space separated) of its catalog entries, and
+--                     its merge order ("" for none: one partition; pages.py)
 --
 -- Returns {results, epoch, seq}: results has, per event, a pair
 -- {status, seq}: 1 stored, 2 already stored with the same body, 3 message_id
@@ -70,7 +71,8 @@ for _ = 1, n_events do
   local ts_ms, nkeys, forward, body = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
   local user = ARGV[a + 7]
   local entries = ARGV[a + 8]
-  a = a + 9
+  local order = ARGV[a + 9]
+  a = a + 10
 
   local known = redis.call("HGET", ids, message_id)
   if known then
@@ -91,8 +93,15 @@ for _ = 1, n_events do
     -- once for entries that all have the same ones.
     -- "n": the notification's time (ms), what start/end select on; stores
     -- written before it kept that in by_time, which page.lua still reads.
-    redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
-               "n", ts_ms)
+    -- "o" (partitions only): where the merged feeds put it, the writer's batch
+    -- time and the event's place in its batch, so one batch's events interleave.
+    if order == "" then
+      redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
+                 "n", ts_ms)
+    else
+      redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
+                 "n", ts_ms, "o", order)
+    end
     for i = k, k + nkeys - 1 do
       redis.call("ZADD", KEYS[i], seq, seq)
       if not indexed[KEYS[i]] then  -- once per index per batch is enough

@@ -31,7 +31,7 @@
 -- seq, newest message_id, ...}: the feed's state (0s when empty), Redis'
 -- clock, the store's epoch and last seq, then for status 0 (a page)
 -- {reached_end, first_seq, first_id, last_seq, last_id, n, seq, ingest ms,
--- message_id, body, ...}; status 1: unknown marker; status 2: state only
+-- message_id, body, merge order ("" for none), ...}; status 1: unknown marker; status 2: state only
 -- (asked for, unchanged since the caller's rendering, or an empty feed).
 -- A feed's version is "epoch:newest:oldest:newest ingest ms:newest
 -- message_id": seqs are given out again after Redis loses data, the epoch
@@ -254,6 +254,7 @@ while n < limit and scanned < budget do
         found[#found + 1] = field(fields, "t")
         found[#found + 1] = field(fields, "m")
         found[#found + 1] = field(fields, "d")
+        found[#found + 1] = field(fields, "o") or ""
         if n == limit then
           stopped = true
           break

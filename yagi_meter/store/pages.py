@@ -111,6 +111,13 @@ class StoredEvent:
     body: bytes
     epoch: str = ""
     dictionaries: codec.DictionarySource | None = field(default=None, compare=False, repr=False)
+    # Where a merged feed puts it (partitions.order): the writer's batch time and its place
+    # in the batch; 0 when not stored (one partition), then its ingest time stands for it.
+    order: int = 0
+
+    @property
+    def merge_order(self) -> int:
+        return self.order or self.ingested_ms * partitions.ORDER_PER_MS
 
     @property
     def identity(self) -> tuple[str, int, int, str]:
@@ -268,11 +275,10 @@ class Pages(Collection):
         events = []
         rest = reply[14:]
         for i in range(count):
-            seq, ingested_ms, message_id, body = rest[4 * i : 4 * i + 4]
+            seq, ingested_ms, message_id, body, order = rest[5 * i : 5 * i + 5]
             number = partitions.ref(partition, int(seq), len(self.parts))
-            events.append(
-                StoredEvent(number, int(ingested_ms), _text(message_id), body, epoch, self.dictionaries)
-            )
+            stored = StoredEvent(number, int(ingested_ms), _text(message_id), body, epoch, self.dictionaries)
+            events.append(replace(stored, order=int(order)) if order else stored)
         page = Page(events, _text(first_id), _text(last_id), bool(reached_end), int(last_examined))
         return state, page
 
@@ -402,12 +408,11 @@ class Pages(Collection):
                 inside = self.client.zscore(index.merged[partition], seq) is not None
         if not entry or not inside:
             raise UnknownMarker(f"unknown marker {message_id!r}: not an entry of this feed")
-        ingested = int(entry[0][1][b"t"])
+        fields = entry[0][1]
+        order = int(fields.get(b"o") or int(fields[b"t"]) * partitions.ORDER_PER_MS)
         others = [p for p in range(count) if p != partition]
         script = self.scripts["cut"]
-        calls = [
-            Call(script, [self.parts[p].events], [ingested, "1" if p < partition else "0"]) for p in others
-        ]
+        calls = [Call(script, [self.parts[p].events], [order, "1" if p < partition else "0"]) for p in others]
         with translated("reading a marker"):
             replies = PendingCalls(self.client, calls).replies()
         cuts = [0] * count

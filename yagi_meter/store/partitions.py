@@ -58,3 +58,17 @@ def ref(partition: int, seq: int, count: int) -> int:
 def split(number: int, count: int) -> tuple[int, int]:
     """(partition, seq) of a store-wide event number."""
     return number % count, number // count
+
+
+# The merge order of an event of a partitioned store (stream field "o"): the
+# writer's clock when it prepared the batch, in ms, times ORDER_PER_MS, plus
+# the event's place in the batch, so the events of one batch, written by one
+# call per partition, interleave in the merged feeds as they arrived instead
+# of coming partition after partition.  Entries without one (one partition,
+# or written before it) stand at their ingest ms times ORDER_PER_MS.
+ORDER_PER_MS = 1000  # ms x 1000 + place stays below 2^53: exact as a Lua number too
+
+
+def order(batch_ms: int, place: int) -> int:
+    """The merge order of the ``place``-th event of a batch prepared at ``batch_ms``."""
+    return batch_ms * ORDER_PER_MS + min(place, ORDER_PER_MS - 1)

@@ -30,13 +30,13 @@ _DIGITS = re.compile("[0-9]{1,16}")
 
 
 class Positioned(Protocol):
-    """What a merge needs of an entry: its seq in its partition and its ingest time."""
+    """What a merge needs of an entry: its seq in its partition and its merge order."""
 
     @property
     def seq(self) -> int: ...
 
     @property
-    def ingested_ms(self) -> int: ...
+    def merge_order(self) -> int: ...
 
 
 def fingerprint(epochs: Sequence[str]) -> str:
@@ -74,7 +74,7 @@ def merge(
     per_partition: Sequence[Sequence[Positioned]], ascending: bool, limit: int
 ) -> list[tuple[int, Positioned]]:
     """Up to ``limit`` entries of all partitions, as (partition, entry), oldest first when
-    ``ascending`` else newest first, by ingest time (then partition, then seq).
+    ``ascending`` else newest first, by merge order (then partition, then seq).
 
     Each input is one partition's entries in its scan order; the merge takes a
     prefix of each, which is what makes positions exact.
@@ -83,7 +83,7 @@ def merge(
 
     def keyed(partition: int, entries: Sequence[Positioned]) -> Iterator[tuple[int, int, int, int]]:
         for i, entry in enumerate(entries):
-            yield sign * entry.ingested_ms, sign * partition, sign * entry.seq, i
+            yield sign * entry.merge_order, sign * partition, sign * entry.seq, i
 
     streams = [keyed(partition, entries) for partition, entries in enumerate(per_partition)]
     taken: list[tuple[int, Positioned]] = []
