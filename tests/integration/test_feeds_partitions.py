@@ -38,7 +38,7 @@ def path_of(href: str) -> str:
 
 
 def test_the_global_feed_merges_every_partition_newest_first(partitioned):
-    store, client = partitioned
+    store, client, written = partitioned
     assert (
         len(
             {
