@@ -60,24 +60,39 @@ local function field(flat, name)
   return nil
 end
 
+-- Stream entries already read (the state's, a scan's), by seq: each is read once.
+local read = {}
+
 -- The feed's state: newest and oldest seq, the newest's ingest time, the clock.
 local now = redis.call("TIME")
 local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
 local newest, oldest_entry
 if kind == "stream" then
   local last = redis.call("XREVRANGE", events, "+", "-", "COUNT", 1)[1]
-  local first = redis.call("XRANGE", events, "-", "+", "COUNT", 1)[1]
   newest = last and tonumber(string.sub(last[1], 1, -3))
-  oldest_entry = first and tonumber(string.sub(first[1], 1, -3))
+  if newest then
+    read[newest] = last[2]
+  end
+  oldest_entry = newest
+  if newest then
+    local first = redis.call("XRANGE", events, "-", "+", "COUNT", 1)[1]
+    oldest_entry = tonumber(string.sub(first[1], 1, -3))
+    read[oldest_entry] = first[2]
+  end
 else
   newest = tonumber(redis.call("ZREVRANGE", index, 0, 0)[1])
   oldest_entry = tonumber(redis.call("ZRANGE", index, 0, 0)[1])
 end
 local ingested, newest_id = "0", ""
 if newest then
-  local entry = redis.call("XRANGE", events, newest .. "-0", newest .. "-0")[1]
-  if entry then
-    ingested, newest_id = field(entry[2], "t"), field(entry[2], "m")
+  local fields = read[newest]
+  if not fields then
+    local entry = redis.call("XRANGE", events, newest .. "-0", newest .. "-0")[1]
+    fields = entry and entry[2]
+    read[newest] = fields
+  end
+  if fields then
+    ingested, newest_id = field(fields, "t"), field(fields, "m")
   end
 end
 local epoch = redis.call("GET", epoch_key) or ""
@@ -116,8 +131,6 @@ if direction == "forward" or direction == "backward" then
 end
 local ascending = direction == "forward" or direction == "last"
 
--- Stream entries already read while scanning the global feed, by seq.
-local read = {}
 
 local function oldest_in_stream()
   return state[2]

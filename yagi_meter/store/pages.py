@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -277,8 +277,17 @@ class Pages(Collection):
         for i in range(count):
             seq, ingested_ms, message_id, body, order = rest[5 * i : 5 * i + 5]
             number = partitions.ref(partition, int(seq), len(self.parts))
-            stored = StoredEvent(number, int(ingested_ms), _text(message_id), body, epoch, self.dictionaries)
-            events.append(replace(stored, order=int(order)) if order else stored)
+            events.append(
+                StoredEvent(
+                    number,
+                    int(ingested_ms),
+                    _text(message_id),
+                    body,
+                    epoch,
+                    self.dictionaries,
+                    int(order or 0),
+                )
+            )
         page = Page(events, _text(first_id), _text(last_id), bool(reached_end), int(last_examined))
         return state, page
 
@@ -333,7 +342,7 @@ class Pages(Collection):
                 if query.direction == HEAD and p not in tops:
                     tops[p] = state.newest
             taken = positions.merge(
-                [[_local(e, count) for e in fetched[p][1].events] for p in range(count)],
+                [[_Keyed.of(e, count) for e in fetched[p][1].events] for p in range(count)],
                 ascending,
                 query.limit,
             )
@@ -375,7 +384,7 @@ class Pages(Collection):
                     low[p] = examined - 1 if examined is not None else begin
                 else:
                     low[p] = mine[-1].seq - 1 if mine else begin
-        events = [_global(e, p, count) for p, e in taken]
+        events = [keyed.event for _, keyed in taken]
         reached_end = all(
             fetched[p][1].reached_end and used[p] == len(fetched[p][1].events) for p in range(count)
         )
@@ -439,13 +448,17 @@ class Pages(Collection):
         return None
 
 
-def _local(event: StoredEvent, count: int) -> StoredEvent:
-    """The event with its partition's own seq (what a position counts in)."""
-    return replace(event, seq=partitions.split(event.seq, count)[1])
+class _Keyed(NamedTuple):
+    """An event as the merge sees it: its partition's own seq (what a position counts
+    in) and its merge order."""
 
+    seq: int
+    merge_order: int
+    event: StoredEvent
 
-def _global(event: StoredEvent, partition: int, count: int) -> StoredEvent:
-    return replace(event, seq=partitions.ref(partition, event.seq, count))
+    @classmethod
+    def of(cls, event: StoredEvent, count: int) -> _Keyed:
+        return cls(event.seq // count, event.merge_order, event)
 
 
 def _fingerprint(epochs: Sequence[str], seqs: Sequence[int]) -> str:

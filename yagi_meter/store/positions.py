@@ -21,7 +21,7 @@ import heapq
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 PREFIX = "v2."
 _MAX_SEQ = 2**53
@@ -70,9 +70,10 @@ class Position:
         return cls(seqs, parts[0])
 
 
-def merge(
-    per_partition: Sequence[Sequence[Positioned]], ascending: bool, limit: int
-) -> list[tuple[int, Positioned]]:
+P = TypeVar("P", bound=Positioned)
+
+
+def merge(per_partition: Sequence[Sequence[P]], ascending: bool, limit: int) -> list[tuple[int, P]]:
     """Up to ``limit`` entries of all partitions, as (partition, entry), oldest first when
     ``ascending`` else newest first, by merge order (then partition, then seq).
 
@@ -81,12 +82,12 @@ def merge(
     """
     sign = 1 if ascending else -1
 
-    def keyed(partition: int, entries: Sequence[Positioned]) -> Iterator[tuple[int, int, int, int]]:
+    def keyed(partition: int, entries: Sequence[P]) -> Iterator[tuple[int, int, int, int]]:
         for i, entry in enumerate(entries):
             yield sign * entry.merge_order, sign * partition, sign * entry.seq, i
 
     streams = [keyed(partition, entries) for partition, entries in enumerate(per_partition)]
-    taken: list[tuple[int, Positioned]] = []
+    taken: list[tuple[int, P]] = []
     for _, signed_partition, _, i in heapq.merge(*streams):
         partition = sign * signed_partition
         if len(taken) == limit:
