@@ -141,6 +141,13 @@ def test_global_feed_reads_the_stream_and_markers_from_it(client, ingestor):
     assert atom_ids(head.data) == (alpha + beta)[::-1][:4]
     older = client.get(path_of(links(head.data)["next"]))
     assert atom_ids(older.data) == alpha[:2][::-1]
+    # One at a time from the head, through every entry, to the end (no next link there).
+    seen, url = [], "/events?limit=1"
+    while url:
+        page = client.get(url)
+        seen += atom_ids(page.data)
+        url = path_of(links(page.data)["next"]) if "next" in links(page.data) else None
+    assert seen == (alpha + beta)[::-1]
 
 
 def test_tenant_marker_from_another_feed_is_unknown(client, ingestor):

@@ -52,6 +52,7 @@ def test_the_global_feed_merges_every_partition_newest_first(partitioned):
     # In the order the events arrived, newest first, each once: a batch's events too,
     # though each partition's part of a batch is written by a call of its own.
     assert everything == written[::-1]
+    assert atom_ids(client.get("/events?limit=1").data) == everything[:1]
     # Following next links, 7 at a time, gives the same list, each entry once.
     paged, url = [], "/events?limit=7"
     while url:

@@ -148,7 +148,17 @@ local function chunk(after, count)
       if after and after <= oldest_in_stream() then
         return {}
       end
-      entries = redis.call("XREVRANGE", events, after and ("(" .. after .. "-0") or "+", "-", "COUNT", count)
+      if not after and newest and read[newest] then
+        -- From the head: the newest entry was read with the state already.  (Never
+        -- COUNT 0, which Redis takes for no limit at all.)
+        entries = {}
+        if count > 1 then
+          entries = redis.call("XREVRANGE", events, "(" .. newest .. "-0", "-", "COUNT", count - 1)
+        end
+        table.insert(entries, 1, {newest .. "-0", read[newest]})
+      else
+        entries = redis.call("XREVRANGE", events, after and ("(" .. after .. "-0") or "+", "-", "COUNT", count)
+      end
     end
     local seqs = {}
     for i, entry in ipairs(entries) do
@@ -282,9 +292,16 @@ while n < limit and scanned < budget do
     break
   end
 end
--- A full page may end exactly at the end of the index: look one further.
-if reached_end == 0 and #chunk(after, 1) == 0 then
-  reached_end = 1
+-- A full page may end exactly at the end of the index: look one further
+-- (the stream's ends are known from the state: no entry is read for it).
+if reached_end == 0 then
+  if kind == "stream" and after then
+    if (ascending and after >= state[1]) or (not ascending and after <= state[2]) then
+      reached_end = 1
+    end
+  elseif #chunk(after, 1) == 0 then
+    reached_end = 1
+  end
 end
 
 local function id_of(seq)
