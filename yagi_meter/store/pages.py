@@ -146,6 +146,19 @@ class Page:
     last_examined: int = 0  # the partition's seq of the last index entry examined (0: none)
 
 
+class _Keyed(NamedTuple):
+    """An event as the merge sees it: its partition's own seq (what a position counts
+    in) and its merge order."""
+
+    seq: int
+    merge_order: int
+    event: StoredEvent
+
+    @classmethod
+    def of(cls, event: StoredEvent, count: int) -> _Keyed:
+        return cls(event.seq // count, event.merge_order, event)
+
+
 class Pages(Collection):
     """Every read of a feed's index goes through here."""
 
@@ -296,20 +309,21 @@ class Pages(Collection):
     def _read_merged(
         self, index: FeedIndex, query: PageQuery, known: str | None
     ) -> tuple[FeedState, Page | None]:
-        """A page of a feed spanning every partition, by ingest time, with positions as markers.
+        """A page of a feed spanning every partition, by merge order, with positions as markers.
 
         Each partition gives a prefix of its entries in seq order from the
         position's bound (page.lua, one call per partition, all sent before a
-        reply is read): first about twice its share of the page, then, for a
-        partition whose share the merge used up, a whole page.  The page's
+        reply is read): first about twice its share of the page, then, for
+        each partition whose entries the merge used up, another share after
+        them, until none is used up.  The page's
         positions cut each partition right after (or before) what the page
         took from it, so following the links never skips or doubles an entry.
         """
         count = len(self.parts)
         if query.direction == STATE or known:
             calls = [self._call(p, index, PageQuery(direction=STATE), None) for p in range(count)]
-            states = [self._reply(p, query, r)[0] for p, r in enumerate(self._run_all(calls))]
-            state = FeedState.merge(states)
+            now = [self._reply(p, query, r)[0] for p, r in enumerate(self._run_all(calls))]
+            state = FeedState.merge(now)
             if query.direction == STATE or known == state.version:
                 return state, None
         ascending = query.direction in (FORWARD, LAST)
@@ -323,53 +337,59 @@ class Pages(Collection):
                 start = list(position.seqs)
         share = min(query.limit, max(4, -(-2 * query.limit // count)))
         wanted = {p: share for p in range(count)}
-        fetched: dict[int, tuple[FeedState, Page, int]] = {}  # partition -> state, page, asked
+        states: dict[int, FeedState] = {}  # each partition's, as its first read saw it
+        got: dict[int, list[StoredEvent]] = {p: [] for p in range(count)}
+        latest: dict[int, Page] = {}  # each partition's last chunk
+        resume: dict[int, int] = {}  # where a partition's next chunk goes on from (its seq)
         tops: dict[int, int] = {}  # HEAD: each partition's newest seq at the first read
+        taken: list[tuple[int, _Keyed]] = []
         while wanted:
             calls = []
             for p, limit in wanted.items():
                 part_query = replace(query, limit=limit, marker="")
                 from_seq = None
-                if start is not None:
+                if p in resume:  # past what the partition gave so far, the same way
+                    part_query = replace(part_query, direction=FORWARD if ascending else BACKWARD)
+                    from_seq = resume[p]
+                elif start is not None:
                     from_seq = start[p] if ascending else start[p] + 1
-                elif p in tops:  # a second read of a head page: below the same top
-                    part_query, from_seq = replace(part_query, direction=BACKWARD), tops[p] + 1
                 calls.append(self._call(p, index, part_query, None, from_seq))
             for p, reply in zip(list(wanted), self._run_all(calls), strict=True):
                 state, page = self._reply(p, query, reply)
                 assert page is not None  # read without a known version: always a page
-                fetched[p] = (state, page, wanted[p])
+                states.setdefault(p, state)
                 if query.direction == HEAD and p not in tops:
                     tops[p] = state.newest
+                got[p] += page.events
+                latest[p] = page
+                if page.last_examined:
+                    resume[p] = page.last_examined
             taken = positions.merge(
-                [[_Keyed.of(e, count) for e in fetched[p][1].events] for p in range(count)],
-                ascending,
-                query.limit,
+                [[_Keyed.of(e, count) for e in got[p]] for p in range(count)], ascending, query.limit
             )
             used = Counter(p for p, _ in taken)
+            # A partition whose entries the merge used up, and which has more: its next share.
             wanted = {
-                p: query.limit
-                for p, (_, page, asked) in fetched.items()
-                if asked < query.limit and len(page.events) == asked and used[p] == asked
+                p: share
+                for p in wanted
+                if len(latest[p].events) == wanted[p] and not latest[p].reached_end and used[p] == len(got[p])
             }
-        states = [fetched[p][0] for p in range(count)]
-        state = FeedState.merge(states)
-        epochs = [s.epoch for s in states]
+        state = FeedState.merge([states[p] for p in range(count)])
+        epochs = [states[p].epoch for p in range(count)]
         if position is not None and position.fingerprint != _fingerprint(epochs, position.seqs):
             raise UnknownMarker(f"unknown marker {query.marker!r}: the store lost data since")
         used = Counter(p for p, _ in taken)
         low, high = [0] * count, [0] * count
         for p in range(count):
-            _, page, _ = fetched[p]
             mine = [e for q, e in taken if q == p]
-            consumed = len(mine) == len(page.events)
+            consumed = len(mine) == len(got[p])
             if start is not None:
                 begin = start[p]
             elif ascending:
                 begin = 0
             else:
                 begin = tops.get(p, 0)
-            examined = page.last_examined or None
+            examined = latest[p].last_examined or None
             # Past what the page took from the partition: past all it examined when
             # the page took every entry it returned, else past the last one taken.
             if ascending:
@@ -385,9 +405,7 @@ class Pages(Collection):
                 else:
                     low[p] = mine[-1].seq - 1 if mine else begin
         events = [keyed.event for _, keyed in taken]
-        reached_end = all(
-            fetched[p][1].reached_end and used[p] == len(fetched[p][1].events) for p in range(count)
-        )
+        reached_end = all(latest[p].reached_end and used[p] == len(got[p]) for p in range(count))
         low_text = Position(tuple(low), _fingerprint(epochs, low)).text()
         high_text = Position(tuple(high), _fingerprint(epochs, high)).text()
         first, last = (low_text, high_text) if ascending else (high_text, low_text)
@@ -446,19 +464,6 @@ class Pages(Collection):
                 seq, _, digest = known.decode().partition(" ")
                 return partitions.ref(partition, int(seq), len(self.parts)), digest
         return None
-
-
-class _Keyed(NamedTuple):
-    """An event as the merge sees it: its partition's own seq (what a position counts
-    in) and its merge order."""
-
-    seq: int
-    merge_order: int
-    event: StoredEvent
-
-    @classmethod
-    def of(cls, event: StoredEvent, count: int) -> _Keyed:
-        return cls(event.seq // count, event.merge_order, event)
 
 
 def _fingerprint(epochs: Sequence[str], seqs: Sequence[int]) -> str:
