@@ -389,7 +389,7 @@ class Pages(Collection):
                 begin = 0
             else:
                 begin = tops.get(p, 0)
-            examined = latest[p].last_examined or None
+            examined = resume.get(p)  # the last entry any of its chunks examined
             # Past what the page took from the partition: past all it examined when
             # the page took every entry it returned, else past the last one taken.
             if ascending:
