@@ -12,6 +12,7 @@ from tests.feeds_support import atom_ids
 from yagi_meter import atom
 from yagi_meter.ingest.ingestor import Ingestor, Message
 from yagi_meter.store import open_store
+from yagi_meter.store.partitions import partition_of
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +83,31 @@ def test_a_tenant_that_is_no_billing_owner_cannot_bill_another(key_prefix, store
     assert atom_ids(get(client, "/tenants/other/events", "other").data) == [atom.entry_uuid("b-2")]
     assert atom_ids(get(client, "/tenants/enduser/events", "enduser").data) == []
     assert get(client, "/events/b-2", "enduser").status_code == 404
+
+
+def test_on_partitions_a_billed_resource_is_read_where_its_events_are(key_prefix):
+    """4 partitions: "svc" and "enduser" are in different ones; the billed event is in
+    enduser's, and both tenants' feeds and the audit's lifecycle read of svc's resource find it."""
+    config = make_config(
+        redis_url=TEST_REDIS_URL,
+        redis_key_prefix=key_prefix,
+        redis_partitions="4",
+        auth_mode="token",
+        auth_tokens=TOKENS,
+        notifications_billed_project_key="billed_project_id",
+        notifications_billed_project_owners="svc",
+    )
+    store = open_store(config)
+    assert Ingestor(store, config).ingest([billed_message()]).stored == 1
+    assert (
+        store.events.split(store.events.seq_of("b-1"))[0]
+        == partition_of("enduser", 4)
+        != partition_of("svc", 4)
+    )
+    client = create_app(config, store).test_client()
+    for tenant in ("svc", "enduser"):
+        assert atom_ids(get(client, f"/tenants/{tenant}/events", tenant).data) == [atom.entry_uuid("b-1")]
+        resource = get(client, f"/tenants/{tenant}/resources/{RESOURCE}/events", tenant)
+        assert atom_ids(resource.data) == [atom.entry_uuid("b-1")]
+    lifecycle = store.audit.lifecycle("svc", RESOURCE, ["compute.instance.create.end"], 100, 100)
+    assert [e.message_id for e in lifecycle.events] == ["b-1"] and lifecycle.complete

@@ -71,7 +71,7 @@ class Store:
         self.dead_letters = DeadLetters(*parts)
         self.archived = ArchivedLog(*parts)
         self.subscriptions = Subscriptions(*parts)
-        self.audit = AuditLedger(*parts, parts=self._parts)
+        self.audit = AuditLedger(*parts, parts=self._parts, spread_tenants=spread_tenants)
         self.catalog = Catalog(*parts, parts=self._parts, spread_tenants=spread_tenants)
         # Feed reads note a seq gone back in the same watch as the writes (epoch.py).
         self.pages = Pages(

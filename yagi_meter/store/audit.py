@@ -80,9 +80,17 @@ class AuditLedger(Collection):
 
     what = "the audit's state"
 
-    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts, parts: Sequence[Keys] = ()) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        scripts: Scripts,
+        parts: Sequence[Keys] = (),
+        spread_tenants: Iterable[str] = (),
+    ) -> None:
         super().__init__(client, keys, scripts)
         self.parts = list(parts or [keys])
+        self.spread_tenants = frozenset(spread_tenants)
 
     @property
     def partitions(self) -> int:
@@ -255,17 +263,29 @@ class AuditLedger(Collection):
         budget: int,
         most: int,
     ) -> list[Lifecycle]:
-        """For each (tenant, resource), its events of the given types, in one round trip."""
+        """For each (tenant, resource), its events of the given types, in one round trip:
+        from the tenant's partition, or from every partition for a tenant whose events
+        are spread (an owner billing other projects: events.py ``partition_of``)."""
         script = self.scripts["lifecycle"]
         calls, where = [], []
-        for (tenant, resource), types in zip(resources_, event_types, strict=True):
-            partition = partitions.partition_of(tenant, len(self.parts)) if len(self.parts) > 1 else 0
-            k = self.parts[partition]
-            calls.append(Call(script, [k.resource(tenant, resource), k.events], [budget, most, *types]))
-            where.append(partition)
+        for n, ((tenant, resource), types) in enumerate(zip(resources_, event_types, strict=True)):
+            if len(self.parts) == 1:
+                mine = [0]
+            elif tenant in self.spread_tenants:
+                mine = list(range(len(self.parts)))
+            else:
+                mine = [partitions.partition_of(tenant, len(self.parts))]
+            for partition in mine:
+                k = self.parts[partition]
+                calls.append(Call(script, [k.resource(tenant, resource), k.events], [budget, most, *types]))
+                where.append((n, partition))
         with translated("reading resource lifecycles"):
             replies = PendingCalls(self.client, calls).replies() if calls else []
-        return [self._decode(reply, partition) for reply, partition in zip(replies, where, strict=True)]
+        found = [Lifecycle([], True) for _ in resources_]
+        for (n, partition), reply in zip(where, replies, strict=True):
+            part = self._decode(reply, partition)
+            found[n] = Lifecycle(found[n].events + part.events, found[n].complete and part.complete)
+        return found
 
     def lifecycle(
         self, tenant: str, resource: str, event_types: Sequence[str], budget: int, most: int
