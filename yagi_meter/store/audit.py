@@ -269,13 +269,7 @@ class AuditLedger(Collection):
         script = self.scripts["lifecycle"]
         calls, where = [], []
         for n, ((tenant, resource), types) in enumerate(zip(resources_, event_types, strict=True)):
-            if len(self.parts) == 1:
-                mine = [0]
-            elif tenant in self.spread_tenants:
-                mine = list(range(len(self.parts)))
-            else:
-                mine = [partitions.partition_of(tenant, len(self.parts))]
-            for partition in mine:
+            for partition in partitions.of_tenant(tenant, len(self.parts), self.spread_tenants):
                 k = self.parts[partition]
                 calls.append(Call(script, [k.resource(tenant, resource), k.events], [budget, most, *types]))
                 where.append((n, partition))

@@ -63,9 +63,9 @@ class Catalog(Collection):
     def _parts(self, tenant_id: str | None) -> list[Keys]:
         """Where the lists are: a tenant's in its partition (an owner billing others': in
         each, Pages.spread_tenants), the store-wide ones in each."""
-        if tenant_id is None or len(self.parts) == 1 or tenant_id in self.spread_tenants:
+        if tenant_id is None:
             return self.parts
-        return [self.parts[partitions.partition_of(tenant_id, len(self.parts))]]
+        return [self.parts[p] for p in partitions.of_tenant(tenant_id, len(self.parts), self.spread_tenants)]
 
     @staticmethod
     def _list(k: Keys, kind: str, tenant_id: str | None) -> str:

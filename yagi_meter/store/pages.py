@@ -184,9 +184,6 @@ class Pages(Collection):
 
     # -- which index -------------------------------------------------------
 
-    def _tenant_partition(self, tenant_id: str) -> int:
-        return partitions.partition_of(tenant_id, len(self.parts)) if len(self.parts) > 1 else 0
-
     def _spanning(self, name: Callable[[Keys], str], kind: str, strict: bool) -> FeedIndex:
         """A feed of every partition: merged when there are several."""
         if len(self.parts) == 1:
@@ -196,17 +193,18 @@ class Pages(Collection):
     def everything(self) -> FeedIndex:
         return self._spanning(lambda k: k.events, "stream", True)
 
+    def _of_tenant(self, tenant_id: str, name: Callable[[Keys], str]) -> FeedIndex:
+        """A feed of one tenant's: in its partition, or merged when its events are spread."""
+        where = partitions.of_tenant(tenant_id, len(self.parts), self.spread_tenants)
+        if len(where) > 1:
+            return self._spanning(name, "zset", True)
+        return FeedIndex(name(self.parts[where[0]]), "zset", partition=where[0])
+
     def tenant(self, tenant_id: str) -> FeedIndex:
-        if tenant_id in self.spread_tenants:
-            return self._spanning(lambda k: k.tenant(tenant_id), "zset", True)
-        partition = self._tenant_partition(tenant_id)
-        return FeedIndex(self.parts[partition].tenant(tenant_id), "zset", partition=partition)
+        return self._of_tenant(tenant_id, lambda k: k.tenant(tenant_id))
 
     def resource(self, tenant_id: str, resource_id: str) -> FeedIndex:
-        if tenant_id in self.spread_tenants:
-            return self._spanning(lambda k: k.resource(tenant_id, resource_id), "zset", True)
-        partition = self._tenant_partition(tenant_id)
-        return FeedIndex(self.parts[partition].resource(tenant_id, resource_id), "zset", partition=partition)
+        return self._of_tenant(tenant_id, lambda k: k.resource(tenant_id, resource_id))
 
     def audit_verdicts(self) -> FeedIndex:
         """The audit's verdicts (the ``/audit`` feed), indexed by ingest like ``type:``."""

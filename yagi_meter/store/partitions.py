@@ -16,6 +16,7 @@ and a single Redis simply holds them all.  The tags are a pure function of
 from __future__ import annotations
 
 import zlib
+from collections.abc import Collection
 from functools import lru_cache
 
 from redis.crc import key_slot
@@ -42,6 +43,17 @@ def partition_tag(index: int, count: int) -> str:
 def partition_of(owner: str, count: int) -> int:
     """The partition of ``owner``: an event's tenant_id, or its message_id when it has none."""
     return zlib.crc32(owner.encode("utf-8", "surrogatepass")) % count
+
+
+def of_tenant(tenant_id: str, count: int, spread: Collection[str] = ()) -> list[int]:
+    """The partitions holding a tenant's events (and its resources'): its own, or every
+    one for a tenant in ``spread`` (an owner billing other projects, whose events are
+    in the billed projects' partitions: events.py ``partition_of``)."""
+    if count == 1:
+        return [0]
+    if tenant_id in spread:
+        return list(range(count))
+    return [partition_of(tenant_id, count)]
 
 
 # An event's number in the whole store (its "ref"): seq * count + partition.
