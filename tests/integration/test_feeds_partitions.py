@@ -3,6 +3,7 @@ feeds merge every partition; their page links carry positions, entry ids work as
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -11,7 +12,9 @@ from feeds.app import create_app
 from tests.conftest import TEST_REDIS_URL, make_config
 from tests.feeds_support import atom_ids, links, tenant_message
 from yagi_meter.ingest.ingestor import Ingestor
+from yagi_meter.store import events as events_module
 from yagi_meter.store import open_store
+from yagi_meter.store.keys import Keys
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +76,36 @@ def test_an_entry_id_is_a_marker_of_the_merged_feeds(partitioned):
         assert older == everything[i + 1 : i + 6]
         newer = atom_ids(client.get(f"/events?marker={marker}&direction=forward&limit=5").data)
         assert newer == everything[max(0, i - 5) : i]  # a page lists newest first
+
+
+def test_merge_orders_grow_with_each_partitions_seqs_whatever_the_writers_clocks(
+    key_prefix, redis_server, monkeypatch
+):
+    """Two writers, one's clock 5 s behind, and batches within one ms: each partition's
+    merge orders still grow with its seqs (ingest.lua), so an entry-id marker cuts every
+    partition where the merge puts it (cut.lua's binary search relies on it)."""
+    config = store_config(key_prefix)
+    ahead, behind = Ingestor(open_store(config), config), Ingestor(open_store(config), config)
+    now = time.time
+    for start in range(0, 48, 8):  # each batch: one event of each tenant
+        writer, skew = (ahead, 0.0) if start % 16 == 0 else (behind, 5.0)
+        monkeypatch.setattr(events_module.time, "time", lambda skew=skew: now() - skew)
+        writer.ingest([tenant_message(TENANTS[n % 8], n)[1] for n in range(start, start + 8)])
+    monkeypatch.undo()
+    store = open_store(config)
+    for part in Keys.partitions(config.redis.key_prefix, 4):
+        entries = redis_server.xrange(part.events)
+        orders = [int(fields[b"o"]) for _, fields in entries]
+        assert len(orders) > 1 and orders == sorted(set(orders)), part.events
+    client = create_app(config, store).test_client()
+    everything = atom_ids(client.get("/events?limit=100").data)
+    assert len(everything) == 48
+    for i in range(48):
+        marker = quote(everything[i])
+        older = atom_ids(client.get(f"/events?marker={marker}&direction=backward&limit=4").data)
+        assert older == everything[i + 1 : i + 5]
+        newer = atom_ids(client.get(f"/events?marker={marker}&direction=forward&limit=4").data)
+        assert newer == everything[max(0, i - 4) : i]
 
 
 def test_a_marker_not_in_the_feed_or_from_a_lost_store_is_refused(partitioned, redis_server, key_prefix):

@@ -2,7 +2,7 @@
 -- the highest seq of the partition's events whose merge order is before the
 -- marker's (or equal), found by a binary search over its events stream,
 -- whose merge orders ("o", else the ingest ms "t" x 1000: partitions.py)
--- grow with the seq.  Read only, bounded: about log2(seqs) XRANGEs of one entry.
+-- grow with the seq (ingest.lua raises an order that would not).  Read only, bounded: about log2(seqs) XRANGEs of one entry.
 --
 -- KEYS[1]: one partition's events stream
 -- ARGV[1]: the marker's merge order; ARGV[2]: "1" to count events of that

@@ -207,6 +207,7 @@ class EventStore(Collection):
         self.push = push
         self.forward = forward
         self.watch = SeqWatch()
+        self._last_batch_ms = 0  # the time of this writer's last batch (its merge orders)
         self.dictionaries = dictionaries or Dictionaries(client, keys, parts=self.parts)
         if self.dictionaries.watch is None:  # Redis losing data drops its cache (dictionaries.py)
             self.dictionaries.watch = self.watch
@@ -308,8 +309,13 @@ class EventStore(Collection):
         for place, encoded in enumerate(events):
             by_partition.setdefault(encoded.partition, []).append(encoded)
             places.setdefault(encoded.partition, []).append(place)
-        # With partitions, each event's merge order: this batch's time and its place in it.
-        batch_ms = int(time.time() * 1000) if len(self.parts) > 1 else None
+        # With partitions, each event's merge order: this batch's time and its place in it;
+        # the time later than this writer's batch before, so its batches keep their order
+        # in the merged feeds even within one ms (ingest.lua keeps each partition's growing).
+        batch_ms = None
+        if len(self.parts) > 1:
+            batch_ms = max(int(time.time() * 1000), self._last_batch_ms + 1)
+            self._last_batch_ms = batch_ms
         parts = [
             self._partition_call(i, mine, copies, places[i], batch_ms)
             for i, mine in sorted(by_partition.items())

@@ -61,6 +61,32 @@ else
   redis.call("SET", epoch_key, ARGV[3], "NX")  -- a store written before epochs existed
 end
 
+-- A partition's merge orders grow with its seqs (cut.lua's binary search and
+-- the merge of pages.py rely on it): an order at or below the last one stored
+-- (two batches in one ms, another writer's clock behind this one's) is raised
+-- just past it.  The last one is read once per call, from the newest entry
+-- ("o", else its ingest ms x 1000, as partitions.py says).
+local last_order = nil
+local function growing(order)
+  if last_order == nil then
+    last_order = 0
+    local newest = redis.call("XREVRANGE", events, "+", "-", "COUNT", 1)[1]
+    if newest then
+      local flat, o, t = newest[2], nil, nil
+      for i = 1, #flat, 2 do
+        if flat[i] == "o" then
+          o = tonumber(flat[i + 1])
+        elseif flat[i] == "t" then
+          t = tonumber(flat[i + 1])
+        end
+      end
+      last_order = o or (t or 0) * 1000
+    end
+  end
+  last_order = math.max(tonumber(order), last_order + 1)
+  return string.format("%d", last_order)
+end
+
 local results = {}
 local indexed = {}
 local catalog = {}  -- entry number -> {events stored, newest ms}, written once per batch
@@ -94,13 +120,14 @@ for _ = 1, n_events do
     -- "n": the notification's time (ms), what start/end select on; stores
     -- written before it kept that in by_time, which page.lua still reads.
     -- "o" (partitions only): where the merged feeds put it, the writer's batch
-    -- time and the event's place in its batch, so one batch's events interleave.
+    -- time and the event's place in its batch, so one batch's events interleave
+    -- (raised past the partition's last one when not above it: growing).
     if order == "" then
       redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
                  "n", ts_ms)
     else
       redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
-                 "n", ts_ms, "o", order)
+                 "n", ts_ms, "o", growing(order))
     end
     for i = k, k + nkeys - 1 do
       redis.call("ZADD", KEYS[i], seq, seq)
