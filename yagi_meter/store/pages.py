@@ -147,16 +147,27 @@ class Page:
 
 
 class _Keyed(NamedTuple):
-    """An event as the merge sees it: its partition's own seq (what a position counts
-    in) and its merge order."""
+    """An entry of a merged read as the merge sees it, before it is a StoredEvent (only
+    the entries a page takes become one): its partition's own seq (what a position
+    counts in), its merge order, and what page.lua returned of it."""
 
     seq: int
     merge_order: int
-    event: StoredEvent
+    ingested_ms: int
+    message_id: bytes | str
+    body: bytes
+    order: int  # the stored merge order, 0 when none (StoredEvent.order)
 
-    @classmethod
-    def of(cls, event: StoredEvent, count: int) -> _Keyed:
-        return cls(event.seq // count, event.merge_order, event)
+
+class _Chunk(NamedTuple):
+    """One partition's reply to page.lua, parsed: its state, and (status 0) its entries."""
+
+    state: FeedState
+    entries: list[_Keyed] | None  # None: no page (state only, or unchanged)
+    first_id: str = ""
+    last_id: str = ""
+    reached_end: bool = False
+    last_examined: int = 0
 
 
 class Pages(Collection):
@@ -270,6 +281,16 @@ class Pages(Collection):
 
     def _reply(self, partition: int, query: PageQuery, reply: list[Any]) -> tuple[FeedState, Page | None]:
         """The state and page of one partition's page.lua reply (seqs made store-wide)."""
+        chunk = self._chunk(partition, query, reply)
+        if chunk.entries is None:
+            return chunk.state, None
+        events = [self._event(partition, chunk.state.epoch, entry) for entry in chunk.entries]
+        return chunk.state, Page(
+            events, chunk.first_id, chunk.last_id, chunk.reached_end, chunk.last_examined
+        )
+
+    def _chunk(self, partition: int, query: PageQuery, reply: list[Any]) -> _Chunk:
+        """One partition's page.lua reply, parsed; raises UnknownMarker (status 1)."""
         status, newest, oldest, ingested, now, epoch, last_seq, newest_id = reply[:8]
         epoch = _text(epoch)
         state = FeedState(int(newest), int(oldest), int(ingested), int(now), epoch, _text(newest_id))
@@ -280,27 +301,28 @@ class Pages(Collection):
             # An empty feed has no page to skip, and no entry a marker could
             # name: the caller decides between 404 and an unknown marker.
             if state.empty and query.direction != STATE:
-                return state, Page([], "", "", reached_end=True)
-            return state, None
+                return _Chunk(state, [], reached_end=True)
+            return _Chunk(state, None)
         reached_end, _, first_id, last_examined, last_id, count = reply[8:14]
-        events = []
         rest = reply[14:]
-        for i in range(count):
-            seq, ingested_ms, message_id, body, order = rest[5 * i : 5 * i + 5]
-            number = partitions.ref(partition, int(seq), len(self.parts))
-            events.append(
-                StoredEvent(
-                    number,
-                    int(ingested_ms),
-                    _text(message_id),
-                    body,
-                    epoch,
-                    self.dictionaries,
-                    int(order or 0),
-                )
-            )
-        page = Page(events, _text(first_id), _text(last_id), bool(reached_end), int(last_examined))
-        return state, page
+        entries = []
+        for i in range(0, 5 * count, 5):
+            seq, ingested_ms, message_id, body, order = rest[i : i + 5]
+            ingested_ms, order = int(ingested_ms), int(order or 0)
+            merge_order = order or ingested_ms * partitions.ORDER_PER_MS
+            entries.append(_Keyed(int(seq), merge_order, ingested_ms, message_id, body, order))
+        return _Chunk(state, entries, _text(first_id), _text(last_id), bool(reached_end), int(last_examined))
+
+    def _event(self, partition: int, epoch: str, entry: _Keyed) -> StoredEvent:
+        return StoredEvent(
+            partitions.ref(partition, entry.seq, len(self.parts)),
+            entry.ingested_ms,
+            _text(entry.message_id),
+            entry.body,
+            epoch,
+            self.dictionaries,
+            entry.order,
+        )
 
     # -- merged feeds (positions.py) -------------------------------------------
 
@@ -333,54 +355,55 @@ class Pages(Collection):
                 start = self._cuts_at_entry(index, query.marker, ascending)
             else:
                 start = list(position.seqs)
-        share = min(query.limit, max(4, -(-2 * query.limit // count)))
+        share = first_share(query.limit, count)
         wanted = {p: share for p in range(count)}
         states: dict[int, FeedState] = {}  # each partition's, as its first read saw it
-        got: dict[int, list[StoredEvent]] = {p: [] for p in range(count)}
-        latest: dict[int, Page] = {}  # each partition's last chunk
+        got: dict[int, list[_Keyed]] = {p: [] for p in range(count)}
+        latest: dict[int, _Chunk] = {}  # each partition's last chunk
         resume: dict[int, int] = {}  # where a partition's next chunk goes on from (its seq)
         tops: dict[int, int] = {}  # HEAD: each partition's newest seq at the first read
         taken: list[tuple[int, _Keyed]] = []
+        first_query = replace(query, limit=share, marker="")
+        more_query = replace(first_query, direction=FORWARD if ascending else BACKWARD)
         while wanted:
             calls = []
-            for p, limit in wanted.items():
-                part_query = replace(query, limit=limit, marker="")
-                from_seq = None
+            for p in wanted:
                 if p in resume:  # past what the partition gave so far, the same way
-                    part_query = replace(part_query, direction=FORWARD if ascending else BACKWARD)
-                    from_seq = resume[p]
-                elif start is not None:
-                    from_seq = start[p] if ascending else start[p] + 1
-                calls.append(self._call(p, index, part_query, None, from_seq))
+                    calls.append(self._call(p, index, more_query, None, resume[p]))
+                else:
+                    from_seq = None
+                    if start is not None:
+                        from_seq = start[p] if ascending else start[p] + 1
+                    calls.append(self._call(p, index, first_query, None, from_seq))
             for p, reply in zip(list(wanted), self._run_all(calls), strict=True):
-                state, page = self._reply(p, query, reply)
-                assert page is not None  # read without a known version: always a page
-                states.setdefault(p, state)
+                chunk = self._chunk(p, query, reply)
+                assert chunk.entries is not None  # read without a known version: always a page
+                states.setdefault(p, chunk.state)
                 if query.direction == HEAD and p not in tops:
-                    tops[p] = state.newest
-                got[p] += page.events
-                latest[p] = page
-                if page.last_examined:
-                    resume[p] = page.last_examined
-            taken = positions.merge(
-                [[_Keyed.of(e, count) for e in got[p]] for p in range(count)], ascending, query.limit
-            )
+                    tops[p] = chunk.state.newest
+                got[p] += chunk.entries
+                latest[p] = chunk
+                if chunk.last_examined:
+                    resume[p] = chunk.last_examined
+            taken = positions.merge([got[p] for p in range(count)], ascending, query.limit)
             used = Counter(p for p, _ in taken)
             # A partition whose entries the merge used up, and which has more: its next share.
             wanted = {
                 p: share
                 for p in wanted
-                if len(latest[p].events) == wanted[p] and not latest[p].reached_end and used[p] == len(got[p])
+                if len(latest[p].entries or ()) == share
+                and not latest[p].reached_end
+                and used[p] == len(got[p])
             }
         state = FeedState.merge([states[p] for p in range(count)])
         epochs = [states[p].epoch for p in range(count)]
         if position is not None and position.fingerprint != _fingerprint(epochs, position.seqs):
             raise UnknownMarker(f"unknown marker {query.marker!r}: the store lost data since")
         used = Counter(p for p, _ in taken)
+        last_taken: dict[int, _Keyed] = {p: entry for p, entry in taken}  # each partition's last
         low, high = [0] * count, [0] * count
         for p in range(count):
-            mine = [e for q, e in taken if q == p]
-            consumed = len(mine) == len(got[p])
+            consumed = used[p] == len(got[p])
             if start is not None:
                 begin = start[p]
             elif ascending:
@@ -390,19 +413,20 @@ class Pages(Collection):
             examined = resume.get(p)  # the last entry any of its chunks examined
             # Past what the page took from the partition: past all it examined when
             # the page took every entry it returned, else past the last one taken.
+            mine = last_taken.get(p)
             if ascending:
                 low[p] = begin
                 if consumed:
                     high[p] = examined if examined is not None else begin
                 else:
-                    high[p] = mine[-1].seq if mine else begin
+                    high[p] = mine.seq if mine else begin
             else:
                 high[p] = begin
                 if consumed:
                     low[p] = examined - 1 if examined is not None else begin
                 else:
-                    low[p] = mine[-1].seq - 1 if mine else begin
-        events = [keyed.event for _, keyed in taken]
+                    low[p] = mine.seq - 1 if mine else begin
+        events = [self._event(p, states[p].epoch, entry) for p, entry in taken]
         reached_end = all(latest[p].reached_end and used[p] == len(got[p]) for p in range(count))
         low_text = Position(tuple(low), _fingerprint(epochs, low)).text()
         high_text = Position(tuple(high), _fingerprint(epochs, high)).text()
@@ -412,10 +436,10 @@ class Pages(Collection):
     def _cuts_at_entry(self, index: FeedIndex, message_id: str, ascending: bool) -> list[int]:
         """The position right after (``ascending``) or right before the entry ``message_id``
         in a merged feed: in its partition, its seq; in each other, the last event
-        ingested before it in the merge's order (cut.lua: by ingest time, then partition).
+        ingested before it in the merge's order (cut.lua: by merge order, then partition).
 
-        Exact as long as each partition's ingest times grow with its seqs (one
-        master's clock); the positions of page links never depend on that."""
+        Exact: each partition's merge orders grow with its seqs (ingest.lua raises
+        one that would not)."""
         count = len(self.parts)
         pipe = self.client.pipeline(transaction=False)
         for k in self.parts:
@@ -462,6 +486,11 @@ class Pages(Collection):
                 seq, _, digest = known.decode().partition(" ")
                 return partitions.ref(partition, int(seq), len(self.parts)), digest
         return None
+
+
+def first_share(limit: int, partitions: int) -> int:
+    """How many entries a merged page asks of each partition at first."""
+    return min(limit, max(4, -(-2 * limit // partitions)))
 
 
 def _fingerprint(epochs: Sequence[str], seqs: Sequence[int]) -> str:
