@@ -35,7 +35,11 @@ the machine's cores).  Against the single Redis's zlib run:
    with CONFIG RESETSTAT just before the ingest; a script's own commands count
    in their stats and again in EVALSHA's), EVALSHA alone, and the server's own
    CPU (INFO used_cpu_user + used_cpu_sys), per master and per event, from each
-   target's pass with the least commandstats time (the least disturbed);
+   target's pass with the least commandstats time (the least disturbed); and the
+   commands each master ran (commandstats ``calls``): work counted, not timed, which
+   the order a batch's calls are sent in cannot move (``usec`` is wall time: on a
+   machine with fewer cores than servers, the master sent to first waits for a core
+   while the client sends to the others);
 4. ingest rate (Ingestor only, one process), best of ``--passes`` passes; each
    pass runs single zlib, cluster, control and single dictionary, each on fresh
    servers, in the reverse order every other pass (the machine is shared: the
@@ -178,6 +182,7 @@ class Run:
     tenants: list[int]  # tenants with events (ZCARD of the partitions' catalog:tenants)
     usec: list[int]  # INFO commandstats usec, every command the store sent and the ones its scripts ran
     script_usec: list[int]  # of which EVALSHA (and the like) alone: the scripts' whole time
+    commands: list[int]  # INFO commandstats calls, every command: work counted, not timed
     cpu: list[float]  # INFO used_cpu_user + used_cpu_sys growth, seconds: the server's own CPU
     families: dict[str, tuple[int, int]]  # family -> (keys, MEMORY USAGE bytes)
     stream_fields: dict[str, int]  # events stream field -> bytes of its values, all entries
@@ -251,6 +256,7 @@ def ingest(
     script_usec = [
         sum(s["usec"] for name, s in stat.items() if name[8:] in SCRIPT_COMMANDS) for stat in stats
     ]
+    commands = [sum(s["calls"] for name, s in stat.items() if name[8:] not in PROBES) for stat in stats]
     parts = Keys.partitions(PREFIX, target.partitions)
     events = [0] * len(target.nodes)
     tenants = [0] * len(target.nodes)
@@ -272,6 +278,7 @@ def ingest(
         tenants,
         usec,
         script_usec,
+        commands,
         cpu,
         families(target) if sizes else {},
         stream_fields(target, parts) if sizes else {},
@@ -516,6 +523,7 @@ def print_cluster(
     worked = calmest[CLUSTER]
     work_shares, work_dev = deviation([float(u) for u in worked.usec])
     cpu_shares, cpu_dev = deviation(worked.cpu)
+    command_shares, command_dev = deviation([float(c) for c in worked.commands])
     print(
         "2. and 3. each master (share: of the mean of the masters; work: INFO commandstats usec, "
         "work and CPU of the pass with the least work)"
@@ -523,7 +531,7 @@ def print_cluster(
     print(
         f"     {'master':<7} {'partitions':>10} {'tenants':>7} {'events':>7} {'keys':>6} {'share':>6} "
         f"{'used_memory +MB':>15} {'share':>6} {'work ms':>8} {'share':>6} {'of it EVALSHA ms':>16} "
-        f"{'CPU ms':>7} {'share':>6}"
+        f"{'CPU ms':>7} {'share':>6} {'commands':>8} {'share':>6}"
     )
     for i in range(MASTERS):
         print(
@@ -531,11 +539,16 @@ def print_cluster(
             f"{cluster.keys[i]:>6,} "
             f"{key_shares[i]:>6.3f} {cluster.memory[i] / 1e6:>15.2f} {mem_shares[i]:>6.3f} "
             f"{worked.usec[i] / 1e3:>8.1f} {work_shares[i]:>6.3f} {worked.script_usec[i] / 1e3:>16.1f} "
-            f"{worked.cpu[i] * 1e3:>7.0f} {cpu_shares[i]:>6.3f}"
+            f"{worked.cpu[i] * 1e3:>7.0f} {cpu_shares[i]:>6.3f} "
+            f"{worked.commands[i]:>8,} {command_shares[i]:>6.3f}"
         )
     print(
         f"     max deviation from the mean: keys {key_dev:.1f}%, memory {mem_dev:.1f}%, "
-        f"work {work_dev:.1f}% (target within 15%); server CPU {cpu_dev:.1f}%"
+        f"work {work_dev:.1f}% (target within 15%); server CPU {cpu_dev:.1f}%, commands {command_dev:.1f}%"
+    )
+    print(
+        "     (work is wall time inside commands: on a machine with fewer cores than servers it "
+        "follows the order a batch's calls are sent in, master 0 first; CPU and commands do not)"
     )
     print(
         "3. Redis work per event: INFO commandstats usec of all commands (a script's own commands "
