@@ -20,7 +20,12 @@ def test_pack_is_byte_for_byte_redis_pys() -> None:
     assert pack(commands) == _redis_py(commands)
 
 
+def test_pack_writes_floats_and_memoryviews_as_redis_py_does() -> None:
+    commands: list[tuple[object, ...]] = [("SET", "k", 1.5), ("SET", "k", memoryview(b"v")), ("GET", "k")]
+    assert pack(commands) == _redis_py(commands)
+
+
 def test_pack_leaves_other_types_to_redis_py() -> None:
-    assert pack([("SET", "k", 1.5)]) is None
     assert pack([("SET", "k", True)]) is None
-    assert pack([("SET", "k", memoryview(b"v"))]) is None
+    assert pack([("SET", "k", None)]) is None
+    assert pack([("GET", "k"), ("SET", "k", [1])]) is None
