@@ -12,6 +12,9 @@ from tests.conftest import as_sent, load_sample, sample_paths
 from yagi_meter.errors import UndecodableEvent
 from yagi_meter.notification import Event, parse
 from yagi_meter.store import codec
+from yagi_meter.store.audit import VERDICT_PUBLISHER
+from yagi_meter.store.events import EventStore
+from yagi_meter.store.keys import Keys
 
 INGESTED_MS = 1_700_000_000_123
 
@@ -66,3 +69,29 @@ def test_plain_events_stay_readable_after_compress_is_switched_on() -> None:
 def test_unknown_encoding_is_an_error_naming_the_seq() -> None:
     with pytest.raises(UndecodableEvent, match="seq 7 cannot be decoded: unknown event encoding b'x'"):
         codec.decode(b"x{}", 7, INGESTED_MS)
+
+
+def test_decode_indexed_gives_the_index_keys_decode_gives() -> None:
+    """Retention computes an event's index keys from decode_indexed; ingest from the
+    whole event: for every sample, a billed one and a verdict, they are the same."""
+    keys = Keys("yagi:")
+    events = [sample_event(i) for i in range(len(sample_paths()))]
+    events.append(dataclasses.replace(events[0], billed_tenant_id="billed-project"))
+    events.append(
+        dataclasses.replace(events[0], publisher_id=VERDICT_PUBLISHER, event_type="x.exists.verified")
+    )
+    events.append(dataclasses.replace(events[0], tenant_id=None, resource_id=None))
+    for compress in (True, False):
+        for seq, event in enumerate(events, 1):
+            blob = codec.encode(event, compress)
+            indexed = codec.decode_indexed(blob, seq)
+            assert EventStore.keys_of(indexed, keys) == EventStore.keys_of(codec.decode(blob, seq, 0), keys)
+    assert keys.audit_verdicts in EventStore.keys_of(
+        codec.decode_indexed(codec.encode(events[-2], True), 1), keys
+    )
+
+
+@pytest.mark.parametrize("blob", [b"x{}", b'j{"event_type": 3}\n{}', b"jnot json\n{}", b"z\x00\x01"])
+def test_decode_indexed_of_a_damaged_body_is_an_error_naming_the_seq(blob: bytes) -> None:
+    with pytest.raises(UndecodableEvent, match="seq 9 cannot be decoded"):
+        codec.decode_indexed(blob, 9)

@@ -33,7 +33,7 @@ VERDICT_SUFFIXES = (".verified", ".failed")
 ALIVE = 2**52
 
 
-def is_verdict(event: Event) -> bool:
+def is_verdict(event: Event | codec.Indexed) -> bool:
     """An audit verdict, listed in the ``/audit`` feed."""
     return event.publisher_id == VERDICT_PUBLISHER and event.event_type.endswith(VERDICT_SUFFIXES)
 

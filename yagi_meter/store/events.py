@@ -279,7 +279,7 @@ class EventStore(Collection):
         return EncodedEvent(event, index_keys, args, catalog_entries, partition)
 
     @staticmethod
-    def keys_of(event: Event, keys: Keys) -> list[str]:
+    def keys_of(event: Event | codec.Indexed, keys: Keys) -> list[str]:
         """An event's index zsets: its type's, its tenants' and resources', and the
         audit's verdicts for a verdict.  Ingest adds the event to these and
         retention removes it from them, both computed here: they cannot disagree."""
@@ -502,12 +502,13 @@ class EventStore(Collection):
         ago and below every outbox's oldest pending seq; two round trips.
 
         The first call reads those entries with their bodies
-        (retention_head.lua); each body is decoded here with the store's codec
-        and dictionaries, and its index keys computed by ``keys_of``, as at
-        ingest.  The second removes them, each with its index, ``by_time`` and
-        ``ids`` entries, in one atomic script (retention.lua), which checks each
-        event again: any number of processes may run steps at once, and a step
-        cut short by a crash changed nothing.
+        (retention_head.lua); the derived fields of each body are decoded here
+        with the store's codec and dictionaries (``codec.decode_indexed``), and
+        its index keys computed from them by ``keys_of``, as at ingest.  The
+        second removes them, each with its index, ``by_time`` and ``ids``
+        entries, in one atomic script (retention.lua), which checks each event
+        again: any number of processes may run steps at once, and a step cut
+        short by a crash changed nothing.
 
         A body that cannot be decoded (its dictionary is gone or damaged) is
         logged with its seq and removed all the same, with what is known
@@ -536,7 +537,7 @@ class EventStore(Collection):
         for i in range(0, len(entries), 5):
             seq, t, message_id, event_type, body = entries[i : i + 5]
             try:
-                index_keys = self.keys_of(codec.decode(body, seq, int(t), self.dictionaries), unit.keys)
+                index_keys = self.keys_of(codec.decode_indexed(body, seq, self.dictionaries), unit.keys)
             except UndecodableEvent as e:
                 undecodable += 1
                 log.error(
