@@ -29,22 +29,40 @@ local n_outboxes, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 
 local floor = outbox_floor(5, 4 + n_outboxes)
 
+-- Variadic calls in chunks (Lua's unpack has a limit on its arguments).
+local function each_chunk(list, first, final, call)
+  for i = first, final, 1000 do
+    call(unpack(list, i, math.min(i + 999, final)))
+  end
+end
+
+-- The events below the floor, and their ids entries (HMGET, in chunks).
+local every = true  -- every event up to the end is removable: the fast path
+local below = n
+for i = 1, n do
+  if floor and tonumber(ARGV[2 + i]) >= floor then
+    every = false
+    below = i - 1
+    break
+  end
+end
+local known = {}
+each_chunk(ARGV, 3 + n, 2 + n + below, function(...)
+  for _, value in ipairs(redis.call("HMGET", ids, ...)) do
+    known[#known + 1] = value
+  end
+end)
+
 -- Which events are still there to remove.
 local removable = {}  -- seq (string) -> true
 local seqs, messages = {}, {}
-local every = true  -- every event up to the end is removable: the fast path
 local last = 0
-for i = 1, n do
-  local seq, message_id = ARGV[2 + i], ARGV[2 + n + i]
-  if floor and tonumber(seq) >= floor then
-    every = false
-    break
-  end
-  local known = redis.call("HGET", ids, message_id)
-  if known and string.sub(known, 1, #seq + 1) == seq .. " " then
+for i = 1, below do
+  local seq, entry = ARGV[2 + i], known[i]
+  if entry and string.sub(entry, 1, #seq + 1) == seq .. " " then
     removable[seq] = true
     seqs[#seqs + 1] = seq
-    messages[#messages + 1] = message_id
+    messages[#messages + 1] = ARGV[2 + n + i]
     last = tonumber(seq)
   else
     every = false
@@ -52,13 +70,6 @@ for i = 1, n do
 end
 if #seqs == 0 then
   return {0, 0, 0}
-end
-
--- Variadic calls in chunks (Lua's unpack has a limit on its arguments).
-local function each_chunk(list, first, final, call)
-  for i = first, final, 1000 do
-    call(unpack(list, i, math.min(i + 999, final)))
-  end
 end
 
 local index_entries = 0
