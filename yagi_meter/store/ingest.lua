@@ -65,7 +65,13 @@ end
 -- the merge of pages.py rely on it): an order at or below the last one stored
 -- (two batches in one ms, another writer's clock behind this one's) is raised
 -- just past it.  The last one is read once per call, from the newest entry
--- ("o", else its ingest ms x 1000, as partitions.py says).
+-- ("o", else its ingest ms x 1000, as partitions.py says).  And no order is
+-- more than 100 ms past this master's clock: a writer whose clock is ahead
+-- would otherwise put its events, and the partition's after them, that far
+-- in the future (within 100 ms: a writer's batches of one ms each take the
+-- next ms, events.py, and hosts' clocks differ by a few ms); a later one is
+-- moved to that ms, keeping its place in its batch.
+local latest_ms = tonumber(now_ms) + 100
 local last_order = nil
 local function growing(order)
   if last_order == nil then
@@ -83,7 +89,11 @@ local function growing(order)
       last_order = o or (t or 0) * 1000
     end
   end
-  last_order = math.max(tonumber(order), last_order + 1)
+  local wanted = tonumber(order)
+  if wanted >= (latest_ms + 1) * 1000 then
+    wanted = latest_ms * 1000 + wanted % 1000
+  end
+  last_order = math.max(wanted, last_order + 1)
   return string.format("%d", last_order)
 end
 
