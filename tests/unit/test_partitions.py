@@ -113,11 +113,15 @@ def test_following_positions_forward_sees_every_entry_once_while_writers_append(
     assert set(seen) == set(every)
 
 
-def test_a_merge_order_is_exact_as_a_lua_number_and_keeps_a_batch_in_arrival_order() -> None:
-    from yagi_meter.store.partitions import order
+def test_a_writers_merge_orders_only_grow_and_stay_exact_as_lua_numbers() -> None:
+    from yagi_meter.store.partitions import ORDER_PER_MS, batch_order
 
     now_ms = 1_796_324_000_000
-    orders = [order(now_ms, place) for place in range(500)]
-    assert orders == sorted(orders) and len(set(orders)) == 500
-    assert order(now_ms + 1, 0) > order(now_ms, 998)
-    assert order(4_102_444_800_000, 999) < 2**53  # 2100-01-01: still an exact double
+    first = batch_order(now_ms, 0)
+    assert first == now_ms * ORDER_PER_MS  # the writer's clock, and places after it
+    # The next batch within the same ms, and a batch of more than ORDER_PER_MS events,
+    # go on after the batch before; a later clock starts from the clock again.
+    assert batch_order(now_ms, first + 500) == first + 500
+    assert batch_order(now_ms + 1, first + 2500) == first + 2500
+    assert batch_order(now_ms + 5, first + 2500) == (now_ms + 5) * ORDER_PER_MS
+    assert batch_order(4_102_444_800_000, 0) + 999 < 2**53  # 2100-01-01: still an exact double

@@ -207,7 +207,7 @@ class EventStore(Collection):
         self.push = push
         self.forward = forward
         self.watch = SeqWatch()
-        self._last_batch_ms = 0  # the time of this writer's last batch (its merge orders)
+        self._next_order = 0  # past the merge order of this writer's last event (partitions.py)
         self.dictionaries = dictionaries or Dictionaries(client, keys, parts=self.parts)
         if self.dictionaries.watch is None:  # Redis losing data drops its cache (dictionaries.py)
             self.dictionaries.watch = self.watch
@@ -309,15 +309,14 @@ class EventStore(Collection):
         for place, encoded in enumerate(events):
             by_partition.setdefault(encoded.partition, []).append(encoded)
             places.setdefault(encoded.partition, []).append(place)
-        # With partitions, each event's merge order: this batch's time and its place in it;
-        # the time later than this writer's batch before, so its batches keep their order
-        # in the merged feeds even within one ms (ingest.lua keeps each partition's growing).
-        batch_ms = None
+        # With partitions, each event's merge order: this batch's time and its place in it,
+        # after this writer's batch before (ingest.lua keeps each partition's growing too).
+        first_order = None
         if len(self.parts) > 1:
-            batch_ms = max(int(time.time() * 1000), self._last_batch_ms + 1)
-            self._last_batch_ms = batch_ms
+            first_order = partitions.batch_order(int(time.time() * 1000), self._next_order)
+            self._next_order = first_order + len(events)
         parts = [
-            self._partition_call(i, mine, copies, places[i], batch_ms)
+            self._partition_call(i, mine, copies, places[i], first_order)
             for i, mine in sorted(by_partition.items())
         ]
         quarantine = None
@@ -344,7 +343,7 @@ class EventStore(Collection):
         events: list[EncodedEvent],
         copies: bool,
         places: list[int],
-        batch_ms: int | None,
+        first_order: int | None,
     ) -> PartitionCall:
         k = self.parts[partition]
         push, forward = OutboxKeys.of(k, "push"), OutboxKeys.of(k, "forward")
@@ -392,7 +391,7 @@ class EventStore(Collection):
             keys.extend(encoded.keys)
             args.extend(encoded.args)
             args.append(mine_numbers)
-            args.append("" if batch_ms is None else partitions.order(batch_ms, place))
+            args.append("" if first_order is None else first_order + place)
         keys += catalog_keys
         return PartitionCall(partition, keys, args, [encoded.event for encoded in events])
 

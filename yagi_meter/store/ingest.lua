@@ -68,9 +68,11 @@ end
 -- ("o", else its ingest ms x 1000, as partitions.py says).  And no order is
 -- more than 100 ms past this master's clock: a writer whose clock is ahead
 -- would otherwise put its events, and the partition's after them, that far
--- in the future (within 100 ms: a writer's batches of one ms each take the
--- next ms, events.py, and hosts' clocks differ by a few ms); a later one is
--- moved to that ms, keeping its place in its batch.
+-- in the future (within 100 ms: a writer's orders run ahead of its clock only
+-- by what it writes beyond 1,000 events a ms, partitions.batch_order, and
+-- hosts' clocks differ by a few ms); a later one is moved to that ms,
+-- keeping its place in its batch (this call's part of it: another
+-- partition's call has a ms of its own).
 local latest_ms = tonumber(now_ms) + 100
 local last_order = nil
 local function growing(order)

@@ -81,6 +81,10 @@ def split(number: int, count: int) -> tuple[int, int]:
 ORDER_PER_MS = 1000  # ms x 1000 + place stays below 2^53: exact as a Lua number too
 
 
-def order(batch_ms: int, place: int) -> int:
-    """The merge order of the ``place``-th event of a batch prepared at ``batch_ms``."""
-    return batch_ms * ORDER_PER_MS + min(place, ORDER_PER_MS - 1)
+def batch_order(now_ms: int, next_order: int) -> int:
+    """The merge order of the first event of a batch prepared at ``now_ms``, whose
+    writer's batch before ended below ``next_order``: its clock, or right after that
+    batch when the clock has not passed it (two batches in one ms, a batch of more
+    than ORDER_PER_MS events), so a writer's orders only grow.  The event at
+    ``place`` in the batch has this plus ``place``."""
+    return max(now_ms * ORDER_PER_MS, next_order)
