@@ -350,7 +350,7 @@ def _batch_rate(client: redis.Redis, prefix: str, count: int) -> float:
 
 def memory_of(client: redis.Redis, prefix: str) -> dict[str, int]:
     """Bytes Redis uses for the keys under ``prefix`` (exact: SAMPLES 0), by kind of key:
-    events, ids, by_time, indexes (tenant/resource/type zsets and their set), outboxes."""
+    events, ids, by_time, indexes (tenant/resource/type zsets), outboxes."""
     kinds = {"tenant": "indexes", "resource": "indexes", "type": "indexes", "outbox": "outboxes"}
     usage: dict[str, int] = {}
     for key in client.scan_iter(match=prefix + "*", count=1000):

@@ -351,7 +351,6 @@ class EventStore(Collection):
             k.seq,
             k.ids,
             k.events,
-            k.indexes,
             push.due,
             push.seqs,
             forward.due,
@@ -558,7 +557,7 @@ class EventStore(Collection):
             args.extend(listed)
         removed, index_entries, last = self._run(
             "retention",
-            [unit.events, unit.ids, unit.by_time, unit.indexes, *unit.outbox_seqs, *by_key],
+            [unit.events, unit.ids, unit.by_time, *unit.outbox_seqs, *by_key],
             args,
             "removing expired events",
         )
@@ -584,20 +583,19 @@ class EventStore(Collection):
 @dataclass(frozen=True)
 class RetentionUnit:
     """Every key one retention step reads or writes, named explicitly (all in KEYS):
-    the events stream, ``ids``, ``by_time``, ``indexes`` and the outboxes' seqs of
-    one partition (its index keys come from ``keys``)."""
+    the events stream, ``ids``, ``by_time`` and the outboxes' seqs of one partition
+    (its index keys come from ``keys``)."""
 
     keys: Keys
     events: str
     ids: str
     by_time: str
-    indexes: str
     outbox_seqs: tuple[str, ...]
 
     @classmethod
     def of(cls, keys: Keys) -> RetentionUnit:
         outboxes = tuple(keys.outbox_seqs(name) for name in OUTBOXES)
-        return cls(keys, keys.events, keys.ids, keys.by_time, keys.indexes, outboxes)
+        return cls(keys, keys.events, keys.ids, keys.by_time, outboxes)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@
 -- only through their owner's library (keys.py).  Rejected messages go to
 -- the quarantine in a call of their own (quarantine.lua, another slot).
 --
--- KEYS[1..11]: seq, ids, events, indexes, outbox:push, outbox:push:seqs,
+-- KEYS[1..10]: seq, ids, events, outbox:push, outbox:push:seqs,
 --              outbox:forward, outbox:forward:seqs, conflicts, duplicates, epoch
--- KEYS[12..]:  for each event, its index zsets (event type, then tenant and
+-- KEYS[11..]:  for each event, its index zsets (event type, then tenant and
 --              resource when known), as many as the event's nkeys says;
 --              then for each catalog entry its zset and its stats hash
 -- ARGV[1]: "1" to write push outbox entries; ARGV[2]: number of events
@@ -38,9 +38,9 @@
 -- N+1 in an index before seq N is in every index it belongs to.
 -- include: _outbox.lua
 
-local seq_key, ids, events, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local push_outbox, push_seqs, forward_outbox, forward_seqs = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local conflicts, duplicates, epoch_key = KEYS[9], KEYS[10], KEYS[11]
+local seq_key, ids, events = KEYS[1], KEYS[2], KEYS[3]
+local push_outbox, push_seqs, forward_outbox, forward_seqs = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local conflicts, duplicates, epoch_key = KEYS[8], KEYS[9], KEYS[10]
 local push_on = ARGV[1] == "1"
 local member_format = ARGV[6]
 local copies = ARGV[7] == "1"
@@ -100,9 +100,8 @@ local function growing(order)
 end
 
 local results = {}
-local indexed = {}
 local catalog = {}  -- entry number -> {events stored, newest ms}, written once per batch
-local k = 12
+local k = 11
 local a = 9 + n_catalog
 for _ = 1, n_events do
   local message_id, digest, event_type = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -143,10 +142,6 @@ for _ = 1, n_events do
     end
     for i = k, k + nkeys - 1 do
       redis.call("ZADD", KEYS[i], seq, seq)
-      if not indexed[KEYS[i]] then  -- once per index per batch is enough
-        redis.call("SADD", indexes, KEYS[i])
-        indexed[KEYS[i]] = true
-      end
     end
     -- Zero-padded members, so entries due in the same ms come out in seq order.
     local member = string.format(member_format, seq)

@@ -35,7 +35,8 @@ Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua r
 | ``type:<event_type>`` | zset | member and score seq: one event type's events |
 | ``audit:verdicts`` | zset | member and score seq: the audit's verdict events (the ``/audit`` feed; |
 |                    |      | an index like ``type:``, trimmed by retention) |
-| ``indexes`` | set | names of every tenant/resource/type zset (an index emptied by retention leaves it) |
+| ``indexes`` | set | no longer written: versions before 2026-12-04 listed every index zset |
+|             |     | in it, and nothing ever read it (an upgraded store may UNLINK it) |
 | ``catalog:tenants`` | zset | every tenant that ever had an event, all scored 0 (listed by lex order) |
 | ``catalog:tenants:stats`` | hash | tenant -> ``"<events ever stored> <newest notification time ms>"`` |
 | ``catalog:types`` | zset | every event type ever stored, scored 0 |
@@ -146,7 +147,7 @@ class Keys:
 
     With one partition (``tag`` None) every name is the prefix and the name,
     as in every earlier version.  With more (partitions.py), the event
-    family (events, ids, indexes, catalog, outboxes, ``seq``, ``epoch``, ...)
+    family (events, ids, index zsets, catalog, outboxes, ``seq``, ``epoch``, ...)
     is named ``<prefix>{<tag>}:<name>``, one hash tag per partition, and
     everything else ``<prefix>{g}:<name>``: the hub, the quarantine, the
     logs, the dictionaries, the audit's state and the ``layout`` key.
@@ -164,7 +165,6 @@ class Keys:
         self.events = part + "events"
         self.ids = part + "ids"
         self.by_time = part + "by_time"
-        self.indexes = part + "indexes"
         self.conflicts = part + "conflicts"
         self.duplicates = part + "duplicates"
         self.epoch = part + "epoch"

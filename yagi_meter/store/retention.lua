@@ -4,10 +4,11 @@
 -- (but for an event whose body could not be decoded: events.py passes only
 -- the index keys it knows without the body, and the others stay).
 --
--- KEYS[1..4]: events, ids, by_time, indexes; KEYS[5..4+n_outboxes]: the
---             outboxes' ":seqs" zsets (the floor); then the index zsets the
---             events below are in.  All keys of one store unit (today the
---             store; later one partition): no key name is built here.
+-- KEYS[1..3]: events, ids, by_time; KEYS[4..3+n_outboxes]: the outboxes'
+--             ":seqs" zsets (the floor); then the index zsets the events
+--             below are in.  All keys of one partition: no key name is
+--             built here.  (An index zset emptied here is gone: Redis deletes
+--             an empty zset.)
 -- ARGV[1]: n_outboxes; ARGV[2]: n, the number of events; ARGV[3..2+n]: their
 --          seqs, oldest first, as retention_head.lua returned them (so each
 --          was ingested before the cutoff: it stays so); ARGV[3+n..2+2n]:
@@ -24,10 +25,10 @@
 -- Returns {events removed, index entries removed, last seq removed (0: none)}.
 -- include: _outbox.lua
 
-local events, ids, by_time, indexes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local events, ids, by_time = KEYS[1], KEYS[2], KEYS[3]
 local n_outboxes, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 
-local floor = outbox_floor(5, 4 + n_outboxes)
+local floor = outbox_floor(4, 3 + n_outboxes)
 
 -- Variadic calls in chunks (Lua's unpack has a limit on its arguments).
 local function each_chunk(list, first, final, call)
@@ -77,7 +78,7 @@ local function zrem(key, ...)
   index_entries = index_entries + redis.call("ZREM", key, ...)
 end
 local a = 3 + 2 * n
-for k = 5 + n_outboxes, #KEYS do
+for k = 4 + n_outboxes, #KEYS do
   local key, count = KEYS[k], tonumber(ARGV[a])
   if every then
     each_chunk(ARGV, a + 1, a + count, function(...) zrem(key, ...) end)
@@ -91,9 +92,6 @@ for k = 5 + n_outboxes, #KEYS do
     each_chunk(wanted, 1, #wanted, function(...) zrem(key, ...) end)
   end
   a = a + 1 + count
-  if redis.call("ZCARD", key) == 0 then
-    redis.call("SREM", indexes, key)
-  end
 end
 each_chunk(seqs, 1, #seqs, function(...) redis.call("ZREM", by_time, ...) end)
 each_chunk(messages, 1, #messages, function(...) redis.call("HDEL", ids, ...) end)
