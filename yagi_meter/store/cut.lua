@@ -1,14 +1,16 @@
 -- Where an entry-id marker cuts one partition of a merged feed (pages.py):
 -- the highest seq of the partition's events whose merge order is before the
 -- marker's (or equal), found by a binary search over its events stream,
--- whose merge orders ("o", else the ingest ms "t" x 1000: partitions.py)
--- grow with the seq (ingest.lua raises an order that would not).  Read only, bounded: about log2(seqs) XRANGEs of one entry.
+-- whose merge orders (_order.lua) grow with the seq (ingest.lua raises an
+-- order that would not).  Read only, bounded: about log2(seqs) XRANGEs of
+-- one entry.
 --
 -- KEYS[1]: one partition's events stream
 -- ARGV[1]: the marker's merge order; ARGV[2]: "1" to count events of that
 --          order as before it (the partition sorts before the marker's), "0" not
 --
 -- Returns that seq, 0 when no event is before.
+-- include: _order.lua
 
 local events = KEYS[1]
 local at, inclusive = tonumber(ARGV[1]), ARGV[2] == "1"
@@ -18,15 +20,7 @@ local function seq_of(entry)
 end
 
 local function before(entry)
-  local flat, order, t = entry[2], nil, nil
-  for i = 1, #flat, 2 do
-    if flat[i] == "o" then
-      order = tonumber(flat[i + 1])
-    elseif flat[i] == "t" then
-      t = tonumber(flat[i + 1])
-    end
-  end
-  order = order or (t or 0) * 1000
+  local order = merge_order(entry[2])
   return order < at or (inclusive and order == at)
 end
 

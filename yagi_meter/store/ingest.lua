@@ -37,6 +37,7 @@
 -- Sequence numbers are taken inside the script, so a reader never sees seq
 -- N+1 in an index before seq N is in every index it belongs to.
 -- include: _outbox.lua
+-- include: _order.lua
 
 local seq_key, ids, events = KEYS[1], KEYS[2], KEYS[3]
 local push_outbox, push_seqs, forward_outbox, forward_seqs = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -65,7 +66,7 @@ end
 -- the merge of pages.py rely on it): an order at or below the last one stored
 -- (two batches in one ms, another writer's clock behind this one's) is raised
 -- just past it.  The last one is read once per call, from the newest entry
--- ("o", else its ingest ms x 1000, as partitions.py says).  And no order is
+-- (_order.lua).  And no order is
 -- more than 100 ms past this master's clock: a writer whose clock is ahead
 -- would otherwise put its events, and the partition's after them, that far
 -- in the future (within 100 ms: a writer's orders run ahead of its clock only
@@ -80,15 +81,7 @@ local function growing(order)
     last_order = 0
     local newest = redis.call("XREVRANGE", events, "+", "-", "COUNT", 1)[1]
     if newest then
-      local flat, o, t = newest[2], nil, nil
-      for i = 1, #flat, 2 do
-        if flat[i] == "o" then
-          o = tonumber(flat[i + 1])
-        elseif flat[i] == "t" then
-          t = tonumber(flat[i + 1])
-        end
-      end
-      last_order = o or (t or 0) * 1000
+      last_order = merge_order(newest[2])
     end
   end
   local wanted = tonumber(order)
