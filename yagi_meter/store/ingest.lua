@@ -66,14 +66,13 @@ end
 -- the merge of pages.py rely on it): an order at or below the last one stored
 -- (two batches in one ms, another writer's clock behind this one's) is raised
 -- just past it.  The last one is read once per call, from the newest entry
--- (_order.lua).  And no order is
--- more than 100 ms past this master's clock: a writer whose clock is ahead
--- would otherwise put its events, and the partition's after them, that far
--- in the future (within 100 ms: a writer's orders run ahead of its clock only
--- by what it writes beyond 1,000 events a ms, partitions.batch_order, and
--- hosts' clocks differ by a few ms); a later one is moved to that ms,
--- keeping its place in its batch (this call's part of it: another
--- partition's call has a ms of its own).
+-- (_order.lua).  And no order is more than 100 ms past this master's clock:
+-- a writer whose clock is ahead would otherwise put its events, and the
+-- partition's after them, that far in the future (within 100 ms: a writer's
+-- orders run ahead of its clock only by what it writes beyond 1,000 events a
+-- ms, partitions.batch_order, and hosts' clocks differ by a few ms); a later
+-- one is moved to that ms, keeping its place in its batch (this call's part
+-- of it: another partition's call has a ms of its own).
 local latest_ms = tonumber(now_ms) + 100
 local last_order = nil
 local function growing(order)

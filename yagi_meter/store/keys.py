@@ -25,7 +25,7 @@ Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua r
 |            |        | ``m`` message_id, ``d`` body (codec.py), ``u`` user_id ("" for none; |
 |            |        | absent from entries written before it), ``n`` notification ms (ditto: |
 |            |        | then ``by_time`` has it): what page.lua filters on; with partitions ``o``, |
-|            |        | the merge order of the merged feeds (partitions.order, pages.py), |
+|            |        | the merge order of the merged feeds (partitions.batch_order, pages.py), |
 |            |        | growing with the seq (ingest.lua)                                  |
 | ``ids`` | hash | message_id -> ``"<seq> <digest>"`` (dedup, lookup by entry id) |
 | ``by_time`` | zset | member seq, score notification time in ms, of events stored before the |

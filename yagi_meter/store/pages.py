@@ -111,7 +111,7 @@ class StoredEvent:
     body: bytes
     epoch: str = ""
     dictionaries: codec.DictionarySource | None = field(default=None, compare=False, repr=False)
-    # Where a merged feed puts it (partitions.order): the writer's batch time and its place
+    # Where a merged feed puts it (partitions.batch_order): the writer's batch time and its place
     # in the batch; 0 when not stored (one partition), then its ingest time stands for it.
     order: int = 0
 
