@@ -4,6 +4,8 @@ feeds merge every partition; their page links carry positions, entry ids work as
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -11,7 +13,9 @@ import pytest
 from feeds.app import create_app
 from tests.conftest import TEST_REDIS_URL, make_config
 from tests.feeds_support import atom_ids, links, tenant_message
-from yagi_meter.ingest.ingestor import Ingestor
+from yagi_meter import atom
+from yagi_meter.ingest.ingestor import Ingestor, Summary
+from yagi_meter.notification import CONFLICT_NAMESPACE, parse
 from yagi_meter.store import events as events_module
 from yagi_meter.store import open_store
 from yagi_meter.store.keys import Keys
@@ -128,6 +132,45 @@ def test_a_writer_whose_clock_is_ahead_does_not_put_its_events_ahead(key_prefix,
     listed = atom_ids(client.get("/events?limit=100").data)
     assert listed[:8] == [message_id for message_id, _ in second][::-1]
     assert sorted(listed[8:]) == sorted(message_id for message_id, _ in first)
+
+
+def test_a_message_id_reused_by_tenants_of_other_partitions_is_kept_as_a_conflicting_copy(key_prefix):
+    """30 bodies of 8 tenants (in 4 partitions) share 3 message ids, in batches of 4 (so
+    some reuses meet in one batch): each body is stored once, the first under its id and
+    every later one as a conflicting copy, as on one partition; the merged feed lists
+    30 distinct entry ids; the same messages again change nothing."""
+    config = store_config(key_prefix)
+    store = open_store(config)
+    ingestor = Ingestor(store, config)
+    shared = [str(uuid.UUID(int=n + 1)) for n in range(3)]
+    messages = [
+        tenant_message(
+            TENANTS[n % 8], n, timestamp=f"2017-07-06 16:58:{n:02d}.000000", message_id=shared[n % 3]
+        )[1]
+        for n in range(30)
+    ]
+    assert (
+        len({store.events.partition_of(parse(m.body, received_at=datetime.now(UTC))) for m in messages}) > 1
+    )
+    expected, seen = [], set()
+    for message in messages:  # the first body of an id keeps it, each later one gets a copy's
+        event = parse(message.body, received_at=datetime.now(UTC))
+        copy = str(uuid.uuid5(CONFLICT_NAMESPACE, f"{event.message_id}\n{event.digest}"))
+        expected.append(copy if event.message_id in seen else event.message_id)
+        seen.add(event.message_id)
+    total = Summary()
+    for start in range(0, 30, 4):
+        total.add(ingestor.ingest(messages[start : start + 4]))
+    assert (total.stored, total.conflicts, total.duplicates) == (3, 27, 0)
+    assert store.events.count() == 30
+    client = create_app(config, store).test_client()
+    listed = atom_ids(client.get("/events?limit=100").data)
+    assert sorted(listed) == sorted(atom.entry_uuid(message_id) for message_id in expected)
+    again = Summary()
+    for start in range(0, 30, 7):
+        again.add(ingestor.ingest(messages[start : start + 7]))
+    assert (again.stored, again.conflicts, again.duplicates) == (0, 0, 30)
+    assert store.events.count() == 30
 
 
 def test_a_marker_not_in_the_feed_or_from_a_lost_store_is_refused(partitioned, redis_server, key_prefix):

@@ -97,6 +97,7 @@ class PartitionCall:
     keys: list[str]
     args: list[str | bytes | int]
     events: list[Event]
+    places: list[int]  # each event's place in the write, in arrival order
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,29 @@ class WriteCall:
     @property
     def events(self) -> list[Event]:
         return [event for part in self.parts for event in part.events]
+
+
+@dataclass(frozen=True)
+class Reused:
+    """An event of a write whose message_id another partition holds, or an earlier event
+    of the same write takes in another partition (EventStore.take_reused): not written
+    under that id, but a duplicate (the same body) or a conflict (another body, then
+    kept as a conflicting copy) of the event there."""
+
+    event: Event
+    number: int = 0  # the other event's store-wide seq, when stored before this write
+    digest: str = ""  # and its digest
+    first: Event | None = None  # else the event of this write it is
+
+    def outcome(self, written: list[Outcome]) -> Outcome:
+        """This event's outcome, once the write's own ``written`` outcomes are known."""
+        if self.first is None:
+            number, digest = self.number, self.digest
+        else:
+            other = next(o for o in written if o.event is self.first)
+            number, digest = other.seq, self.first.digest
+        status = Ingested.DUPLICATE if digest == self.event.digest else Ingested.CONFLICT
+        return Outcome(status, number, self.event)
 
 
 @dataclass(frozen=True)
@@ -131,6 +155,9 @@ class PendingWrite:
 
     def __init__(self, store: EventStore, call: WriteCall) -> None:
         self._store = store
+        self._reused: list[Reused] = []
+        if len(store.parts) > 1 and not call.copies:
+            call, self._reused = store.take_reused(call)
         self._call = call
         self._pending = PendingCalls(store.client, store.calls(call), store.wait)
 
@@ -142,6 +169,7 @@ class PendingWrite:
         """
         store = self._store
         outcomes = store.outcomes(self._call, self._pending.replies())
+        outcomes += [reused.outcome(outcomes) for reused in self._reused]
         repeats = 0
         if self._call.quarantine is not None:
             # Only once the events are stored: the quarantine entries of requeued
@@ -392,7 +420,7 @@ class EventStore(Collection):
             args.append(mine_numbers)
             args.append("" if first_order is None else first_order + place)
         keys += catalog_keys
-        return PartitionCall(partition, keys, args, [encoded.event for encoded in events])
+        return PartitionCall(partition, keys, args, [encoded.event for encoded in events], places)
 
     def calls(self, call: WriteCall) -> list[Call]:
         """The ingest calls of a prepared write, one per partition (the quarantine's call
@@ -409,6 +437,58 @@ class EventStore(Collection):
             for (status, seq), event in zip(results, part.events, strict=True):
                 outcomes.append(Outcome(Ingested(status), self.ref(part.partition, seq), event))
         return outcomes
+
+    def take_reused(self, call: WriteCall) -> tuple[WriteCall, list[Reused]]:
+        """``call`` without the events whose message_id is another partition's (one HMGET
+        of the write's message_ids per partition), or an earlier event's of the write
+        in another partition; and those events (Reused).
+
+        A message_id reused by another tenant lands in another partition, whose
+        ``ids`` ingest.lua cannot see: without this it would be stored there
+        under the same id, and a merged feed would list two entries of one
+        atom:id.  This way it is a duplicate or a conflicting copy, as on one
+        partition.  Two writers storing one reused id in two partitions at the
+        same instant can both miss the other (README, Limitations).
+        """
+        events = call.events
+        if not events:
+            return call, []
+        ids = [event.message_id for event in events]
+        pipe = self.client.pipeline(transaction=False)
+        for k in self.parts:
+            pipe.hmget(k.ids, ids)
+        stored = self._execute(pipe, "reading event ids")
+        # (place in the write, partition, event), in arrival order
+        arrived = sorted(
+            (
+                (place, part.partition, event)
+                for part in call.parts
+                for place, event in zip(part.places, part.events, strict=True)
+            ),
+            key=lambda item: item[0],
+        )
+        index = {id(event): i for i, event in enumerate(events)}
+        kept: list[Event] = []
+        reused: list[Reused] = []
+        first: dict[str, tuple[int, Event]] = {}  # message_id -> (partition, event) in this write
+        for _, partition, event in arrived:
+            i = index[id(event)]
+            # Held in its own partition too (a redelivery): ingest.lua tells.
+            mine = stored[partition][i] is not None
+            other = None if mine else next((q for q, found in enumerate(stored) if found[i]), None)
+            earlier = first.get(event.message_id)
+            if other is not None:
+                seq, _, digest = stored[other][i].decode().partition(" ")
+                reused.append(Reused(event, self.ref(other, int(seq)), digest))
+            elif earlier is not None and earlier[0] != partition:
+                reused.append(Reused(event, first=earlier[1]))
+            else:
+                first.setdefault(event.message_id, (partition, event))
+                kept.append(event)
+        if not reused:
+            return call, []
+        again = self.prepare([self.encode(event) for event in kept])
+        return WriteCall(again.parts, call.quarantine, call.copies), reused
 
     def send(self, call: WriteCall) -> PendingWrite:
         """Send a prepared write without waiting for Redis; ``result()`` waits.
