@@ -458,21 +458,13 @@ class EventStore(Collection):
         for k in self.parts:
             pipe.hmget(k.ids, ids)
         stored = self._execute(pipe, "reading event ids")
-        # (place in the write, partition, event), in arrival order
-        arrived = sorted(
-            (
-                (place, part.partition, event)
-                for part in call.parts
-                for place, event in zip(part.places, part.events, strict=True)
-            ),
-            key=lambda item: item[0],
-        )
-        index = {id(event): i for i, event in enumerate(events)}
+        # (place in the write, partition) of each of ``events``, which ``stored`` follows
+        where = [(place, part.partition) for part in call.parts for place in part.places]
         kept: list[Event] = []
         reused: list[Reused] = []
         first: dict[str, tuple[int, Event]] = {}  # message_id -> (partition, event) in this write
-        for _, partition, event in arrived:
-            i = index[id(event)]
+        for i in sorted(range(len(events)), key=lambda i: where[i][0]):  # in arrival order
+            event, partition = events[i], where[i][1]
             # Held in its own partition too (a redelivery): ingest.lua tells.
             mine = stored[partition][i] is not None
             other = None if mine else next((q for q, found in enumerate(stored) if found[i]), None)

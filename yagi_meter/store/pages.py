@@ -117,7 +117,7 @@ class StoredEvent:
 
     @property
     def merge_order(self) -> int:
-        return self.order or self.ingested_ms * partitions.ORDER_PER_MS
+        return partitions.merge_order(self.order, self.ingested_ms)
 
     @property
     def identity(self) -> tuple[str, int, int, str]:
@@ -309,7 +309,7 @@ class Pages(Collection):
         for i in range(0, 5 * count, 5):
             seq, ingested_ms, message_id, body, order = rest[i : i + 5]
             ingested_ms, order = int(ingested_ms), int(order or 0)
-            merge_order = order or ingested_ms * partitions.ORDER_PER_MS
+            merge_order = partitions.merge_order(order, ingested_ms)
             entries.append(_Keyed(int(seq), merge_order, ingested_ms, message_id, body, order))
         return _Chunk(state, entries, _text(first_id), _text(last_id), bool(reached_end), int(last_examined))
 
@@ -458,7 +458,7 @@ class Pages(Collection):
         if not entry or not inside:
             raise UnknownMarker(f"unknown marker {message_id!r}: not an entry of this feed")
         fields = entry[0][1]
-        order = int(fields.get(b"o") or int(fields[b"t"]) * partitions.ORDER_PER_MS)
+        order = partitions.merge_order(int(fields.get(b"o") or 0), int(fields[b"t"]))
         others = [p for p in range(count) if p != partition]
         script = self.scripts["cut"]
         calls = [Call(script, [self.parts[p].events], [order, "1" if p < partition else "0"]) for p in others]

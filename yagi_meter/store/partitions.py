@@ -81,6 +81,12 @@ def split(number: int, count: int) -> tuple[int, int]:
 ORDER_PER_MS = 1000  # ms x 1000 + place stays below 2^53: exact as a Lua number too
 
 
+def merge_order(stored: int, ingested_ms: int) -> int:
+    """An entry's merge order: its stored ``o`` (0 when it has none), else its ingest ms
+    times ORDER_PER_MS (as _order.lua reads it inside Redis)."""
+    return stored or ingested_ms * ORDER_PER_MS
+
+
 def batch_order(now_ms: int, next_order: int) -> int:
     """The merge order of the first event of a batch prepared at ``now_ms``, whose
     writer's batch before ended below ``next_order``: its clock, or right after that
