@@ -20,13 +20,17 @@ Everything runs against a private redis-server on a free loopback port
    does without RabbitMQ (parse, encode, one script call per batch of 500),
    continuously, and logs each batch's end time and latency.
 4. Baseline: ``--seconds`` of ingest alone.  Then ``yagi-meter retention``
-   (the real daemon, default ``[retention] batch`` 1000) starts, with
-   ``[redis] retention_days`` = 1 s; measured until the backlog is gone: the
-   removal rate (backlog / time until its last seq left the stream) and the
-   ingest rate over the same span.
+   (the real daemon, ``[retention] batch`` ``--step``, default 1000) starts,
+   with ``[redis] retention_days`` = 1 s; measured from its first removal
+   seen (the stream's head polled every 10 ms; the daemon's start-up, a
+   Python import of ~0.3 s, is not removal) until the backlog is gone: the
+   removal rate (what was left of the backlog / that time) and the ingest
+   rate over the same span.
 5. Figures: removal rate / ingest rate (target >= 10), ingest rate with /
    without retention (target ~1), the longest ingest batch with and
-   without, the time of one step of 1,000 in this process (two round trips
+   without, Redis's CPU (INFO cpu) per event ingested (ingest alone) and per
+   event removed (what it spent while both ran, less the ingest's share at
+   that per-event cost) and their ratio, the time of one step of 1,000 in this process (two round trips
    and the decoding of 1,000 bodies' derived fields for their index keys), and
    the codec's decode alone per body, of the whole event and of the fields a
    step decodes.
@@ -113,6 +117,12 @@ def ingest_forever(url: str, bodies: list[bytes], log_path: str) -> None:
             log.write(f"{time.time():.6f} {len(batch.call.events)} {time.perf_counter() - started:.6f}\n")
 
 
+def redis_cpu(client: redis.Redis) -> float:
+    """CPU seconds the Redis server has used (user + system, all its threads)."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 def batches(log_path: Path, start: float, end: float) -> list[tuple[float, int, float]]:
     rows = []
     for line in log_path.read_text().splitlines():
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--backlog", type=int, default=400000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--step", type=int, default=1000, help="[retention] batch of the daemon")
     parser.add_argument("--no-dictionary", action="store_true", help="zlib bodies (no dictionary)")
     args = parser.parse_args(argv)
 
@@ -160,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         retention = None
         try:
             time.sleep(2)  # warm up
-            alone_start = time.time()
+            alone_start, cpu_alone_start = time.time(), redis_cpu(client)
             time.sleep(args.seconds)
-            alone_end = time.time()
+            alone_end, cpu_alone_end = time.time(), redis_cpu(client)
             env = {k: v for k, v in os.environ.items() if not k.startswith("YAGI_")}
             env.update(
                 YAGI_CONFIG=os.devnull,
@@ -170,22 +181,22 @@ def main(argv: list[str] | None = None) -> int:
                 YAGI_REDIS_KEY_PREFIX=PREFIX,
                 YAGI_REDIS_RETENTION_DAYS=str(RETENTION_SECONDS / 86400),
                 YAGI_LOGGING_LEVEL="WARNING",
+                YAGI_RETENTION_BATCH=str(args.step),
             )
             retention = subprocess.Popen(
                 [sys.executable, "-m", "yagi_meter", "retention"], env=env, stdin=subprocess.DEVNULL
             )
-            with_start = time.time()
             first = None
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 head = client.xrange(PREFIX + "events", "-", "+", count=1)
                 seq = int(head[0][0].split(b"-")[0]) if head else backlog_last + 1
                 if first is None and seq > 1:
-                    first = time.time()
+                    first, removed_before, cpu_first = time.time(), seq - 1, redis_cpu(client)
                 if seq > backlog_last:
                     break
                 time.sleep(0.01)
-            with_end = time.time()
+            with_end, cpu_end = time.time(), redis_cpu(client)
         finally:
             if retention is not None:
                 retention.terminate()
@@ -194,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             ingest.join(10)
 
         alone = batches(log_path, alone_start, alone_end)
-        during = batches(log_path, with_start, with_end)
-        removal = args.backlog / (with_end - with_start)
+        during = batches(log_path, first, with_end)
+        if first is None:
+            raise SystemExit("retention removed nothing in 600 s")
+        removal = (args.backlog - removed_before) / (with_end - first)
         ingest_alone, ingest_during = rate(alone), rate(during)
         print(
             f"ingest alone: {ingest_alone:,.0f} events/s over {alone_end - alone_start:.1f} s, "
@@ -204,11 +217,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         longest, median = max(r[2] for r in during), statistics.median(r[2] for r in during)
         print(
-            f"with retention: removed {args.backlog:,} in {with_end - with_start:.2f} s = "
+            f"with retention: removed {args.backlog:,} in {with_end - first:.2f} s = "
             f"{removal:,.0f} events/s; ingest meanwhile {ingest_during:,.0f} events/s, longest batch "
             f"{longest * 1000:.1f} ms (median {median * 1000:.1f} ms)"
         )
         print(f"removal rate / ingest rate: {removal / ingest_during:.1f} (target >= 10)")
+        # Redis CPU per event: ingested (ingest alone), and removed (the rest of the CPU
+        # Redis spent while both ran): what a Redis busy with nothing else could remove
+        # for each event it ingests.
+        per_ingested = (cpu_alone_end - cpu_alone_start) / (ingest_alone * (alone_end - alone_start))
+        during_cpu = cpu_end - cpu_first - per_ingested * ingest_during * (with_end - first)
+        per_removed = during_cpu / (args.backlog - removed_before)
+        print(
+            f"Redis CPU per event: ingested {per_ingested * 1e6:.1f} µs, removed {per_removed * 1e6:.1f} µs: "
+            f"ratio {per_ingested / per_removed:.1f} (what a Redis saturated by ingest and retention could "
+            f"remove per event ingested)"
+        )
         print(f"ingest rate with / without retention: {ingest_during / ingest_alone:.2f} (target ~1)")
         print(
             f"used_memory growth over the backlog (no outbox entries): "

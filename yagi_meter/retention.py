@@ -1,18 +1,21 @@
 """``yagi-meter retention``: remove expired events in small steps, off the ingest path.
 
-Each step (``EventStore.retention_step``) is two round trips: read up to
-``[retention] batch`` of the oldest entries ingested more than ``[redis]
-retention_days`` ago and below every outbox's oldest pending seq, with
-their bodies, decoded here for each event's index keys (as ingest computes
-them); then remove them, with their index, ``by_time`` and ``ids`` entries,
-in one atomic script that checks each again.  A body that cannot be decoded
+Each step reads up to ``[retention] batch`` of the oldest entries ingested
+more than ``[redis] retention_days`` ago and below every outbox's oldest
+pending seq, with their bodies (``EventStore.retention_head``), decoded here
+for each event's index keys (as ingest computes them), then removes them,
+with their index, ``by_time`` and ``ids`` entries, in one atomic script that
+checks each again (``retention_remove``).  When a step was full, the next
+head is read in the same round trip as its removal, so steps in a row are
+one round trip each.  A body that cannot be decoded
 is logged with its seq and removed without its tenant and resource entries.  A full step is
 followed by the next at once; otherwise the loop waits ``[retention]
 idle_seconds``.  Redis serves other clients between steps, so a listener's
 batch waits at most one step.
 
 Nothing is kept between steps but the stream itself (its head is where the
-next step starts): a retention process killed at any point resumes where the
+next step starts) and that head read ahead, which the removal checks again
+like any other: a retention process killed at any point resumes where the
 store is, and several may run at once (each event is removed once).
 """
 
@@ -25,6 +28,7 @@ from yagi_meter.config import Config
 from yagi_meter.daemon import Backoff, Lifecycle
 from yagi_meter.errors import StoreError
 from yagi_meter.store import Store
+from yagi_meter.store.events import RetentionHead
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,9 @@ class Retention:
         self.lifecycle = Lifecycle("retention", store.errors)
         self.removed = 0
         self.steps = 0
+        # Each partition's next head, read with its last removal when that step was
+        # full (retention_remove): a busy step is one round trip.
+        self.ahead: dict[int, RetentionHead] = {}
 
     def stop(self, *_: object) -> None:
         self.lifecycle.stop()
@@ -65,12 +72,18 @@ class Retention:
             more = False
             try:
                 # A step per partition in turn: each is small and bounded.
-                for unit in self.units:
-                    step = self.store.events.retention_step(unit, days, batch)
+                for i, unit in enumerate(self.units):
+                    head = self.ahead.pop(i, None)
+                    if head is None:
+                        head = self.store.events.retention_head(unit, days, batch)
+                    step, ahead = self.store.events.retention_remove(unit, head, days, batch)
+                    if ahead is not None:
+                        self.ahead[i] = ahead
                     self.steps += 1
                     self.removed += step.removed
                     more = more or step.more
             except StoreError as e:
+                self.ahead.clear()
                 delay = retry.next()
                 log.error("retention step failed (%s); trying again in %.1fs", e, delay)
                 self.lifecycle.record(f"retention step failed: {e}")

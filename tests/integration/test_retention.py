@@ -1,4 +1,4 @@
-"""Retention in steps (store/retention_head.lua, retention.lua) and the retention daemon.
+"""Retention in steps (EventStore.retention_head, store/retention.lua) and the retention daemon.
 
 Real Redis under the test's key prefix; daemons are real ``yagi-meter
 retention`` processes.  Every test checks the store both ways: no index,
@@ -202,16 +202,14 @@ def test_a_step_never_removes_an_event_stored_again_under_a_reused_seq(
     store.outbox("push").done(1, 2, 3)
     now = after_ms(r, k, 3)
     unit = store.events.retention_units()[0]
-    head = store.events.scripts["retention_head"](
-        keys=[k.events, *unit.outbox_seqs], args=[100, 86400000, int(now * 1000)]
-    )
-    assert head[2::5] == [1, 2, 3]
+    head = store.events.retention_head(unit, 1, 100, now=now).entries
+    assert head[0::4] == [1, 2, 3]
     for key in r.scan_iter(match=f"{k.prefix}*"):
         r.delete(key)
     store.events.write([make_event(f"reborn-{i}") for i in range(1, 4)])
     store.outbox("push").done(1, 2, 3)
-    # As retention_step sends them: the seqs, their message_ids, then the type index's seqs.
-    args = [len(unit.outbox_seqs), 3, *head[2::5], *head[4::5], 3, *head[2::5]]
+    # As retention_step sends them: the seqs and their message_ids.
+    args = [len(unit.outbox_seqs), 3, *head[0::4], *head[1::4]]
     removed = store.events.scripts["retention"](
         keys=[
             k.events,
@@ -225,6 +223,57 @@ def test_a_step_never_removes_an_event_stored_again_under_a_reused_seq(
     assert removed == [0, 0, 0]
     assert stored_seqs(r, k) == [1, 2, 3]
     assert_consistent(r, k)
+
+
+def test_an_event_that_fails_the_check_amid_the_step_keeps_its_entries_and_the_others_go(
+    store: Store, redis_server: redis.Redis, keys: Keys
+) -> None:
+    """The fast path removes index entries by seq range: an event before the last
+    removed one that fails the check (here its message_id was stored again, at
+    another seq, between the head and the removal) must keep its entries."""
+    r, k = redis_server, keys
+    store.events.write([make_event(f"m-{i}", tenant="t-1", resource=f"vm-{i % 2}") for i in range(1, 6)])
+    store.outbox("push").done(*range(1, 6))
+    now = after_ms(r, k, 5)
+    unit = store.events.retention_units()[0]
+    head = store.events.retention_head(unit, 1, 100, now=now).entries
+    seqs, message_ids = head[0::4], head[1::4]
+    assert seqs == [1, 2, 3, 4, 5]
+    digest = r.hget(k.ids, "m-2").split()[1]
+    r.hset(k.ids, "m-2", b"77 " + digest)
+    index_keys = [k.event_type("compute.instance.create.end"), k.tenant("t-1"), k.resource("t-1", "vm-0")]
+    index_keys.append(k.resource("t-1", "vm-1"))
+    removed = store.events.scripts["retention"](
+        keys=[k.events, k.ids, k.by_time, *unit.outbox_seqs, *index_keys],
+        args=[len(unit.outbox_seqs), 5, *seqs, *message_ids],
+    )
+    assert removed == [4, 4 * 3, 5]
+    assert stored_seqs(r, k) == [2]
+    for key in index_keys[:2]:
+        assert r.zrange(key, 0, -1) == [b"2"]
+    assert r.zrange(k.resource("t-1", "vm-0"), 0, -1) == [b"2"]
+    assert not r.exists(k.resource("t-1", "vm-1"))
+    assert r.hkeys(k.ids) == [b"m-2"]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_head_is_read_alike_over_either_protocol(config: Config, protocol: int) -> None:
+    """The head's commands are read raw (no redis-py callbacks): RESP2 and RESP3 shape
+    replies differently (ZRANGE WITHSCORES), and both must give the same head."""
+    client = redis.Redis.from_url(TEST_REDIS_URL, protocol=protocol)
+    store = open_store(config, client=client)
+    r, k = client, store.events.keys
+    store.events.write([make_event(f"p-{i}", resource=f"vm-{i}") for i in range(1, 6)])
+    now = after_ms(r, k, 5)
+    store.outbox("push").done(1, 2, 5)  # 3 is the floor
+    unit = store.events.retention_units()[0]
+    head = store.events.retention_head(unit, 1, 100, now=now)
+    assert (head.floor, head.entries[0::4], head.full) == (3, [1, 2], False)
+    assert head.entries[1::4] == [b"p-1", b"p-2"]
+    assert head.entries[2::4] == [b"compute.instance.create.end"] * 2
+    assert head.cutoff_ms == int(now * 1000) - 86_400_000
+    assert store.events.retention_head(unit, 1, 1, now=now).full
+    assert store.events.retention_head(unit, 1, 100).entries == []  # Redis's clock: nothing is a day old
 
 
 def test_expire_removes_in_steps_until_nothing_is_left(

@@ -21,7 +21,7 @@ from yagi_meter.store.base import Collection
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
-from yagi_meter.store.nodes import Call, PendingCalls
+from yagi_meter.store.nodes import Call, Command, PendingCalls
 from yagi_meter.store.outbox import MEMBER_FORMAT, OutboxKeys
 from yagi_meter.store.positions import fingerprint
 from yagi_meter.store.scripts import Scripts
@@ -569,16 +569,40 @@ class EventStore(Collection):
         self, unit: RetentionUnit, retention_days: float, limit: int, now: float | None = None
     ) -> Step:
         """Remove up to ``limit`` of the oldest events ingested more than ``retention_days``
-        ago and below every outbox's oldest pending seq; two round trips.
+        ago and below every outbox's oldest pending seq; two round trips
+        (``retention_head``, then ``retention_remove``)."""
+        head = self.retention_head(unit, retention_days, limit, now)
+        step, _ = self.retention_remove(unit, head, retention_days, limit, now, read_next=False)
+        return step
 
-        The first call reads those entries with their bodies
-        (retention_head.lua); the derived fields of each body are decoded here
-        with the store's codec and dictionaries (``codec.decode_indexed``), and
-        its index keys computed from them by ``keys_of``, as at ingest.  The
-        second removes them, each with its index, ``by_time`` and ``ids``
-        entries, in one atomic script (retention.lua), which checks each event
-        again: any number of processes may run steps at once, and a step cut
-        short by a crash changed nothing.
+    def retention_head(
+        self, unit: RetentionUnit, retention_days: float, limit: int, now: float | None = None
+    ) -> RetentionHead:
+        """Read up to ``limit`` of the oldest expired events, with their bodies; one
+        round trip, read only (``RetentionHead.commands``)."""
+        replies = PendingCalls(self.client, RetentionHead.commands(unit, limit)).replies()
+        return RetentionHead.of(replies, retention_days, limit, now)
+
+    def retention_remove(
+        self,
+        unit: RetentionUnit,
+        head: RetentionHead,
+        retention_days: float,
+        limit: int,
+        now: float | None = None,
+        *,
+        read_next: bool = True,
+    ) -> tuple[Step, RetentionHead | None]:
+        """Remove the events ``head`` read; with ``read_next``, when the head was full
+        (more may be waiting), read the next one in the same round trip, after
+        the removal (the retention daemon's steps are one round trip each).
+
+        The derived fields of each body are decoded here with the store's
+        codec and dictionaries (``codec.decode_indexed``), and its index keys
+        computed from them by ``keys_of``, as at ingest.  The removal is one
+        atomic script (retention.lua), which checks each event again: any
+        number of processes may run steps at once, a head read a while ago is
+        still safe to remove, and a step cut short by a crash changed nothing.
 
         A body that cannot be decoded (its dictionary is gone or damaged) is
         logged with its seq and removed all the same, with what is known
@@ -588,24 +612,15 @@ class EventStore(Collection):
         index entry whose event is gone).  Retention never stalls on it.
         StoreError (Redis cannot be asked for a dictionary) ends the step.
         """
-        retention_ms = int(retention_days * 86_400_000)
-        now_ms = "" if now is None else int(now * 1000)
-        head = self._run(
-            "retention_head",
-            [unit.events, *unit.outbox_seqs],
-            [limit, retention_ms, now_ms],
-            "reading expired events",
-        )
-        cutoff_ms, floor = int(head[0]), int(head[1])
-        entries = head[2:]
-        if not entries:
-            return Step(0, 0, 0, cutoff_ms, floor or None, False)
+        if not head.entries:
+            return Step(0, 0, 0, head.cutoff_ms, head.floor, False), None
         seqs: list[int] = []
         message_ids: list[bytes] = []
-        by_key: dict[str, list[int]] = {}  # index zset -> seqs, ascending (in head order)
+        index_keys_seen: dict[str, None] = {}  # every index zset of these events, once
         undecodable = 0
-        for i in range(0, len(entries), 5):
-            seq, t, message_id, event_type, body = entries[i : i + 5]
+        entries = head.entries
+        for i in range(0, len(entries), 4):
+            seq, message_id, event_type, body = entries[i : i + 4]
             try:
                 index_keys = self.keys_of(codec.decode_indexed(body, seq, self.dictionaries), unit.keys)
             except UndecodableEvent as e:
@@ -616,25 +631,26 @@ class EventStore(Collection):
                     seq,
                     e,
                 )
-                # ZREM of a seq a zset does not hold removes nothing: the verdicts
+                # A seq a zset does not hold is not removed from it: the verdicts
                 # index is named in case this was a verdict.
                 index_keys = [unit.keys.event_type(event_type.decode()), unit.keys.audit_verdicts]
             seqs.append(seq)
             message_ids.append(message_id)
-            for key in index_keys:
-                by_key.setdefault(key, []).append(seq)
-        args: list[str | bytes | int] = [len(unit.outbox_seqs), len(seqs), *seqs, *message_ids]
-        for listed in by_key.values():
-            args.append(len(listed))
-            args.extend(listed)
-        removed, index_entries, last = self._run(
-            "retention",
-            [unit.events, unit.ids, unit.by_time, *unit.outbox_seqs, *by_key],
-            args,
-            "removing expired events",
-        )
-        full = len(entries) // 5 == limit
-        return Step(removed, index_entries, last, cutoff_ms, floor or None, full, undecodable)
+            index_keys_seen.update(dict.fromkeys(index_keys))
+        calls = [
+            Call(
+                self.scripts["retention"],
+                [unit.events, unit.ids, unit.by_time, *unit.outbox_seqs, *index_keys_seen],
+                [len(unit.outbox_seqs), len(seqs), *seqs, *message_ids],
+            )
+        ]
+        ahead = read_next and head.full
+        replies = PendingCalls(
+            self.client, calls + (RetentionHead.commands(unit, limit) if ahead else [])
+        ).replies()
+        removed, index_entries, last = replies[0]
+        step = Step(removed, index_entries, last, head.cutoff_ms, head.floor, head.full, undecodable)
+        return step, (RetentionHead.of(replies[1:], retention_days, limit, now) if ahead else None)
 
     def expire(self, retention_days: float, now: float | None = None, limit: int = 1000) -> int:
         """Remove every event ingested more than ``retention_days`` ago, in steps of
@@ -668,6 +684,60 @@ class RetentionUnit:
     def of(cls, keys: Keys) -> RetentionUnit:
         outboxes = tuple(keys.outbox_seqs(name) for name in OUTBOXES)
         return cls(keys, keys.events, keys.ids, keys.by_time, outboxes)
+
+
+@dataclass(frozen=True)
+class RetentionHead:
+    """The oldest events retention may remove, with their bodies: the stream's first
+    entries while ingested before the cutoff (Redis's clock) and below every
+    outbox's oldest pending seq (the floor), flat: seq, message_id, event type
+    (``e``), body (``d``), ...
+
+    Read with plain commands in one round trip (``commands``): TIME, the head
+    of each outbox's ``:seqs`` zset, and XRANGE of ``limit`` entries; not
+    atomically, and that is safe: retention.lua checks every event again (its
+    identity and the floor), and an entry ingested after TIME is not
+    expired by it.  The bodies are what the caller decodes the index keys
+    from (events.py keys_of, the function ingest computes them with), which
+    the entry holds nowhere else.
+    """
+
+    cutoff_ms: int  # events ingested before this are expired
+    floor: int | None  # the oldest seq an outbox still needs, None when none
+    entries: list[Any]
+    full: bool  # ``limit`` entries were expired: more may be waiting
+
+    @staticmethod
+    def commands(unit: RetentionUnit, limit: int) -> list[Call | Command]:
+        """TIME, then ZRANGE of each outbox's seqs, then XRANGE; all on the unit's node."""
+        on = [unit.events]
+        return [
+            Command(on, ("TIME",)),
+            *(Command(on, ("ZRANGE", seqs, 0, 0, "WITHSCORES")) for seqs in unit.outbox_seqs),
+            Command(on, ("XRANGE", unit.events, "-", "+", "COUNT", limit)),
+        ]
+
+    @classmethod
+    def of(cls, replies: list[Any], retention_days: float, limit: int, now: float | None) -> RetentionHead:
+        """The head from the replies to ``commands``; ``now`` (seconds) instead of Redis's TIME."""
+        clock, *heads, stream = replies
+        now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000 if now is None else int(now * 1000)
+        cutoff_ms = now_ms - int(retention_days * 86_400_000)
+        # ZRANGE WITHSCORES: [member, score] in RESP2, [[member, score]] in RESP3.
+        scores = [int(float(head[0][1] if isinstance(head[0], list) else head[1])) for head in heads if head]
+        floor = min(scores, default=None)
+        entries: list[Any] = []
+        for entry_id, f in stream:
+            if f[0] == b"t" and f[2] == b"e" and f[4] == b"m" and f[6] == b"d":  # as ingest.lua writes them
+                t, event_type, message_id, body = f[1], f[3], f[5], f[7]
+            else:
+                fields = dict(zip(f[::2], f[1::2], strict=True))
+                t, event_type, message_id, body = fields[b"t"], fields[b"e"], fields[b"m"], fields[b"d"]
+            seq = int(entry_id.partition(b"-")[0])
+            if int(t) >= cutoff_ms or (floor is not None and seq >= floor):
+                break
+            entries += (seq, message_id, event_type, body)
+        return cls(cutoff_ms, floor, entries, len(entries) // 4 == limit)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ A batch of events becomes one ingest call per partition.  On a single Redis
 they all go down one connection; on a Redis Cluster each goes to the master
 of its partition's slot, one connection per master, so the masters work in
 parallel.  Every call is sent before any reply is read, so the caller can
-prepare its next batch meanwhile (the listener does).
+prepare its next batch meanwhile (the listener does).  A plain ``Command``
+goes the same way, its reply as hiredis parsed it: retention reads the head
+of a stream with XRANGE beside its removal script, in one round trip, without
+the cost of copying every entry into Lua or through redis-py's callbacks.
 
 ``wait_replicas``: after its calls, each connection sends ``WAIT n timeout``;
 a master that answers fewer replicas fails the whole write.  The caller then
@@ -44,6 +47,22 @@ class Call:
     keys: Sequence[str]
     args: Sequence[Any]
 
+    def wire(self) -> tuple[Any, ...]:
+        return ("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One plain command, sent to the node that holds ``keys[0]`` (a command that
+    names no key, such as TIME, still names the key whose node it asks); its
+    reply is what Redis sent, parsed by hiredis, without redis-py's callbacks."""
+
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+    def wire(self) -> tuple[Any, ...]:
+        return tuple(self.args)
+
 
 def pack(commands: Sequence[Sequence[Any]]) -> bytes | None:
     """``commands`` in the Redis protocol, as redis-py would send them (str as UTF-8,
@@ -69,13 +88,15 @@ class ReplicasBehind(StoreError):
 class _NodeWrite:
     """The calls of one node, sent on a connection of its own, replies not read yet."""
 
-    def __init__(self, node: redis.Redis, indexes: list[int], calls: Sequence[Call], wait: tuple[int, int]):
+    def __init__(
+        self, node: redis.Redis, indexes: list[int], calls: Sequence[Call | Command], wait: tuple[int, int]
+    ):
         self.node = node
         self.indexes = indexes
         self.calls = [calls[i] for i in indexes]
         self.wait = wait
         self.connection: Any = node.connection_pool.get_connection()
-        commands = [("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in self.calls]
+        commands = [c.wire() for c in self.calls]
         if wait[0]:
             commands.append(("WAIT", wait[0], wait[1]))
         try:
@@ -117,7 +138,10 @@ class PendingCalls:
     """Calls sent to their nodes; ``replies()`` reads what they answered, in call order."""
 
     def __init__(
-        self, client: redis.Redis | RedisCluster, calls: Sequence[Call], wait: tuple[int, int] = (0, 0)
+        self,
+        client: redis.Redis | RedisCluster,
+        calls: Sequence[Call | Command],
+        wait: tuple[int, int] = (0, 0),
     ) -> None:
         """``wait``: (replicas, timeout ms) each node must confirm after its calls; (0, 0) for none."""
         self.client = client
@@ -160,11 +184,11 @@ class PendingCalls:
         for write in self._writes:
             write.release(broken=True)
 
-    def _again(self, write: _NodeWrite, call: Call, error: redis.ResponseError) -> Any:
+    def _again(self, write: _NodeWrite, call: Call | Command, error: redis.ResponseError) -> Any:
         """One call that failed on its node: a script the node lost is loaded and the call
         made again there (then WAIT); a slot that moved fails the write, to be made again
         by the caller once the client has learnt the cluster's new layout."""
-        if not isinstance(error, NoScriptError):
+        if not isinstance(error, NoScriptError) or not isinstance(call, Call):
             if isinstance(self.client, RedisCluster) and isinstance(
                 error, (AskError, TryAgainError, ClusterError)
             ):
@@ -181,7 +205,9 @@ class PendingCalls:
         return replies[0]
 
 
-def _by_node(client: redis.Redis | RedisCluster, calls: Sequence[Call]) -> dict[redis.Redis, list[int]]:
+def _by_node(
+    client: redis.Redis | RedisCluster, calls: Sequence[Call | Command]
+) -> dict[redis.Redis, list[int]]:
     """Which calls go to which node: all to ``client`` unless it is a cluster."""
     if not isinstance(client, RedisCluster):
         return {client: list(range(len(calls)))}
