@@ -14,7 +14,7 @@ KEYS: no key name is built inside Lua.  ``claim.lua`` leases entries of any
 due zset; the module passing the key owns it.  Nothing outside
 ``yagi_meter.store`` sees a key name (docs/architecture.md).
 
-Owner events.py (ingest.lua writes; retention_head.lua reads and retention.lua removes):
+Owner events.py (ingest.lua writes; retention_head reads and retention.lua removes):
 
 | key | type | holds |
 | --- | --- | --- |
