@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 from yagi_meter import __version__, daemon, operations, supervisor
 from yagi_meter import config as config_module
+from yagi_meter import copy as copy_module
 from yagi_meter.config import Config
 from yagi_meter.errors import (
     RET_CONFIG,
@@ -126,6 +127,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "files", nargs="+", metavar="FILE", help="a JSON object, a JSON array of them, or JSON lines"
+    )
+
+    copy = _command(
+        commands,
+        "copy",
+        lambda args, config: copy_module.copy(config, args.from_config),
+        "copy every event of another store (another Redis, prefix or partition count) into the "
+        "configured one, in the source's order, keeping ingest times; a copy run again goes on "
+        "where it stopped",
+    )
+    copy.add_argument(
+        "--from-config",
+        required=True,
+        metavar="PATH",
+        help="a configuration file whose [redis] section names the source store (read only; "
+        "the environment is not read for it)",
     )
 
     forward = _command(

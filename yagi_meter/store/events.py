@@ -17,7 +17,7 @@ from yagi_meter.errors import UndecodableEvent
 from yagi_meter.notification import Event, conflict_copy
 from yagi_meter.store import codec, partitions
 from yagi_meter.store.audit import is_verdict
-from yagi_meter.store.base import Collection
+from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
 from yagi_meter.store.keys import OUTBOXES, Keys
@@ -75,6 +75,8 @@ class EncodedEvent:
     # (zset, stats hash, member): the discovery catalog entries the event counts in
     catalog: tuple[tuple[str, str, str], ...] = ()
     partition: int = 0
+    # The ingest time to store (ms), None for Redis's clock: only a copy keeps another (copy.py).
+    ingested_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -419,6 +421,7 @@ class EventStore(Collection):
             args.extend(encoded.args)
             args.append(mine_numbers)
             args.append("" if first_order is None else first_order + place)
+            args.append("" if encoded.ingested_ms is None else encoded.ingested_ms)
         keys += catalog_keys
         return PartitionCall(partition, keys, args, [encoded.event for encoded in events], places)
 
@@ -525,6 +528,46 @@ class EventStore(Collection):
                 fields = reply[0][1]
                 events.append(codec.decode(fields[b"d"], number, int(fields[b"t"]), self.dictionaries))
         return events
+
+    def stored_after(self, partition: int, after: int, count: int) -> list[StoredEntry]:
+        """Up to ``count`` of ``partition``'s events stored after its seq ``after`` (0: from
+        the first), oldest first, each decoded with its ingest time and merge order: what
+        ``yagi-meter copy`` reads.  A body that cannot be decoded gives ``event`` None
+        and the reason."""
+        start = f"({after}-0" if after else "-"
+        with translated("reading events"):
+            entries = self.client.xrange(self.parts[partition].events, start, "+", count=count)
+        stored = []
+        for entry_id, fields in entries:
+            seq, ingested_ms = int(entry_id.split(b"-")[0]), int(fields[b"t"])
+            order = partitions.merge_order(int(fields.get(b"o", 0)), ingested_ms)
+            number = self.ref(partition, seq)
+            try:
+                event, error = codec.decode(fields[b"d"], number, ingested_ms, self.dictionaries), ""
+            except UndecodableEvent as e:
+                event, error = None, str(e)
+            stored.append(StoredEntry(partition, seq, number, ingested_ms, order, event, error))
+        return stored
+
+    def partition_epochs(self) -> list[str]:
+        """Each partition's epoch ("" before its first event)."""
+        pipe = self.client.pipeline(transaction=False)
+        for k in self.parts:
+            pipe.get(k.epoch)
+        return [(epoch or b"").decode() for epoch in self._execute(pipe, "reading the epochs")]
+
+    def copy_progress(self, sources: Sequence[str]) -> list[int]:
+        """The last seq copied here (``yagi-meter copy``) from each of ``sources`` (a source
+        partition's epoch, keys.py ``copied``), 0 for none."""
+        with translated("reading the copy progress"):
+            values = self.client.hmget(self.keys.copied, list(sources))
+        return [int(value or 0) for value in values]
+
+    def save_copy_progress(self, progress: dict[str, int]) -> None:
+        """Record the last seq copied from source partitions (only once their events are stored)."""
+        if progress:
+            with translated("recording the copy progress"):
+                self.client.hset(self.keys.copied, mapping=progress)
 
     def count(self) -> int:
         """Events stored, in every partition."""
@@ -684,6 +727,19 @@ class RetentionUnit:
     def of(cls, keys: Keys) -> RetentionUnit:
         outboxes = tuple(keys.outbox_seqs(name) for name in OUTBOXES)
         return cls(keys, keys.events, keys.ids, keys.by_time, outboxes)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One stored event as ``stored_after`` read it."""
+
+    partition: int
+    seq: int  # the partition's own
+    number: int  # store-wide (partitions.ref)
+    ingested_ms: int
+    order: int  # merge order (partitions.merge_order): the merged feeds' order
+    event: Event | None  # None when its body cannot be decoded
+    error: str = ""  # why not
 
 
 @dataclass(frozen=True)

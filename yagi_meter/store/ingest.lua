@@ -19,11 +19,14 @@
 --          each one stored counts in conflicts
 -- ARGV[8]: number of catalog entries, then each entry's member (a tenant,
 --           resource or event type; its keys are the entry's pair in KEYS)
--- then per event (10): message_id, digest, event_type, timestamp ms, nkeys,
+-- then per event (11): message_id, digest, event_type, timestamp ms, nkeys,
 --                     forward ("1"/"0"), body, user_id ("" for none; entries
 --                     written before it have no "u" field), the numbers
---                     (1-based, space separated) of its catalog entries, and
---                     its merge order ("" for none: one partition; pages.py)
+--                     (1-based, space separated) of its catalog entries, its
+--                     merge order ("" for none: one partition; pages.py), and
+--                     its ingest time in ms ("" for this master's clock, as
+--                     always but for `yagi-meter copy`, which keeps the time
+--                     an event was first stored)
 --
 -- Returns {results, epoch, seq}: results has, per event, a pair
 -- {status, seq}: 1 stored, 2 already stored with the same body, 3 message_id
@@ -101,7 +104,11 @@ for _ = 1, n_events do
   local user = ARGV[a + 7]
   local entries = ARGV[a + 8]
   local order = ARGV[a + 9]
-  a = a + 10
+  local ingested_ms = ARGV[a + 10]
+  if ingested_ms == "" then
+    ingested_ms = now_ms
+  end
+  a = a + 11
 
   local known = redis.call("HGET", ids, message_id)
   if known then
@@ -126,10 +133,10 @@ for _ = 1, n_events do
     -- time and the event's place in its batch, so one batch's events interleave
     -- (raised past the partition's last one when not above it: growing).
     if order == "" then
-      redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
+      redis.call("XADD", events, id, "t", ingested_ms, "e", event_type, "m", message_id, "d", body, "u", user,
                  "n", ts_ms)
     else
-      redis.call("XADD", events, id, "t", now_ms, "e", event_type, "m", message_id, "d", body, "u", user,
+      redis.call("XADD", events, id, "t", ingested_ms, "e", event_type, "m", message_id, "d", body, "u", user,
                  "n", ts_ms, "o", growing(order))
     end
     for i = k, k + nkeys - 1 do

@@ -48,6 +48,9 @@ Owner events.py (ingest.lua writes; retention_head reads and retention.lua remov
 | ``conflicts`` | string | conflicting copies stored: later bodies of a known message_id, kept |
 |               |        | as events of their own (notification.conflict_copy) |
 | ``duplicates`` | string | count of redelivered or replayed events already stored |
+| ``copied`` | hash | ``yagi-meter copy``: a source partition's epoch (``-<n>`` before it has one) |
+|            |      | -> the last of its seqs copied here (copy.py; a source that lost its data |
+|            |      | has a new epoch, so its copy starts again, every event known a duplicate) |
 
 Owner outbox.py (claim.lua; _outbox.lua, included by ingest.lua and fanout.lua):
 
@@ -169,6 +172,7 @@ class Keys:
         self.duplicates = part + "duplicates"
         self.epoch = part + "epoch"
         self.layout = self.prefix + "layout"
+        self.copied = self.prefix + "copied"
         self.quarantine = self.prefix + "quarantine"
         self.quarantine_count = self.prefix + "quarantine:count"
         self.quarantine_digests = self.prefix + "quarantine:digests"
