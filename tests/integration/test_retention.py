@@ -257,12 +257,12 @@ def test_an_event_that_fails_the_check_amid_the_step_keeps_its_entries_and_the_o
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
-def test_the_head_is_read_alike_over_either_protocol(config: Config, protocol: int) -> None:
+def test_the_head_is_read_alike_over_either_protocol(config: Config, keys: Keys, protocol: int) -> None:
     """The head's commands are read raw (no redis-py callbacks): RESP2 and RESP3 shape
     replies differently (ZRANGE WITHSCORES), and both must give the same head."""
     client = redis.Redis.from_url(TEST_REDIS_URL, protocol=protocol)
     store = open_store(config, client=client)
-    r, k = client, store.events.keys
+    r, k = client, keys
     store.events.write([make_event(f"p-{i}", resource=f"vm-{i}") for i in range(1, 6)])
     now = after_ms(r, k, 5)
     store.outbox("push").done(1, 2, 5)  # 3 is the floor
