@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
@@ -19,6 +20,7 @@ from yagi_meter.notification import CONFLICT_NAMESPACE, parse
 from yagi_meter.store import events as events_module
 from yagi_meter.store import open_store
 from yagi_meter.store.keys import Keys
+from yagi_meter.store.pages import BACKWARD, FORWARD, HEAD, LAST, PageQuery
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +193,46 @@ def test_a_marker_not_in_the_feed_or_from_a_lost_store_is_refused(partitioned, r
 
 def store_config(key_prefix):
     return make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_partitions="4")
+
+
+def test_plain_stream_reads_give_what_page_lua_gives(partitioned, key_prefix):
+    """A merged read of the events stream from its head, its start or forward from a bound
+    is plain commands in a MULTI (pages.py ``_chunks``): the same chunk as page.lua's."""
+    store, _, _ = partitioned
+    pages = store.pages
+    index = pages.everything()
+    empty = open_store(
+        make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix + "empty:", redis_partitions="4")
+    ).pages
+    reads = []
+    for p in range(4):
+        newest = pages.state(replace(index, merged=(), key=store.events.parts[p].events, partition=p)).newest
+        for limit in (1, 5, 100):
+            reads += [(p, PageQuery(HEAD, limit=limit), None), (p, PageQuery(LAST, limit=limit), None)]
+            for bound in (0, 3, newest - limit, newest - 1, newest, newest + 5):
+                reads.append((p, PageQuery(FORWARD, limit=limit), max(bound, 0)))
+    plain = pages._chunks(index, PageQuery(), reads)
+    assert all(pages._plain(index, query, bound) for _, query, bound in reads)
+    lua = [
+        pages._chunk(p, PageQuery(), reply)
+        for (p, _, _), reply in zip(
+            reads,
+            pages._run_all([pages._call(p, index, query, None, bound) for p, query, bound in reads]),
+            strict=True,
+        )
+    ]
+    assert len({len(chunk.entries) for chunk in plain}) > 3  # short, full and empty chunks
+    for read, mine, theirs in zip(reads, plain, lua, strict=True):
+        assert without_clock(mine) == without_clock(theirs), read
+    # An empty store: no entries, the end reached, as page.lua says it.
+    [chunk] = empty._chunks(empty.everything(), PageQuery(), [(0, PageQuery(HEAD, limit=5), None)])
+    assert (chunk.entries, chunk.reached_end, chunk.state.empty) == ([], True, True)
+    # Filtered, or backward from a bound, stays in page.lua.
+    assert not pages._plain(index, PageQuery(HEAD, event_type="compute.instance.exists"), None)
+    assert not pages._plain(index, PageQuery(BACKWARD, limit=5), 10)
+    assert not pages._plain(pages.event_type("compute.instance.exists"), PageQuery(HEAD), None)
+
+
+def without_clock(chunk):
+    """A chunk with its state's clock (Redis's TIME when read) zeroed, to compare two reads."""
+    return chunk._replace(state=replace(chunk.state, now_ms=0))
