@@ -70,10 +70,10 @@ def config_file(path: Path, config: Config) -> Path:
     return path
 
 
-def copy(source_file: Path, **settings: str) -> str:
-    """Run ``yagi-meter copy`` (a real process, killed if it outlives its timeout); its output."""
+def run_copy(source_file: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run ``yagi-meter copy`` (a real process, killed if it outlives its timeout)."""
     env = child_env(YAGI_CONFIG=os.devnull, **{f"YAGI_{k.upper()}": v for k, v in settings.items()})
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "yagi_meter", "copy", "--from-config", str(source_file)],
         env=env,
         cwd=ROOT,
@@ -81,6 +81,11 @@ def copy(source_file: Path, **settings: str) -> str:
         text=True,
         timeout=120,
     )
+
+
+def copy(source_file: Path, **settings: str) -> str:
+    """``yagi-meter copy``, which must succeed; its output."""
+    done = run_copy(source_file, **settings)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -164,15 +169,7 @@ def test_a_store_copied_into_partitions_has_every_event_in_the_same_order_and_go
 def test_the_copy_refuses_to_copy_a_store_into_itself(key_prefix: str, tmp_path: Path) -> None:
     config = make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix)
     source_file = config_file(tmp_path / "same.conf", config)
-    env = child_env(YAGI_CONFIG=os.devnull, YAGI_REDIS_URL=TEST_REDIS_URL, YAGI_REDIS_KEY_PREFIX=key_prefix)
-    done = subprocess.run(
-        [sys.executable, "-m", "yagi_meter", "copy", "--from-config", str(source_file)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_copy(source_file, redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix)
     assert done.returncode == 2
     assert "names this store" in done.stderr
 
