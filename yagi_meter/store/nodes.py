@@ -6,8 +6,9 @@ of its partition's slot, one connection per master, so the masters work in
 parallel.  Every call is sent before any reply is read, so the caller can
 prepare its next batch meanwhile (the listener does).  A plain ``Command``
 goes the same way, its reply as hiredis parsed it: retention reads the head
-of a stream with XRANGE beside its removal script, in one round trip, without
-the cost of copying every entry into Lua or through redis-py's callbacks.
+of a stream with XRANGE beside its removal script, in one round trip, and a
+merged feed page reads each partition's stream in a MULTI/EXEC, without the
+cost of copying every entry into Lua or through redis-py's callbacks.
 
 ``wait_replicas``: after its calls, each connection sends ``WAIT n timeout``;
 a master that answers fewer replicas fails the whole write.  The caller then

@@ -10,7 +10,7 @@
 --             built here.  (An index zset emptied here is gone: Redis deletes
 --             an empty zset.)
 -- ARGV[1]: n_outboxes; ARGV[2]: n, the number of events; ARGV[3..2+n]: their
---          seqs, oldest first, as retention_head.lua returned them (the
+--          seqs, oldest first, as the head read returned them (the
 --          stream's first entries, each ingested before the cutoff: it stays
 --          so); ARGV[3+n..2+2n]: their message_ids.
 --
