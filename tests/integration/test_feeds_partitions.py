@@ -236,3 +236,22 @@ def test_plain_stream_reads_give_what_page_lua_gives(partitioned, key_prefix):
 def without_clock(chunk):
     """A chunk with its state's clock (Redis's TIME when read) zeroed, to compare two reads."""
     return chunk._replace(state=replace(chunk.state, now_ms=0))
+
+
+def test_a_one_partition_stream_page_from_its_head_or_start_is_page_lua_s_page(key_prefix):
+    """The global feed of one partition reads its head and its start the plain way too."""
+    config = make_config(redis_url=TEST_REDIS_URL, redis_key_prefix=key_prefix, redis_partitions="1")
+    store = open_store(config)
+    Ingestor(store, config).ingest([tenant_message(TENANTS[n % 8], n)[1] for n in range(30)])
+    pages = store.pages
+    index = pages.everything()
+    assert not index.merged
+    for query in (
+        PageQuery(direction, limit=limit) for direction in (HEAD, LAST) for limit in (1, 5, 30, 100)
+    ):
+        assert pages._plain(index, query, None)
+        plain_state, plain_page = pages.read(index, query)
+        reply = pages._run("page", *pages._call(0, index, query, None))
+        lua_state, lua_page = pages._reply(0, query, reply)
+        assert replace(plain_state, now_ms=0) == replace(lua_state, now_ms=0), query
+        assert plain_page == lua_page, query

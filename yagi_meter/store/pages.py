@@ -248,6 +248,9 @@ class Pages(Collection):
             raise ValueError(f"no direction {query.direction!r}")
         if index.merged:
             return self._read_merged(index, query, known)
+        if not known and query.direction in (HEAD, LAST) and self._plain(index, query, None):
+            [chunk] = self._chunks(index, query, [(index.partition, query, None)])
+            return self._page_of(index.partition, chunk)
         reply = self._run("page", *self._call(index.partition, index, query, known), "reading a page")
         return self._reply(index.partition, query, reply)
 
@@ -284,7 +287,10 @@ class Pages(Collection):
 
     def _reply(self, partition: int, query: PageQuery, reply: list[Any]) -> tuple[FeedState, Page | None]:
         """The state and page of one partition's page.lua reply (seqs made store-wide)."""
-        chunk = self._chunk(partition, query, reply)
+        return self._page_of(partition, self._chunk(partition, query, reply))
+
+    def _page_of(self, partition: int, chunk: _Chunk) -> tuple[FeedState, Page | None]:
+        """The state and page of one partition's chunk (seqs made store-wide)."""
         if chunk.entries is None:
             return chunk.state, None
         events = [self._event(partition, chunk.state.epoch, entry) for entry in chunk.entries]
@@ -521,30 +527,29 @@ class Pages(Collection):
 
     def _stream_commands(self, partition: int, query: PageQuery, from_seq: int | None) -> list[Command]:
         """What page.lua reads of an unfiltered stream, as one MULTI/EXEC on the partition's
-        node: the clock, the newest and the oldest entry, epoch and seq, then the chunk."""
+        node: the clock, the oldest entry, epoch and seq, the chunk, and the newest entry
+        (from the head, the chunk's first is the newest)."""
         k = self.parts[partition]
-        if query.direction == HEAD:
-            chunk = ("XREVRANGE", k.events, "+", "-", "COUNT", query.limit)
-        elif query.direction == LAST:
-            chunk = ("XRANGE", k.events, "-", "+", "COUNT", query.limit)
-        else:
-            chunk = ("XRANGE", k.events, f"({from_seq}-0", "+", "COUNT", query.limit)
         on = [k.events]
-        return [
+        commands = [
             Command(on, ("MULTI",)),
             Command(on, ("TIME",)),
-            Command(on, ("XREVRANGE", k.events, "+", "-", "COUNT", 1)),
             Command(on, ("XRANGE", k.events, "-", "+", "COUNT", 1)),
-            Command(on, ("GET", k.epoch)),
-            Command(on, ("GET", k.seq)),
-            Command(on, chunk),
-            Command(on, ("EXEC",)),
+            Command(on, ("MGET", k.epoch, k.seq)),
         ]
+        if query.direction == HEAD:
+            commands.append(Command(on, ("XREVRANGE", k.events, "+", "-", "COUNT", query.limit)))
+        else:
+            start = "-" if query.direction == LAST else f"({from_seq}-0"
+            commands.append(Command(on, ("XRANGE", k.events, start, "+", "COUNT", query.limit)))
+            commands.append(Command(on, ("XREVRANGE", k.events, "+", "-", "COUNT", 1)))
+        return [*commands, Command(on, ("EXEC",))]
 
     def _stream_chunk(self, partition: int, query: PageQuery, replies: list[Any]) -> _Chunk:
         """The chunk of ``_stream_commands``' EXEC reply, as ``_chunk`` makes it of page.lua's:
         the same state, entries and end (page.lua's rules, for this one kind of read)."""
-        clock, newest_entry, oldest_entry, epoch, last_seq, entries = replies
+        clock, oldest_entry, (epoch, last_seq), entries, *newest_read = replies
+        newest_entry = newest_read[0] if newest_read else entries[:1]
         now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000
         epoch = _text(epoch or b"")
         self.watch.observe(epoch, int(last_seq or 0), "feed read", partition)
@@ -552,15 +557,15 @@ class Pages(Collection):
             return _Chunk(FeedState(0, 0, 0, now_ms, epoch, ""), [], reached_end=True)
         newest_id, newest_fields = newest_entry[0]
         newest, oldest = _entry_seq(newest_id), _entry_seq(oldest_entry[0][0])
-        head = _fields(newest_fields)
-        state = FeedState(newest, oldest, int(head[b"t"]), now_ms, epoch, _text(head[b"m"]))
+        ingested, message_id, _, _ = _read_fields(newest_fields)
+        state = FeedState(newest, oldest, int(ingested), now_ms, epoch, _text(message_id))
         keyed = []
         for entry_id, flat in entries:
-            fields = _fields(flat)
-            ingested_ms, order = int(fields[b"t"]), int(fields.get(b"o") or 0)
-            merge_order = partitions.merge_order(order, ingested_ms)
+            ingested, message_id, body, order = _read_fields(flat)
+            ingested_ms, stored_order = int(ingested), int(order or 0)
+            merge_order = partitions.merge_order(stored_order, ingested_ms)
             keyed.append(
-                _Keyed(_entry_seq(entry_id), merge_order, ingested_ms, fields[b"m"], fields[b"d"], order)
+                _Keyed(_entry_seq(entry_id), merge_order, ingested_ms, message_id, body, stored_order)
             )
         if not keyed:
             return _Chunk(state, [], reached_end=True)
@@ -609,9 +614,16 @@ def _entry_seq(entry_id: bytes) -> int:
     return int(entry_id.partition(b"-")[0])
 
 
-def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
-    """A stream entry's fields ({name, value, ...} as Redis sends them) by name."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+def _read_fields(flat: list[bytes]) -> tuple[bytes, bytes, bytes, bytes | None]:
+    """A stream entry's ingest ms ``t``, message id ``m``, body ``d`` and merge order ``o``
+    (None when it has none), from its fields as Redis sends them ({name, value, ...}):
+    by place in the order ingest.lua writes them (t e m d u n o), else by name."""
+    if flat[0] == b"t" and flat[4] == b"m" and flat[6] == b"d":
+        order = flat[13] if len(flat) > 13 and flat[12] == b"o" else None
+        if order is not None or len(flat) <= 12:
+            return flat[1], flat[5], flat[7], order
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return fields[b"t"], fields[b"m"], fields[b"d"], fields.get(b"o")
 
 
 def _text(value: bytes | str) -> str:
