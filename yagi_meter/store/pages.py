@@ -5,9 +5,11 @@ stream for the global feed).  A page is read in one Lua call (page.lua), so
 it reflects one instant of the store, together with the feed's state (newest
 and oldest seq), which is all an ETag needs: the state alone is a cheaper
 call, and a caller holding a rendering of the current state gets no page.
-A feed spanning partitions is read per partition and merged; there an
-unfiltered read of the events stream in order is one MULTI/EXEC of plain
-commands instead of page.lua (``Pages._chunks``), as atomic and cheaper.
+A feed spanning partitions is read per partition and merged.  An unfiltered
+read of the events stream in order (the global feed from its head or its
+start, and a merged read forward from a bound) is one MULTI/EXEC of plain
+commands per partition instead of page.lua (``Pages._chunks``), as atomic
+and cheaper: page.lua copies every entry it reads into Lua.
 """
 
 from __future__ import annotations
