@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
-import sys
 from collections.abc import Iterator
 from itertools import islice
 
@@ -162,4 +161,3 @@ def write(source: Store, target: Store, chunk: list[StoredEntry], report: CopyRe
                 report.duplicates += 1
             else:
                 report.conflicts += 1
-    sys.stdout.flush()

@@ -16,6 +16,7 @@ import redis
 from yagi_meter.errors import UndecodableEvent
 from yagi_meter.notification import Event, conflict_copy
 from yagi_meter.store import codec, partitions
+from yagi_meter.store import entries as entries_module
 from yagi_meter.store.audit import is_verdict
 from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.dictionaries import Dictionaries
@@ -783,16 +784,11 @@ class RetentionHead:
         scores = [int(float(head[0][1] if isinstance(head[0], list) else head[1])) for head in heads if head]
         floor = min(scores, default=None)
         entries: list[Any] = []
-        for entry_id, f in stream:
-            if f[0] == b"t" and f[2] == b"e" and f[4] == b"m" and f[6] == b"d":  # as ingest.lua writes them
-                t, event_type, message_id, body = f[1], f[3], f[5], f[7]
-            else:
-                fields = dict(zip(f[::2], f[1::2], strict=True))
-                t, event_type, message_id, body = fields[b"t"], fields[b"e"], fields[b"m"], fields[b"d"]
-            seq = int(entry_id.partition(b"-")[0])
-            if int(t) >= cutoff_ms or (floor is not None and seq >= floor):
+        for entry_id, flat in stream:
+            fields, seq = entries_module.fields_of(flat), entries_module.seq_of(entry_id)
+            if int(fields.t) >= cutoff_ms or (floor is not None and seq >= floor):
                 break
-            entries += (seq, message_id, event_type, body)
+            entries += (seq, fields.m, fields.e, fields.d)
         return cls(cutoff_ms, floor, entries, len(entries) // 4 == limit)
 
 

@@ -26,6 +26,7 @@ import redis
 from yagi_meter.errors import UnknownMarker
 from yagi_meter.notification import Event
 from yagi_meter.store import codec, partitions, positions
+from yagi_meter.store import entries as entries_module
 from yagi_meter.store.base import Collection, translated
 from yagi_meter.store.dictionaries import Dictionaries
 from yagi_meter.store.epoch import SeqWatch
@@ -250,7 +251,7 @@ class Pages(Collection):
             raise ValueError(f"no direction {query.direction!r}")
         if index.merged:
             return self._read_merged(index, query, known)
-        if not known and query.direction in (HEAD, LAST) and self._plain(index, query, None):
+        if not known and self._plain(index, query, None):  # the head or the start of the stream
             [chunk] = self._chunks(index, query, [(index.partition, query, None)])
             return self._page_of(index.partition, chunk)
         reply = self._run("page", *self._call(index.partition, index, query, known), "reading a page")
@@ -558,17 +559,16 @@ class Pages(Collection):
         if not newest_entry:  # an empty partition: no page, and nothing past it
             return _Chunk(FeedState(0, 0, 0, now_ms, epoch, ""), [], reached_end=True)
         newest_id, newest_fields = newest_entry[0]
-        newest, oldest = _entry_seq(newest_id), _entry_seq(oldest_entry[0][0])
-        ingested, message_id, _, _ = _read_fields(newest_fields)
-        state = FeedState(newest, oldest, int(ingested), now_ms, epoch, _text(message_id))
+        newest, oldest = entries_module.seq_of(newest_id), entries_module.seq_of(oldest_entry[0][0])
+        head = entries_module.fields_of(newest_fields)
+        state = FeedState(newest, oldest, int(head.t), now_ms, epoch, _text(head.m))
         keyed = []
         for entry_id, flat in entries:
-            ingested, message_id, body, order = _read_fields(flat)
-            ingested_ms, stored_order = int(ingested), int(order or 0)
+            fields = entries_module.fields_of(flat)
+            ingested_ms, stored_order = int(fields.t), int(fields.o or 0)
             merge_order = partitions.merge_order(stored_order, ingested_ms)
-            keyed.append(
-                _Keyed(_entry_seq(entry_id), merge_order, ingested_ms, message_id, body, stored_order)
-            )
+            seq = entries_module.seq_of(entry_id)
+            keyed.append(_Keyed(seq, merge_order, ingested_ms, fields.m, fields.d, stored_order))
         if not keyed:
             return _Chunk(state, [], reached_end=True)
         last = keyed[-1].seq
@@ -609,23 +609,6 @@ def _fingerprint(epochs: Sequence[str], seqs: Sequence[int]) -> str:
     its first event (or after losing everything) does not make the position wrong.
     """
     return fingerprint([epoch if seq > 0 else "" for epoch, seq in zip(epochs, seqs, strict=True)])
-
-
-def _entry_seq(entry_id: bytes) -> int:
-    """The seq of a stream entry id ``<seq>-0``."""
-    return int(entry_id.partition(b"-")[0])
-
-
-def _read_fields(flat: list[bytes]) -> tuple[bytes, bytes, bytes, bytes | None]:
-    """A stream entry's ingest ms ``t``, message id ``m``, body ``d`` and merge order ``o``
-    (None when it has none), from its fields as Redis sends them ({name, value, ...}):
-    by place in the order ingest.lua writes them (t e m d u n o), else by name."""
-    if flat[0] == b"t" and flat[4] == b"m" and flat[6] == b"d":
-        order = flat[13] if len(flat) > 13 and flat[12] == b"o" else None
-        if order is not None or len(flat) <= 12:
-            return flat[1], flat[5], flat[7], order
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    return fields[b"t"], fields[b"m"], fields[b"d"], fields.get(b"o")
 
 
 def _text(value: bytes | str) -> str:
